@@ -1,0 +1,54 @@
+# The two commands: `make run` (local stack) and `make test` (everything CI runs).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := npx --no-install cdk
+ENV ?= dev
+ROLE ?= viewer
+SUB ?= local-user
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: install run test lint typecheck unit infra integration synth diff deploy token bench clean
+
+install:
+	@bash scripts/install.sh
+
+run: install
+	$(PY) -m local
+
+test: install lint typecheck
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy app.py stacks lambdas local
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+infra: install
+	$(PY) -m pytest tests/infra
+
+integration: install
+	$(PY) -m pytest tests/integration
+
+synth: install
+	$(CDK) synth --quiet --all
+
+diff: install
+	$(CDK) diff Streaming-$(ENV)
+
+deploy: install
+	$(CDK) deploy Streaming-$(ENV) --require-approval broadening --outputs-file cdk.out/outputs-$(ENV).json
+
+token: install
+	@$(PY) -m local.token --role $(ROLE) --sub $(SUB)
+
+bench: install
+	$(PY) -m tests.bench.store_throughput
+
+clean:
+	rm -rf cdk.out .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Thin Lambda entry points: Powertools decorators and dispatch, nothing else."""

@@ -1,0 +1,42 @@
+"""EventBridge target: events put on the stream's custom bus enter the same publish code.
+
+detail-type is the event type, source the producer; detail carries data and optionally id,
+schema_version and key. Without an id the EventBridge event id is used, which is stable across
+EventBridge's own retries, so redelivery stores the event once. Invalid events raise, so they end in
+the function's dead-letter queue after the asynchronous retries instead of being lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from streaming.errors import StreamingError
+from streaming.observability import logger, metrics, tracer
+from streaming.runtime import services
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+@event_parser(model=EventBridgeModel)
+def handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
+    raw = {"id": event.id, **cast(dict[str, Any], event.detail), "type": event.detail_type}
+    try:
+        [result] = services().publisher.publish(raw, producer=event.source)
+    except StreamingError as error:
+        metrics.add_metric(name="PublishRejected", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "rejected", extra={"code": error.error.code, "reason": error.message, "source": event.source}
+        )
+        raise
+    metrics.add_metric(
+        name="EventsPublished" if not result.duplicate else "DuplicatePublishes",
+        unit=MetricUnit.Count,
+        value=1,
+    )
+    return result.to_dict()

@@ -1,0 +1,134 @@
+"""HTTP publish API (Lambda Function URL, AWS_IAM auth): POST events, read them back.
+
+POST /events               one event, {"events": [...]} or a JSON array -> ids, streams, seqs
+GET  /events?cursor=&types=&role=&limit=   replay after a cursor (role defaults to admin)
+GET  /events/latest?count=&types=&role=    the last N events a role may see
+GET  /streams              the head seq of every stream
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from streaming import cursor as cursors
+from streaming.errors import ErrorCode, StreamingError
+from streaming.observability import logger, metrics, tracer
+from streaming.replay import replay_after, replay_latest
+from streaming.runtime import services
+from streaming.store import Page
+
+app = LambdaFunctionUrlResolver()
+
+
+@app.post("/events")
+def publish() -> Response[str]:
+    content_type = (app.current_event.headers or {}).get("content-type", "")
+    if not content_type.lower().startswith("application/json"):
+        raise StreamingError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the events as application/json")
+    caller = app.current_event.request_context.authorizer.iam.user_arn or "unknown"
+    results, is_batch = services().publisher.publish_body(
+        app.current_event.decoded_body or "", producer=caller
+    )
+    fresh = [result for result in results if not result.duplicate]
+    metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=len(fresh))
+    metrics.add_metric(name="DuplicatePublishes", unit=MetricUnit.Count, value=len(results) - len(fresh))
+    metrics.add_metric(
+        name="SequenceConflicts", unit=MetricUnit.Count, value=sum(r.conflicts for r in results)
+    )
+    logger.info("published", extra={"events": [r.to_dict() for r in results]})
+    body = {"events": [r.to_dict() for r in results]} if is_batch else results[0].to_dict()
+    return _json(201 if fresh else 200, body)
+
+
+@app.get("/events")
+def read_after() -> Response[str]:
+    query = _query()
+    page = replay_after(
+        services().store,
+        services().settings.roles,
+        query.get("role", "admin"),
+        query.get("cursor"),
+        _types(query),
+        _int(query, "limit", 100),
+    )
+    return _json(200, _page(page))
+
+
+@app.get("/events/latest")
+def read_latest() -> Response[str]:
+    query = _query()
+    page = replay_latest(
+        services().store,
+        services().settings.roles,
+        query.get("role", "admin"),
+        _int(query, "count", 50),
+        _types(query),
+    )
+    return _json(200, _page(page))
+
+
+@app.get("/streams")
+def stream_heads() -> Response[str]:
+    return _json(200, {"streams": services().store.heads()})
+
+
+@app.route("/events", method=["PUT", "PATCH", "DELETE"])
+def wrong_method() -> Response[str]:
+    raise StreamingError(ErrorCode.METHOD_NOT_ALLOWED, "use POST to publish and GET to read")
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[str]:
+    return _error(StreamingError(ErrorCode.NOT_FOUND, "no such route; see docs/publishing.md"))
+
+
+@app.exception_handler(StreamingError)  # type: ignore[untyped-decorator]
+def rejected(error: StreamingError) -> Response[str]:
+    metrics.add_metric(name="PublishRejected", unit=MetricUnit.Count, value=1)
+    logger.warning("rejected", extra={"code": error.error.code, "reason": error.message})
+    return _error(error)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
+
+
+def _query() -> dict[str, str]:
+    return dict(app.current_event.query_string_parameters or {})
+
+
+def _types(query: dict[str, str]) -> list[str] | None:
+    return [t for t in query["types"].split(",") if t] if query.get("types") else None
+
+
+def _int(query: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(query.get(name, default))
+    except ValueError:
+        raise StreamingError(ErrorCode.INVALID_QUERY, f"{name} must be an integer") from None
+
+
+def _page(page: Page) -> dict[str, Any]:
+    return {
+        "events": [event.to_dict() for event in page.events],
+        "cursor": cursors.encode(page.cursor),
+        "more": page.more,
+        "truncated": page.truncated,
+    }
+
+
+def _json(status: int, body: dict[str, Any]) -> Response[str]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+def _error(error: StreamingError) -> Response[str]:
+    return _json(error.status, error.to_body())

@@ -1,0 +1,60 @@
+"""Stable error codes for every entry point. docs/publishing.md lists them; a test keeps the two in step."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class ErrorCode(Enum):
+    """Each code with the HTTP status it is answered with."""
+
+    MALFORMED_JSON = ("malformed_json", 400)
+    INVALID_ENVELOPE = ("invalid_envelope", 400)
+    MISSING_ID = ("missing_id", 400)
+    INVALID_ID = ("invalid_id", 400)
+    UNKNOWN_TYPE = ("unknown_type", 400)
+    UNSUPPORTED_SCHEMA_VERSION = ("unsupported_schema_version", 400)
+    SCHEMA_VIOLATION = ("schema_violation", 400)
+    EMPTY_BATCH = ("empty_batch", 400)
+    DUPLICATE_ID_IN_BATCH = ("duplicate_id_in_batch", 400)
+    INVALID_CURSOR = ("invalid_cursor", 400)
+    INVALID_QUERY = ("invalid_query", 400)
+    UNKNOWN_ROLE = ("unknown_role", 400)
+    NOT_FOUND = ("not_found", 404)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
+    ID_CONFLICT = ("id_conflict", 409)
+    PUBLISH_IN_PROGRESS = ("publish_in_progress", 409)
+    PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
+    BATCH_TOO_LARGE = ("batch_too_large", 413)
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
+    STREAM_CONTENDED = ("stream_contended", 503)
+    INTERNAL_ERROR = ("internal_error", 500)
+
+    @property
+    def code(self) -> str:
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        return self.value[1]
+
+
+class StreamingError(Exception):
+    """An error with a stable code, a human message and optional machine-readable details."""
+
+    def __init__(self, error: ErrorCode, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.details = details or []
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.error.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}

@@ -1,0 +1,187 @@
+"""The event model: what producers send (NewEvent), what is stored and delivered (Envelope),
+and the catalog of JSON Schemas (one file per type and version under schemas/, the single source)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+from streaming.errors import ErrorCode, StreamingError
+
+SCHEMAS_DIR = Path(__file__).parent / "schemas"
+_SCHEMA_FILE = re.compile(r"^(?P<type>[a-z]+(?:\.[a-z_]+)+)\.v(?P<version>[1-9][0-9]*)\.json$")
+NEW_EVENT_FIELDS = frozenset({"id", "type", "data", "schema_version", "key", "producer"})
+_TEXT_FIELD = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")  # printable ASCII, 1..128 chars
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as a producer submits it; the store assigns stream, seq, prev and ts."""
+
+    id: str
+    type: str
+    data: Mapping[str, Any]
+    schema_version: int = 1
+    key: str | None = None
+    producer: str | None = None
+
+    def digest(self) -> str:
+        """Fingerprint of the content, so a reused id with different content is detected."""
+        canonical = json.dumps(
+            [self.type, self.schema_version, self.data, self.key], sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The one shape every stored and delivered event has (docs/events.md)."""
+
+    id: str
+    type: str
+    stream: str
+    seq: int
+    prev: int
+    ts: str
+    schema_version: int
+    data: Mapping[str, Any]
+    producer: str
+    key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "stream": self.stream,
+            "seq": self.seq,
+            "prev": self.prev,
+            "ts": self.ts,
+            "schema_version": self.schema_version,
+            "producer": self.producer,
+            "data": self.data,
+        }
+        if self.key is not None:
+            body["key"] = self.key
+        return body
+
+
+def format_ts(epoch_ms: int) -> str:
+    """RFC 3339 UTC with millisecond precision, e.g. 2026-11-27T08:14:03.512Z."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class EventCatalog:
+    """The known event types, their schema versions and validators."""
+
+    def __init__(self, schemas: Mapping[tuple[str, int], Mapping[str, Any]]) -> None:
+        self._schemas: dict[tuple[str, int], Mapping[str, Any]] = dict(schemas)
+        self._validators: dict[tuple[str, int], Callable[[Any], Any]] = {
+            key: fastjsonschema.compile(dict(schema)) for key, schema in self._schemas.items()
+        }
+        self.types = frozenset(event_type for event_type, _ in self._schemas)
+
+    @classmethod
+    def load(cls, types: frozenset[str] | None = None, directory: Path = SCHEMAS_DIR) -> EventCatalog:
+        """Load every schema file; with `types`, only those types (each must have a schema)."""
+        schemas: dict[tuple[str, int], Mapping[str, Any]] = {}
+        for path in sorted(directory.glob("*.json")):
+            match = _SCHEMA_FILE.match(path.name)
+            if not match:
+                raise ValueError(f"schema file name must be <type>.v<N>.json: {path.name}")
+            if types is None or match["type"] in types:
+                schemas[(match["type"], int(match["version"]))] = json.loads(path.read_text())
+        missing = (types or frozenset()) - {event_type for event_type, _ in schemas}
+        if missing:
+            raise ValueError(f"no schema for event types: {sorted(missing)}")
+        return cls(schemas)
+
+    def schema(self, event_type: str, version: int) -> Mapping[str, Any]:
+        return self._schemas[(event_type, version)]
+
+    def versions(self, event_type: str) -> list[int]:
+        return sorted(version for known, version in self._schemas if known == event_type)
+
+    def validate_data(self, event_type: str, version: int, data: Any) -> None:
+        if event_type not in self.types:
+            raise StreamingError(ErrorCode.UNKNOWN_TYPE, f"unknown event type {event_type!r}")
+        validator = self._validators.get((event_type, version))
+        if validator is None:
+            raise StreamingError(
+                ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
+                f"{event_type} has schema versions {self.versions(event_type)}, not {version}",
+            )
+        try:
+            validator(data)
+        except fastjsonschema.JsonSchemaValueException as error:
+            raise StreamingError(
+                ErrorCode.SCHEMA_VIOLATION,
+                f"data does not match {event_type} v{version}: {error.message}",
+                [{"path": error.path if isinstance(error.path, str) else ".".join(map(str, error.path))}],
+            ) from error
+
+
+def parse_new_event(raw: Any, catalog: EventCatalog, max_data_bytes: int) -> NewEvent:
+    """Validate one submitted event; raise StreamingError with the most specific code."""
+    if not isinstance(raw, dict):
+        raise StreamingError(ErrorCode.INVALID_ENVELOPE, "an event must be a JSON object")
+    unknown = sorted(set(raw) - NEW_EVENT_FIELDS)
+    if unknown:
+        raise StreamingError(
+            ErrorCode.INVALID_ENVELOPE,
+            f"unknown fields {unknown}; allowed: {sorted(NEW_EVENT_FIELDS)} "
+            "(stream, seq, prev and ts are assigned by the store)",
+        )
+    event_id = raw.get("id")
+    if event_id is None or event_id == "":
+        raise StreamingError(ErrorCode.MISSING_ID, "every event needs an id (a UUID chosen by the producer)")
+    if not _is_uuid(event_id):
+        raise StreamingError(ErrorCode.INVALID_ID, "id must be a UUID in canonical form, e.g. 0192f1c4-...")
+    event_type = raw.get("type")
+    if not isinstance(event_type, str) or event_type not in catalog.types:
+        raise StreamingError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown event type {event_type!r}; known: {sorted(catalog.types)}"
+        )
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise StreamingError(ErrorCode.INVALID_ENVELOPE, "schema_version must be an integer")
+    for field in ("key", "producer"):
+        value = raw.get(field)
+        if value is not None and not (isinstance(value, str) and _TEXT_FIELD.match(value)):
+            raise StreamingError(
+                ErrorCode.INVALID_ENVELOPE, f"{field} must be 1 to 128 printable ASCII characters"
+            )
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        raise StreamingError(ErrorCode.INVALID_ENVELOPE, "data must be a JSON object")
+    size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_data_bytes:
+        raise StreamingError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"data is {size} bytes; the limit is {max_data_bytes}"
+        )
+    catalog.validate_data(event_type, version, data)
+    return NewEvent(
+        id=str(uuid.UUID(event_id)),
+        type=event_type,
+        data=data,
+        schema_version=version,
+        key=raw.get("key"),
+        producer=raw.get("producer"),
+    )
+
+
+def _is_uuid(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False

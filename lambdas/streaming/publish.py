@@ -1,0 +1,99 @@
+"""The publish path shared by the HTTP endpoint, the EventBridge rule and in-process producers:
+validate everything first, store nothing unless all of it is valid, then append."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streaming.errors import ErrorCode, StreamingError
+from streaming.events import NewEvent, parse_new_event
+from streaming.settings import Settings
+from streaming.store import Appended, EventStore
+
+
+class Publisher:
+    def __init__(self, settings: Settings, store: EventStore) -> None:
+        self._settings = settings
+        self._store = store
+
+    @classmethod
+    def from_environment(cls, dynamodb_client: Any | None = None) -> Publisher:
+        """For producers that run in-process: configured by the same environment as the handlers."""
+        import boto3
+
+        settings = Settings.from_env()
+        client = dynamodb_client or boto3.client("dynamodb")
+        return cls(settings, store_from_settings(settings, client))
+
+    def publish(
+        self, events: Mapping[str, Any] | Sequence[Mapping[str, Any]], producer: str
+    ) -> list[Appended]:
+        """Publish one event or a batch given as decoded JSON; raises StreamingError on bad input."""
+        batch = [events] if isinstance(events, Mapping) else list(events)
+        return self._store.append(self.validate(batch), producer)
+
+    def publish_body(self, body: str | bytes, producer: str) -> tuple[list[Appended], bool]:
+        """Publish a raw request body: one event object, {"events": [...]}, or a JSON array.
+        Returns the results and whether the body was a batch."""
+        if len(body) > self._settings.max_body_bytes:
+            raise StreamingError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"request body is {len(body)} bytes; the limit is {self._settings.max_body_bytes}",
+            )
+        try:
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise StreamingError(ErrorCode.MALFORMED_JSON, f"body is not valid JSON: {error}") from None
+        if isinstance(decoded, dict) and "events" in decoded:
+            if set(decoded) != {"events"} or not isinstance(decoded["events"], list):
+                raise StreamingError(
+                    ErrorCode.INVALID_ENVELOPE, 'a batch is {"events": [event, ...]} and nothing else'
+                )
+            decoded = decoded["events"]
+        is_batch = isinstance(decoded, list)
+        return self.publish(decoded, producer), is_batch
+
+    def validate(self, batch: Sequence[Any]) -> list[NewEvent]:
+        """All events or none: every problem is reported, by index, before anything is stored."""
+        if not batch:
+            raise StreamingError(ErrorCode.EMPTY_BATCH, "a batch needs at least one event")
+        if len(batch) > self._settings.max_batch_events:
+            raise StreamingError(
+                ErrorCode.BATCH_TOO_LARGE,
+                f"batch has {len(batch)} events; the limit is {self._settings.max_batch_events}",
+            )
+        parsed: list[NewEvent] = []
+        problems: list[tuple[int, StreamingError]] = []
+        for index, raw in enumerate(batch):
+            try:
+                parsed.append(parse_new_event(raw, self._settings.catalog, self._settings.max_event_bytes))
+            except StreamingError as error:
+                problems.append((index, error))
+        seen: set[str] = set()
+        for index, event in enumerate(parsed):
+            if event.id in seen:
+                problems.append(
+                    (index, StreamingError(ErrorCode.DUPLICATE_ID_IN_BATCH, f"id {event.id} appears twice"))
+                )
+            seen.add(event.id)
+        if problems:
+            first = problems[0][1]
+            if len(batch) == 1:
+                raise first
+            raise StreamingError(
+                first.error,
+                f"{len(problems)} of {len(batch)} events are invalid; nothing was stored",
+                [
+                    {"index": index, "code": error.error.code, "message": error.message}
+                    for index, error in problems
+                ],
+            )
+        return parsed
+
+
+def store_from_settings(settings: Settings, dynamodb_client: Any) -> EventStore:
+    return EventStore(
+        dynamodb_client, settings.events_table, settings.streams_by_type, settings.replay_window_seconds
+    )

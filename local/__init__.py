@@ -1,0 +1,1 @@
+"""The embedded local stack: moto server for AWS, the real handlers behind loopback HTTP endpoints."""

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything the project needs that is missing: the Python venv with pinned packages
+# and the pinned CDK CLI. Safe to run repeatedly; each part is skipped when its stamp is fresh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "pip==25.3"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --group runtime --group dev -c constraints.txt
+  touch .venv/.installed
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "install.sh: npm is required for the CDK CLI (make synth/deploy)" >&2
+    exit 1
+  fi
+fi
+if [ ! -f node_modules/.installed ] || [ package.json -nt node_modules/.installed ] || [ package-lock.json -nt node_modules/.installed ]; then
+  npm ci --silent --no-audit --no-fund
+  touch node_modules/.installed
+fi

@@ -1,0 +1,114 @@
+"""Typed per-environment configuration, read from the "streaming" context in cdk.json.
+
+Each environment is the "defaults" block overlaid with its own block; `-c streaming.<env>.<key>=...`
+is not supported on purpose: change cdk.json so the configuration is reviewed like code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from streaming.constants import STREAM_NAME_PATTERN
+from streaming.events import EventCatalog
+from streaming.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS = ("dev", "staging", "prod")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+class RateLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    websocket_messages_per_second: int = Field(gt=0)
+    websocket_burst: int = Field(gt=0)
+    api_rate_per_second: int = Field(gt=0)
+    api_burst: int = Field(gt=0)
+
+
+class EnvironmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    account: str | None = None
+    region: str | None = None
+    replay_window_hours: int = Field(ge=1, le=24 * 365)
+    retain_data: bool
+    point_in_time_recovery: bool
+    deletion_protection: bool
+    allowed_origins: list[str] = Field(min_length=1)
+    rate_limits: RateLimits
+    event_types: dict[str, str] = Field(min_length=1, description="event type -> stream")
+    roles: dict[str, list[str]] = Field(min_length=1, description="role -> event types it may see")
+    max_event_bytes: int = Field(
+        ge=256, le=120_000, description="API Gateway WebSocket messages are <= 128 KB"
+    )
+    max_batch_events: int = Field(ge=1, le=1000)
+    publish_reserved_concurrency: int | None = Field(default=None, ge=1)
+    alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    log_retention_days: Literal[1, 3, 7, 14, 30, 90, 180, 365, 731, 1827]
+    powertools_layer_version: int = Field(ge=1)
+
+    @property
+    def stack_name(self) -> str:
+        return f"Streaming-{self.name}"
+
+    @property
+    def replay_window_seconds(self) -> int:
+        return self.replay_window_hours * 3600
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        bad = [origin for origin in origins if not _ORIGIN.match(origin)]
+        if bad:
+            raise ValueError(f"origins must be scheme://host[:port] with no path: {bad}")
+        return origins
+
+    @field_validator("event_types")
+    @classmethod
+    def _streams(cls, event_types: dict[str, str]) -> dict[str, str]:
+        EventCatalog.load(frozenset(event_types))  # every configured type has a schema
+        bad = {t: s for t, s in event_types.items() if not re.match(STREAM_NAME_PATTERN, s)}
+        if bad:
+            raise ValueError(f"stream names must match {STREAM_NAME_PATTERN}: {bad}")
+        return event_types
+
+    @model_validator(mode="after")
+    def _roles_grant_known_types(self) -> EnvironmentConfig:
+        for role, types in self.roles.items():
+            unknown = set(types) - set(self.event_types)
+            if unknown:
+                raise ValueError(f"role {role} grants unknown event types {sorted(unknown)}")
+        if self.retain_data is False and self.deletion_protection:
+            raise ValueError("deletion_protection needs retain_data")
+        return self
+
+    def runtime_settings(self, events_table: str) -> Settings:
+        """What the handlers read from their environment, for this environment's config."""
+        return Settings(
+            events_table=events_table,
+            streams_by_type=self.event_types,
+            role_grants={role: tuple(types) for role, types in self.roles.items()},
+            replay_window_seconds=self.replay_window_seconds,
+            max_event_bytes=self.max_event_bytes,
+            max_batch_events=self.max_batch_events,
+        )
+
+
+def load(name: str, context: dict[str, Any] | None = None) -> EnvironmentConfig:
+    """The configuration of one environment; account and region fall back to the deploying user's."""
+    if context is None:
+        context = json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"]
+    environments = context["environments"]
+    if name not in environments:
+        raise ValueError(f"unknown environment {name!r}; known: {sorted(environments)}")
+    merged = {**context["defaults"], **environments[name], "name": name}
+    merged.setdefault("account", os.environ.get("CDK_DEFAULT_ACCOUNT"))
+    merged.setdefault("region", os.environ.get("CDK_DEFAULT_REGION"))
+    return EnvironmentConfig.model_validate(merged)

@@ -1,0 +1,152 @@
+"""Lambda code built without Docker, and the function defaults every handler shares."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsii
+from aws_cdk import (
+    Aws,
+    BundlingOptions,
+    DockerImage,
+    Duration,
+    ILocalBundling,
+    RemovalPolicy,
+)
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.config import ROOT, EnvironmentConfig
+
+LAMBDA_SOURCE = ROOT / "lambdas"
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+ARCHITECTURE = lambda_.Architecture.ARM_64
+# pip's view of that platform, for wheels of the runtime dependencies.
+PIP_PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.13")
+PACKAGES = ("streaming", "handlers")
+POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+
+
+@jsii.implements(ILocalBundling)
+class LocalPythonBundling:
+    """Copies the runtime packages and pip-installs lambdas/requirements.txt for the Lambda platform."""
+
+    def try_bundle(self, output_dir: str, *, image: Any = None, **_: Any) -> bool:
+        build_asset(Path(output_dir))
+        return True
+
+
+def build_asset(output: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(
+            LAMBDA_SOURCE / package,
+            output / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            dirs_exist_ok=True,
+        )
+    requirements = LAMBDA_SOURCE / "requirements.txt"
+    if any(line.strip() and not line.startswith("#") for line in requirements.read_text().splitlines()):
+        subprocess.run(  # noqa: S603 - fixed arguments, no shell
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                *PIP_PLATFORM,
+                "--target",
+                str(output),
+                "-r",
+                str(requirements),
+            ],
+            check=True,
+        )
+
+
+def lambda_code() -> lambda_.Code:
+    """One asset for every handler: lambdas/streaming and lambdas/handlers plus bundled requirements."""
+    return lambda_.Code.from_asset(
+        str(LAMBDA_SOURCE),
+        bundling=BundlingOptions(
+            # Never used: local bundling always succeeds. CDK requires an image to be named.
+            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),
+            local=LocalPythonBundling(),
+        ),
+    )
+
+
+class PythonFunctionFactory(Construct):
+    """Shared defaults: runtime, architecture, Powertools layer, tracing, JSON logs with retention."""
+
+    def __init__(self, scope: Construct, construct_id: str, config: EnvironmentConfig) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self._code = lambda_code()
+        self._powertools = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "PowertoolsLayer",
+            f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+            f"AWSLambdaPowertoolsPythonV3-python313-arm64:{config.powertools_layer_version}",
+        )
+
+    def function(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: str,
+        description: str,
+        environment: dict[str, str],
+        timeout: Duration | None = None,
+        memory_size: int = 512,
+        **kwargs: Any,
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            scope,
+            f"{construct_id}Logs",
+            retention=_RETENTION[self._config.log_retention_days],
+            removal_policy=RemovalPolicy.RETAIN if self._config.retain_data else RemovalPolicy.DESTROY,
+        )
+        return lambda_.Function(
+            scope,
+            construct_id,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=self._code,
+            handler=handler,
+            description=description,
+            layers=[self._powertools],
+            memory_size=memory_size,
+            timeout=timeout or Duration.seconds(10),
+            tracing=lambda_.Tracing.ACTIVE,
+            logging_format=lambda_.LoggingFormat.JSON,
+            log_group=log_group,
+            environment={
+                "POWERTOOLS_SERVICE_NAME": "streaming",
+                "POWERTOOLS_METRICS_NAMESPACE": "RealtimeStreaming",
+                "STREAMING_ENVIRONMENT": self._config.name,
+                **environment,
+            },
+            **kwargs,
+        )
+
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    731: logs.RetentionDays.TWO_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+}

@@ -1,0 +1,35 @@
+"""One stack per environment, composed of one construct per feature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+
+from stacks.config import EnvironmentConfig
+from stacks.constructs.event_store import EventStore
+from stacks.constructs.lambda_code import PythonFunctionFactory
+from stacks.constructs.publish_api import PublishApi
+from stacks.nag import acknowledge_reviewed_findings
+from streaming import constants as c
+
+
+class StreamingStack(Stack):
+    def __init__(self, scope: Construct, config: EnvironmentConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            config.stack_name,
+            description=f"Real-time event streaming ({config.name}): event store, publish API",
+            termination_protection=config.deletion_protection,
+            **kwargs,
+        )
+        Tags.of(self).add("project", "realtime-streaming")
+        Tags.of(self).add("environment", config.name)
+
+        store = EventStore(self, "EventStore", config)
+        functions = PythonFunctionFactory(self, "Functions", config)
+        PublishApi(self, "PublishApi", config=config, functions=functions, store=store)
+
+        CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)
+        acknowledge_reviewed_findings(self)

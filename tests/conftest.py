@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.aws import REGION, create_events_table
+from stacks.config import load
+from streaming.publish import Publisher
+from streaming.settings import Settings
+from streaming.store import EventStore
+
+TABLE = "events-test"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_aws_credentials() -> None:
+    # Tests never reach AWS: moto intercepts in-process, and the local stack listens on loopback.
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="RealtimeStreaming",
+    )
+
+
+class Clock:
+    """A settable clock, so replay-window tests need no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load("dev").runtime_settings(TABLE)
+
+
+@pytest.fixture
+def dynamodb() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        create_events_table(client, TABLE)
+        yield client
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(dynamodb: Any, settings: Settings, clock: Clock) -> EventStore:
+    return EventStore(dynamodb, TABLE, settings.streams_by_type, settings.replay_window_seconds, clock=clock)
+
+
+@pytest.fixture
+def publisher(settings: Settings, store: EventStore) -> Publisher:
+    return Publisher(settings, store)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def signal(event_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A valid signal.created event as a producer would send it."""
+    data = {
+        "signal_id": "sig-1",
+        "instrument": "CH0012032048",
+        "direction": "long",
+        "strength": 0.7,
+        "horizon": "1w",
+        "source": "momentum-v3",
+        "generated_at": "2026-11-27T08:14:03.512Z",
+    }
+    return {"id": event_id or new_id(), "type": "signal.created", "data": data, **overrides}
+
+
+def example(event_type: str, settings: Settings) -> dict[str, Any]:
+    """A valid event of any type, built from its schema's example."""
+    schema = settings.catalog.schema(event_type, 1)
+    return {"id": new_id(), "type": event_type, "data": schema["examples"][0]}
