@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -28,6 +29,7 @@ class SerializedMoto:
 
 def start_moto(host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, str]:
     """Start moto on loopback in a background thread; returns the server and its endpoint URL."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per AWS call
     server = make_server(host, port, SerializedMoto(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
     thread.start()

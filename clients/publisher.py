@@ -1,0 +1,109 @@
+"""Python client for the IAM-authenticated publish API: signs each request with SigV4 (service
+"lambda"), for a deployed Function URL or the local stack alike.
+
+    client = PublishClient.from_endpoints(".local/endpoints.json")
+    client.publish({"id": str(uuid.uuid4()), "type": "system.status", "data": {...}})
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import boto3
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+_FUNCTION_URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws")
+
+
+class PublishError(RuntimeError):
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(f"{status} {error.get('code', '')}: {error.get('message', body)}")
+        self.status = status
+        self.code = error.get("code")
+        self.body = body
+
+
+class PublishClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        region: str | None = None,
+        credentials: Credentials | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._url = url if url.endswith("/") else url + "/"
+        match = _FUNCTION_URL_REGION.search(url)
+        session = boto3.Session()
+        self._region = region or (match.group(1) if match else session.region_name) or "us-east-1"
+        resolved = credentials or session.get_credentials()
+        if resolved is None:
+            raise RuntimeError("no AWS credentials to sign publish requests with")
+        self._credentials = resolved
+        self._http = httpx.Client(timeout=timeout)
+
+    @classmethod
+    def from_endpoints(cls, path: str | Path, stack: str | None = None, **kwargs: Any) -> PublishClient:
+        """From a `cdk deploy --outputs-file` file or the local stack's .local/endpoints.json."""
+        outputs: dict[str, dict[str, str]] = json.loads(Path(path).read_text())
+        name = stack or next(iter(outputs))
+        return cls(outputs[name]["PublishUrl"], region=outputs[name].get("Region"), **kwargs)
+
+    def publish(self, events: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        """One event (returns its result) or a list (returns {"events": [...]})."""
+        body = {"events": events} if isinstance(events, list) else events
+        return self._call("POST", "events", body=json.dumps(body).encode())
+
+    def events_after(
+        self,
+        cursor: str | None = None,
+        *,
+        types: list[str] | None = None,
+        role: str | None = None,
+        limit: int = 100,
+    ) -> Any:
+        return self._call(
+            "GET", "events", params={"cursor": cursor, "types": _csv(types), "role": role, "limit": limit}
+        )
+
+    def latest(self, count: int = 50, *, types: list[str] | None = None, role: str | None = None) -> Any:
+        return self._call("GET", "events/latest", params={"count": count, "types": _csv(types), "role": role})
+
+    def streams(self) -> Any:
+        return self._call("GET", "streams")
+
+    def request(
+        self, method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """A signed request with nothing interpreted: for callers that want the raw response."""
+        url = urljoin(self._url, path)
+        signed = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+        if body and "Content-Type" not in signed.headers:
+            signed.headers["Content-Type"] = "application/json"
+        SigV4Auth(self._credentials.get_frozen_credentials(), "lambda", self._region).add_auth(signed)
+        return self._http.request(method, url, content=body, headers=dict(signed.headers.items()))
+
+    def _call(
+        self, method: str, path: str, *, body: bytes = b"", params: dict[str, Any] | None = None
+    ) -> Any:
+        query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        response = self.request(method, f"{path}?{query}" if query else path, body=body)
+        payload = response.json() if response.content else None
+        if response.status_code >= 400:
+            raise PublishError(response.status_code, payload)
+        return payload
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _csv(values: list[str] | None) -> str | None:
+    return ",".join(values) if values else None
