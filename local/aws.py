@@ -58,12 +58,10 @@ def create_events_table(dynamodb: Any, table_name: str) -> None:
 def main() -> None:
     """Run moto alone (used by tests that want it in a process of its own): prints its URL."""
     import argparse
-    import logging
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server, url = start_moto(port=args.port)
     print(url, flush=True)
     server.serve_forever()
