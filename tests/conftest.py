@@ -32,12 +32,14 @@ def _fake_aws_credentials() -> None:
 
 
 class Clock:
-    """A settable clock, so replay-window tests need no sleeping."""
+    """A settable clock that ticks 1 ms per reading, so replay-window tests need no sleeping and
+    events appended in a row still get distinct timestamps."""
 
     def __init__(self) -> None:
         self.now = time.time()
 
     def __call__(self) -> float:
+        self.now += 0.001
         return self.now
 
     def advance(self, seconds: float) -> None:

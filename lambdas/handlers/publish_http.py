@@ -57,7 +57,7 @@ def read_after() -> Response[str]:
         _types(query),
         _int(query, "limit", 100),
     )
-    return _json(200, _page(page))
+    return _served(page)
 
 
 @app.get("/events/latest")
@@ -70,11 +70,12 @@ def read_latest() -> Response[str]:
         _int(query, "count", 50),
         _types(query),
     )
-    return _json(200, _page(page))
+    return _served(page)
 
 
 @app.get("/streams")
 def stream_heads() -> Response[str]:
+    metrics.add_metric(name="HeadReads", unit=MetricUnit.Count, value=1)
     return _json(200, {"streams": services().store.heads()})
 
 
@@ -85,12 +86,13 @@ def wrong_method() -> Response[str]:
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
+    metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
     return _error(StreamingError(ErrorCode.NOT_FOUND, "no such route; see docs/publishing.md"))
 
 
 @app.exception_handler(StreamingError)  # type: ignore[untyped-decorator]
 def rejected(error: StreamingError) -> Response[str]:
-    metrics.add_metric(name="PublishRejected", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
     logger.warning("rejected", extra={"code": error.error.code, "reason": error.message})
     return _error(error)
 
@@ -115,6 +117,11 @@ def _int(query: dict[str, str], name: str, default: int) -> int:
         return int(query.get(name, default))
     except ValueError:
         raise StreamingError(ErrorCode.INVALID_QUERY, f"{name} must be an integer") from None
+
+
+def _served(page: Page) -> Response[str]:
+    metrics.add_metric(name="EventsReplayed", unit=MetricUnit.Count, value=len(page.events))
+    return _json(200, _page(page))
 
 
 def _page(page: Page) -> dict[str, Any]:

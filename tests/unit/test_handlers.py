@@ -1,0 +1,204 @@
+"""The deployed handlers, invoked with real Function URL and EventBridge event shapes against moto."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from handlers import publish_eventbridge, publish_http
+from local.lambda_runtime import LocalContext, function_url_event
+from streaming.runtime import services
+from tests.conftest import TABLE, example, signal
+
+pytestmark = pytest.mark.events
+
+
+@pytest.fixture(autouse=True)
+def handler_environment(dynamodb, settings, monkeypatch):
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    services.cache_clear()
+    yield
+    services.cache_clear()
+
+
+def call(
+    method: str, path: str, body: Any = None, *, query: str = "", content_type: str = "application/json"
+):
+    raw = body if isinstance(body, (str, bytes)) else json.dumps(body) if body is not None else ""
+    event = function_url_event(
+        method=method,
+        path=path,
+        query=query,
+        headers={"content-type": content_type, "host": "abc.lambda-url.eu-central-1.on.aws"},
+        body=raw.encode() if isinstance(raw, str) else raw,
+        source_ip="203.0.113.9",
+        caller_arn="arn:aws:iam::123456789012:role/risk-engine",
+        access_key="AKIAEXAMPLE",
+    )
+    response = publish_http.handler(event, LocalContext("publish-http"))
+    return response["statusCode"], json.loads(response["body"]) if response.get("body") else None
+
+
+def stored_count(dynamodb) -> int:
+    return dynamodb.scan(TableName=TABLE, Select="COUNT")["Count"]
+
+
+def test_publish_one_event_returns_its_stream_and_seq(settings):
+    raw = example("risk.alert", settings)
+    status, body = call("POST", "/events", raw)
+    assert status == 201
+    assert body | {"ts": None} == {
+        "id": raw["id"],
+        "type": "risk.alert",
+        "stream": "risk",
+        "seq": 1,
+        "ts": None,
+        "duplicate": False,
+    }
+    status, again = call("POST", "/events", raw)
+    assert (status, again["seq"], again["duplicate"]) == (200, 1, True)
+
+
+def test_publish_a_batch_and_read_it_back(settings):
+    raws = [signal(), example("decision.made", settings), example("system.status", settings)]
+    status, body = call("POST", "/events", {"events": raws})
+    assert status == 201
+    assert [r["seq"] for r in body["events"]] == [1, 2, 1]
+    status, page = call("GET", "/events", query="role=analyst")
+    assert status == 200
+    assert [e["id"] for e in page["events"]] == [raws[0]["id"], raws[1]["id"]]
+    assert page["events"][0]["producer"] == "arn:aws:iam::123456789012:role/risk-engine"
+    # A cursor is a position for the role it was issued to: the analyst never sees system.status.
+    later = signal()
+    call("POST", "/events", later)
+    status, page = call("GET", "/events", query=f"role=analyst&cursor={page['cursor']}")
+    assert [e["id"] for e in page["events"]] == [later["id"]]
+    status, latest = call("GET", "/events/latest", query="count=1&types=decision.made")
+    assert [e["id"] for e in latest["events"]] == [raws[1]["id"]]
+    assert call("GET", "/streams") == (200, {"streams": {"market": 3, "ops": 1, "risk": 0}})
+
+
+def test_a_json_array_is_a_batch_too(settings):
+    status, body = call("POST", "/events", [signal(), signal()])
+    assert status == 201 and [r["seq"] for r in body["events"]] == [1, 2]
+
+
+def _bad_batches(settings) -> list[tuple[str, Any, str, int]]:
+    too_big = signal()
+    too_big["data"]["source"] = "x"
+    return [
+        ("malformed json", '{"id": ', "malformed_json", 400),
+        (
+            "missing id",
+            {"events": [signal(), {k: v for k, v in signal().items() if k != "id"}]},
+            "missing_id",
+            400,
+        ),
+        ("malformed id", {"events": [signal(), signal("12345")]}, "invalid_id", 400),
+        ("unknown type", {"events": [signal(), {**signal(), "type": "order.filled"}]}, "unknown_type", 400),
+        (
+            "schema violation",
+            {"events": [signal(), {**signal(), "data": {"signal_id": "x"}}]},
+            "schema_violation",
+            400,
+        ),
+        ("empty batch", {"events": []}, "empty_batch", 400),
+        (
+            "batch too large",
+            {"events": [signal() for _ in range(settings.max_batch_events + 1)]},
+            "batch_too_large",
+            413,
+        ),
+        (
+            "same id twice",
+            {"events": [signal(str(uuid.UUID(int=7))), signal(str(uuid.UUID(int=7)))]},
+            "duplicate_id_in_batch",
+            400,
+        ),
+        ("extra top-level field", {"events": [signal()], "mode": "fast"}, "invalid_envelope", 400),
+    ]
+
+
+def test_every_bad_batch_gets_its_code_and_stores_nothing(settings, dynamodb):
+    for name, body, code, status in _bad_batches(settings):
+        got_status, got = call("POST", "/events", body)
+        assert (got_status, got["error"]["code"]) == (status, code), name
+    assert stored_count(dynamodb) == 0
+
+
+def test_a_batch_reports_every_bad_event_by_index(settings):
+    _, body = call("POST", "/events", {"events": [signal("bad"), signal(), {**signal(), "type": "x.y"}]})
+    assert body["error"]["code"] == "invalid_id"
+    assert [(d["index"], d["code"]) for d in body["error"]["details"]] == [
+        (0, "invalid_id"),
+        (2, "unknown_type"),
+    ]
+
+
+def test_payload_over_the_limit_is_refused_before_parsing(settings, dynamodb):
+    status, body = call("POST", "/events", "x" * (settings.max_body_bytes + 1))
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+    oversized = signal()
+    oversized["data"]["source"] = "s" * (settings.max_event_bytes + 1)
+    status, body = call("POST", "/events", oversized)
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+    assert stored_count(dynamodb) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("POST", "/events", {"content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ("DELETE", "/events", {}, 405, "method_not_allowed"),
+        ("GET", "/nowhere", {}, 404, "not_found"),
+        ("GET", "/events", {"query": "cursor=c1.zzz"}, 400, "invalid_cursor"),
+        ("GET", "/events", {"query": "limit=many"}, 400, "invalid_query"),
+        ("GET", "/events/latest", {"query": "count=0"}, 400, "invalid_query"),
+        ("GET", "/events", {"query": "role=intruder"}, 400, "unknown_role"),
+    ],
+)
+def test_request_errors_have_codes(method, path, kwargs, status, code):
+    got_status, body = call(method, path, signal() if method == "POST" else None, **kwargs)
+    assert (got_status, body["error"]["code"]) == (status, code)
+
+
+def eventbridge_event(
+    detail_type: str, detail: dict[str, Any], event_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": "com.example.risk-engine",
+        "account": "123456789012",
+        "time": "2026-11-27T08:41:19Z",
+        "region": "eu-central-1",
+        "resources": [],
+        "detail": detail,
+    }
+
+
+def test_eventbridge_events_enter_the_same_publish_code_once(settings, dynamodb):
+    data = example("risk.alert", settings)["data"]
+    event = eventbridge_event("risk.alert", {"data": data, "key": "CH0012032048"})
+    result = publish_eventbridge.handler(event, LocalContext("publish-eventbridge"))
+    assert (result["stream"], result["seq"], result["id"]) == ("risk", 1, event["id"])
+    redelivered = publish_eventbridge.handler(event, LocalContext("publish-eventbridge"))
+    assert redelivered["duplicate"] is True
+    _, page = call("GET", "/events", query="types=risk.alert")
+    assert page["events"][0]["producer"] == "com.example.risk-engine"
+    assert page["events"][0]["key"] == "CH0012032048"
+
+
+def test_invalid_eventbridge_events_raise_so_they_reach_the_dead_letter_queue(dynamodb):
+    from streaming.errors import StreamingError
+
+    with pytest.raises(StreamingError):
+        publish_eventbridge.handler(
+            eventbridge_event("risk.alert", {"data": {}}), LocalContext("publish-eventbridge")
+        )
+    assert stored_count(dynamodb) == 0

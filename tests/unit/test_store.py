@@ -1,0 +1,205 @@
+"""The event store on moto: gap-free sequences, idempotency, crash recovery, replay."""
+
+from __future__ import annotations
+
+import pytest
+
+from streaming.errors import StreamingError
+from streaming.events import parse_new_event
+from streaming.replay import replay_after, replay_latest
+from streaming.store import EventStore
+from tests.conftest import TABLE, example, signal
+
+pytestmark = pytest.mark.events
+
+
+def events(settings, *raws):
+    return [parse_new_event(raw, settings.catalog, settings.max_event_bytes) for raw in raws]
+
+
+def stream_items(dynamodb, stream):
+    response = dynamodb.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk AND sk > :zero",
+        ExpressionAttributeValues={":pk": {"S": f"stream#{stream}"}, ":zero": {"N": "0"}},
+        ConsistentRead=True,
+    )
+    return [(int(item["sk"]["N"]), item["id"]["S"]) for item in response["Items"]]
+
+
+def fresh_store(dynamodb, settings, clock, **options):
+    return EventStore(
+        dynamodb, TABLE, settings.streams_by_type, settings.replay_window_seconds, clock=clock, **options
+    )
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_once(monkeypatch, store, method):
+    original = getattr(store, method)
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Crash(method)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, method, failing)
+
+
+def test_sequences_are_per_stream_and_start_at_one(store, settings):
+    results = store.append(
+        events(
+            settings, signal(), example("risk.alert", settings), signal(), example("system.status", settings)
+        ),
+        "p",
+    )
+    assert [(r.stream, r.seq) for r in results] == [("market", 1), ("risk", 1), ("market", 2), ("ops", 1)]
+    assert store.heads() == {"market": 2, "ops": 1, "risk": 1}
+
+
+def test_prev_links_each_event_to_the_previous_one_of_its_type(store, settings):
+    store.append(
+        events(
+            settings,
+            signal(),
+            example("proposal.created", settings),
+            signal(),
+            example("proposal.updated", settings),
+        ),
+        "p",
+    )
+    page = store.after({}, frozenset(settings.streams_by_type), 10)
+    assert [(e.type, e.seq, e.prev) for e in page.events] == [
+        ("signal.created", 1, 0),
+        ("proposal.created", 2, 0),
+        ("signal.created", 3, 1),
+        ("proposal.updated", 4, 0),
+    ]
+
+
+def test_republishing_an_id_stores_nothing_and_returns_the_original_seq(store, settings, dynamodb):
+    raw = signal()
+    [first] = store.append(events(settings, raw), "p")
+    [again] = store.append(events(settings, raw), "p")
+    assert (again.seq, again.ts, again.duplicate, first.duplicate) == (first.seq, first.ts, True, False)
+    assert stream_items(dynamodb, "market") == [(1, raw["id"])]
+
+
+def test_reusing_an_id_for_different_content_is_a_conflict(store, settings):
+    raw = signal()
+    store.append(events(settings, raw), "p")
+    raw["data"]["strength"] = 0.1
+    with pytest.raises(StreamingError) as raised:
+        store.append(events(settings, raw), "p")
+    assert raised.value.error.code == "id_conflict"
+
+
+def test_crash_before_placing_is_taken_over_after_the_claim_timeout(
+    store, settings, dynamodb, clock, monkeypatch
+):
+    raw = signal()
+    crash_once(monkeypatch, store, "_place")
+    with pytest.raises(Crash):
+        store.append(events(settings, raw), "p")
+    retrying = fresh_store(dynamodb, settings, clock, pending_wait_seconds=0.1)
+    with pytest.raises(StreamingError) as raised:  # the claim is young: maybe still in flight
+        retrying.append(events(settings, raw), "p")
+    assert raised.value.error.code == "publish_in_progress"
+    clock.advance(61)
+    [result] = retrying.append(events(settings, raw), "p")
+    assert (result.seq, result.duplicate) == (1, False)
+    assert stream_items(dynamodb, "market") == [(1, raw["id"])]
+
+
+def test_crash_after_placing_is_found_again_not_stored_twice(store, settings, dynamodb, clock, monkeypatch):
+    raw = signal()
+    crash_once(monkeypatch, store, "_commit_marker")
+    with pytest.raises(Crash):
+        store.append(events(settings, raw), "p")
+    clock.advance(61)
+    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, raw), "p")
+    assert (result.seq, result.duplicate) == (1, True)
+    assert stream_items(dynamodb, "market") == [(1, raw["id"])]
+
+
+def test_a_head_left_behind_by_a_crash_costs_a_retry_not_a_hole(
+    store, settings, dynamodb, clock, monkeypatch
+):
+    first, second = signal(), signal()
+    crash_once(monkeypatch, store, "_advance_head")
+    with pytest.raises(Crash):
+        store.append(events(settings, first), "p")
+    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, second), "p")
+    assert (result.seq, result.conflicts) == (2, 1)
+    assert stream_items(dynamodb, "market") == [(1, first["id"]), (2, second["id"])]
+
+
+def test_replay_in_pages_serves_every_event_once_in_order(store, settings):
+    raws = [signal() if i % 3 else example("risk.alert", settings) for i in range(11)]
+    store.append(events(settings, *raws), "p")
+    everything = frozenset(settings.streams_by_type)
+    served, cursor = [], {}
+    for _ in range(10):
+        page = store.after(cursor, everything, 3)
+        served.extend(page.events)
+        cursor = page.cursor
+        if not page.more:
+            break
+    assert [e.id for e in served] == [raw["id"] for raw in raws]
+    assert store.after(cursor, everything, 3).events == []
+
+
+def test_replay_is_filtered_by_role_and_the_cursor_moves_past_hidden_events(store, settings):
+    store.append(
+        events(settings, signal(), example("risk.alert", settings), example("decision.made", settings)), "p"
+    )
+    viewer = replay_after(store, settings.roles, "viewer", None)
+    assert [e.type for e in viewer.events] == ["signal.created"]
+    approver = replay_after(store, settings.roles, "approver", None, types=["risk.alert", "system.status"])
+    assert [e.type for e in approver.events] == ["risk.alert"]
+    store.append(events(settings, signal()), "p")
+    from streaming import cursor as cursors
+
+    resumed = replay_after(store, settings.roles, "viewer", cursors.encode(viewer.cursor))
+    assert [(e.type, e.seq) for e in resumed.events] == [("signal.created", 3)]
+
+
+def test_latest_returns_the_last_n_a_role_may_see_oldest_first(store, settings):
+    raws = [signal(), example("decision.made", settings), signal(), example("proposal.created", settings)]
+    store.append(events(settings, *raws), "p")
+    page = replay_latest(store, settings.roles, "viewer", 2)
+    assert [e.id for e in page.events] == [raws[2]["id"], raws[3]["id"]]
+    assert page.cursor["market"] == 4
+
+
+def test_expired_events_are_not_replayed_even_before_ttl_deletes_them(store, settings, clock):
+    store.append(events(settings, signal(), signal()), "p")
+    cursor = store.after({}, frozenset({"signal.created"}), 1).cursor
+    clock.advance(settings.replay_window_seconds + 1)
+    store.append(events(settings, signal()), "p")
+    page = store.after(cursor, frozenset({"signal.created"}), 10)
+    assert [e.seq for e in page.events] == [3]
+    assert page.truncated  # seq 2 left the window before this cursor's holder saw it
+    assert not store.after({}, frozenset({"signal.created"}), 10).truncated
+    assert [e.seq for e in store.latest(frozenset({"signal.created"}), 10).events] == [3]
+
+
+def test_scanning_is_bounded_and_resumable_when_nothing_is_visible(dynamodb, settings, clock):
+    store = fresh_store(dynamodb, settings, clock, max_scan=3)
+    store.append(events(settings, *[example("decision.made", settings) for _ in range(5)], signal()), "p")
+    first = store.after({}, frozenset({"signal.created"}), 10)
+    assert (first.events, first.more, first.cursor["market"]) == ([], True, 3)
+    second = store.after(first.cursor, frozenset({"signal.created"}), 10)
+    assert [e.seq for e in second.events] == [6]
+
+
+def test_replay_limits_are_checked(store, settings):
+    with pytest.raises(StreamingError) as raised:
+        replay_after(store, settings.roles, "admin", None, limit=0)
+    assert raised.value.error.code == "invalid_query"
+    with pytest.raises(StreamingError):
+        replay_latest(store, settings.roles, "admin", 1001)
