@@ -24,7 +24,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy app.py stacks lambdas local
+	$(VENV)/bin/mypy app.py stacks lambdas local clients tools
 
 unit: install
 	$(PY) -m pytest tests/unit

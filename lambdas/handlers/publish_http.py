@@ -97,6 +97,13 @@ def rejected(error: StreamingError) -> Response[str]:
     return _error(error)
 
 
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def failed(error: Exception) -> Response[str]:
+    logger.exception("internal error")
+    metrics.add_metric(name="InternalErrors", unit=MetricUnit.Count, value=1)
+    return _error(StreamingError(ErrorCode.INTERNAL_ERROR, "internal error; the request id is in the logs"))
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)

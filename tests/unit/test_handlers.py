@@ -202,3 +202,13 @@ def test_invalid_eventbridge_events_raise_so_they_reach_the_dead_letter_queue(dy
             eventbridge_event("risk.alert", {"data": {}}), LocalContext("publish-eventbridge")
         )
     assert stored_count(dynamodb) == 0
+
+
+def test_an_unexpected_failure_is_a_500_with_a_code_and_no_details(monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("table on fire: secret-ish internals")
+
+    monkeypatch.setattr(services().store, "heads", broken)
+    status, body = call("GET", "/streams")
+    assert (status, body["error"]["code"]) == (500, "internal_error")
+    assert "fire" not in json.dumps(body)

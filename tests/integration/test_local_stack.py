@@ -1,0 +1,126 @@
+"""`make run`'s stack, started as a developer starts it: publish to the printed endpoint, read it back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import jwt
+import pytest
+from botocore.credentials import Credentials
+
+from clients.publisher import PublishClient, PublishError
+from local.publish import local_client
+from local.state import LOCAL_STACK, LocalState
+from local.token import AUDIENCE, issue
+from streaming.replay import replay_after
+from streaming.store import EventStore
+from tests.conftest import example, signal
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory) -> Iterator[LocalState]:
+    state = LocalState(tmp_path_factory.mktemp("local"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local",
+            "--state-dir",
+            str(state.directory),
+            "--moto-port",
+            "0",
+            "--publish-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not state.endpoints_file.exists():
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "local stack did not start within 60 s"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the endpoints file is written just before the publish server starts accepting
+        yield state
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def outputs(state: LocalState) -> dict[str, str]:
+    return json.loads(state.endpoints_file.read_text())[LOCAL_STACK]  # type: ignore[no-any-return]
+
+
+def test_endpoints_file_has_the_deployed_stacks_output_keys_and_loopback_urls(local_stack):
+    values = outputs(local_stack)
+    assert set(values) >= {"PublishUrl", "EventsTableName", "EventBusName"}
+    assert values["PublishUrl"].startswith("http://127.0.0.1:")
+    assert values["AwsEndpointUrl"].startswith("http://127.0.0.1:")
+
+
+def test_a_published_event_is_readable_back_through_the_replay_query(local_stack, settings):
+    client = local_client(local_stack)
+    raw = example("risk.alert", settings)
+    result = client.publish(raw)
+    assert (result["id"], result["stream"], result["duplicate"]) == (raw["id"], "risk", False)
+
+    page = client.events_after(types=["risk.alert"], role="approver")
+    assert raw["id"] in [event["id"] for event in page["events"]]
+
+    values = outputs(local_stack)
+    dynamodb = boto3.client("dynamodb", endpoint_url=values["AwsEndpointUrl"], region_name=values["Region"])
+    store = EventStore(
+        dynamodb, values["EventsTableName"], settings.streams_by_type, settings.replay_window_seconds
+    )
+    replayed = replay_after(store, settings.roles, "approver", None, types=["risk.alert"])
+    [event] = [event for event in replayed.events if event.id == raw["id"]]
+    assert (event.seq, event.data) == (result["seq"], raw["data"])
+    assert all(e.type != "risk.alert" for e in replay_after(store, settings.roles, "viewer", None).events)
+
+
+def test_a_bad_batch_is_refused_with_its_code_and_stores_nothing(local_stack):
+    client = local_client(local_stack)
+    before = client.streams()["streams"]
+    with pytest.raises(PublishError) as raised:
+        client.publish([signal(), {**signal(), "type": "order.filled"}])
+    assert (raised.value.status, raised.value.code) == (400, "unknown_type")
+    assert client.streams()["streams"] == before
+
+
+def test_unsigned_and_wrongly_signed_requests_are_forbidden(local_stack):
+    url = outputs(local_stack)["PublishUrl"]
+    assert httpx.post(url + "events", json=signal()).status_code == 403
+    impostor = PublishClient(
+        url, region="us-east-1", credentials=Credentials("LOCALIMPOSTOR", "not-the-secret")
+    )
+    assert impostor.request("POST", "events", body=json.dumps(signal()).encode()).status_code == 403
+    creds = local_stack.credentials()
+    wrong_secret = PublishClient(
+        url, region="us-east-1", credentials=Credentials(creds.access_key_id, "guess")
+    )
+    assert wrong_secret.request("GET", "streams").status_code == 403
+
+
+def test_make_token_issues_a_token_signed_with_the_local_secret(local_stack):
+    token = issue(local_stack, "analyst", "alice")
+    claims = jwt.decode(token, local_stack.jwt_secret(), algorithms=["HS256"], audience=AUDIENCE)
+    assert (claims["sub"], claims["role"]) == ("alice", "analyst")
+    assert claims["exp"] > time.time()
+    with pytest.raises(ValueError, match="unknown role"):
+        issue(local_stack, "superuser", "mallory")
+
+
+def test_local_secrets_are_private_to_the_owner(local_stack):
+    for name in ("jwt-secret", "publisher-credentials.json"):
+        assert (Path(local_stack.directory) / name).stat().st_mode & 0o077 == 0

@@ -1,0 +1,60 @@
+"""The docs are checked against the code: generated event docs, every error code, the two commands."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import fastjsonschema
+import pytest
+
+from streaming.errors import ErrorCode
+from tests.conftest import example
+from tools.events_doc import DOC, ENVELOPE_SCHEMA, render
+
+ROOT = Path(__file__).resolve().parents[2]
+validate_envelope = fastjsonschema.compile(json.loads(ENVELOPE_SCHEMA.read_text()))
+
+
+def test_events_doc_is_generated_from_the_current_schemas():
+    assert DOC.read_text() == render(), "run: .venv/bin/python -m tools.events_doc"
+
+
+def test_every_example_in_the_events_doc_is_a_valid_envelope_with_valid_data(settings):
+    blocks = re.findall(r"Example:\n\n```json\n(.*?)\n```", DOC.read_text(), re.S)
+    assert len(blocks) == len(settings.streams_by_type)
+    for block in blocks:
+        envelope = json.loads(block)
+        validate_envelope(envelope)
+        settings.catalog.validate_data(envelope["type"], envelope["schema_version"], envelope["data"])
+        assert envelope["stream"] == settings.streams_by_type[envelope["type"]]
+
+
+def test_stored_envelopes_match_the_documented_envelope_schema(store, settings):
+    from streaming.events import parse_new_event
+
+    raws = [{**example(t, settings), "key": "CH0012032048"} for t in settings.streams_by_type]
+    store.append([parse_new_event(r, settings.catalog, settings.max_event_bytes) for r in raws], "producer-x")
+    page = store.after({}, frozenset(settings.streams_by_type), 100)
+    assert len(page.events) == len(raws)
+    for envelope in page.events:
+        validate_envelope(envelope.to_dict())
+
+
+def test_an_envelope_with_an_undocumented_field_fails_the_schema():
+    envelope = json.loads(re.findall(r"```json\n(.*?)\n```", DOC.read_text(), re.S)[0])
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        validate_envelope({**envelope, "priority": 1})
+
+
+def test_every_error_code_is_documented_with_its_status():
+    doc = (ROOT / "docs" / "publishing.md").read_text()
+    for error in ErrorCode:
+        assert re.search(rf"\| `{error.code}` \| {error.status} \|", doc), error.code
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,1 @@
+"""Developer tools: generators for checked-in docs."""
