@@ -36,7 +36,7 @@ integration: install
 	$(PY) -m pytest tests/integration
 
 synth: install
-	$(CDK) synth --quiet --all
+	$(CDK) synth --quiet
 
 diff: install
 	$(CDK) diff Streaming-$(ENV)
