@@ -51,7 +51,7 @@ def local_stack(tmp_path_factory) -> Iterator[LocalState]:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             assert time.monotonic() < deadline, "local stack did not start within 60 s"
             time.sleep(0.2)
-        time.sleep(0.5)  # the endpoints file is written just before the publish server starts accepting
+        # The publish socket is listening before the endpoints file is written: no further wait.
         yield state
     finally:
         process.terminate()
