@@ -36,6 +36,19 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, 
     return server, f"http://{host}:{server.server_port}"
 
 
+def moto_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the local moto server (which accepts any credentials)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
+    )
+
+
 def create_events_table(dynamodb: Any, table_name: str) -> None:
     """The events table as stacks/constructs/event_store.py declares it (key schema and TTL)."""
     dynamodb.create_table(

@@ -215,15 +215,19 @@ class EventStore:
                 key=event.key,
             )
             new_heads = {**heads, event.type: seq}
+            started = time.monotonic()
             occupant = self._put_if_absent(_event_item(envelope, new_heads, now_ms, self._window))
             if occupant is None:
                 return envelope, new_heads, conflicts
+            # Lost to a publisher in lock-step with this one: wait a random part of a few round
+            # trips, so the losers of this slot do not all collide again on the next one.
+            round_trip = time.monotonic() - started
+            time.sleep(random.uniform(0, round_trip * min(2 * (conflicts + 1), 16)))  # noqa: S311
             # Taken: try the slot after the occupant. A publisher that keeps losing has fallen
             # behind; it backs off with jitter and jumps to the head (which lags by in-flight
             # publishes at most) instead of walking the stream slot by slot.
             seq, heads = seq + 1, _ints(occupant.get("heads", {}))
             if conflicts % 4 == 3:
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))  # noqa: S311
                 head = self._read_head(stream)
                 if head.seq >= seq:
                     seq, heads = head.seq + 1, head.heads

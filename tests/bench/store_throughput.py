@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
-
-from local.aws import REGION, create_events_table
+from local.aws import create_events_table, moto_client
 from stacks.config import load
 from streaming.events import NewEvent, parse_new_event
 from streaming.store import EventStore
@@ -66,7 +64,7 @@ def counter_append(client: Any, table: str, settings: Any) -> tuple[Publish, Cal
 
 def run(moto_url: str, variant: Any, publishers: int, events_each: int, table: str) -> dict[str, float]:
     settings = load("dev").runtime_settings(table)
-    create_events_table(boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION), table)
+    create_events_table(moto_client("dynamodb", moto_url), table)
     batches = [
         [parse_new_event(signal(), settings.catalog, settings.max_event_bytes) for _ in range(events_each)]
         for _ in range(publishers)
@@ -76,7 +74,7 @@ def run(moto_url: str, variant: Any, publishers: int, events_each: int, table: s
     lock = threading.Lock()
 
     def worker(batch: list[NewEvent]) -> None:
-        client = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+        client = moto_client("dynamodb", moto_url)
         publish, conflicts = variant(client, table, settings)
         with lock:
             conflict_counters.append(conflicts)

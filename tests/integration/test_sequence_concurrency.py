@@ -8,10 +8,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import boto3
 import pytest
 
-from local.aws import REGION, create_events_table
+from local.aws import create_events_table, moto_client
 from streaming.events import parse_new_event
 from streaming.store import Appended, EventStore
 from tests.conftest import TABLE, signal
@@ -25,7 +24,7 @@ def run_publishers(moto_url: str, settings, batches: list[list[dict[str, Any]]])
     failures: list[BaseException] = []
 
     def publish(index: int) -> None:
-        client = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+        client = moto_client("dynamodb", moto_url)
         store = EventStore(client, TABLE, settings.streams_by_type, settings.replay_window_seconds)
         try:
             for raw in batches[index]:
@@ -50,7 +49,7 @@ def item_count(client) -> int:
 
 
 def test_parallel_publishers_get_a_gap_free_sequence_and_republishing_stores_nothing(moto_url, settings):
-    client = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    client = moto_client("dynamodb", moto_url)
     create_events_table(client, TABLE)
     batches = [[signal() for _ in range(EVENTS_EACH)] for _ in range(PUBLISHERS)]
 
