@@ -50,6 +50,10 @@ class PublishClient:
         self._credentials = resolved
         self._http = httpx.Client(timeout=timeout)
 
+    @property
+    def region(self) -> str:
+        return self._region
+
     @classmethod
     def from_endpoints(cls, path: str | Path, stack: str | None = None, **kwargs: Any) -> PublishClient:
         """From a `cdk deploy --outputs-file` file or the local stack's .local/endpoints.json."""

@@ -41,15 +41,15 @@ class LocalPythonBundling:
         return True
 
 
-def build_asset(output: Path) -> None:
+def build_asset(output: Path, source: Path = LAMBDA_SOURCE) -> None:
     for package in PACKAGES:
         shutil.copytree(
-            LAMBDA_SOURCE / package,
+            source / package,
             output / package,
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             dirs_exist_ok=True,
         )
-    requirements = LAMBDA_SOURCE / "requirements.txt"
+    requirements = source / "requirements.txt"
     if any(line.strip() and not line.startswith("#") for line in requirements.read_text().splitlines()):
         subprocess.run(  # noqa: S603 - fixed arguments, no shell
             [
