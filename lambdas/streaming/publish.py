@@ -37,10 +37,11 @@ class Publisher:
     def publish_body(self, body: str | bytes, producer: str) -> tuple[list[Appended], bool]:
         """Publish a raw request body: one event object, {"events": [...]}, or a JSON array.
         Returns the results and whether the body was a batch."""
-        if len(body) > self._settings.max_body_bytes:
+        size = len(body.encode() if isinstance(body, str) else body)
+        if size > self._settings.max_body_bytes:
             raise StreamingError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
-                f"request body is {len(body)} bytes; the limit is {self._settings.max_body_bytes}",
+                f"request body is {size} bytes; the limit is {self._settings.max_body_bytes}",
             )
         try:
             decoded = json.loads(body)
