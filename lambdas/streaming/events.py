@@ -79,6 +79,12 @@ def format_ts(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def parse_ts(ts: str) -> int:
+    """The inverse of format_ts: epoch milliseconds."""
+    parsed = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
 class EventCatalog:
     """The known event types, their schema versions and validators."""
 

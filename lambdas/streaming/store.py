@@ -2,23 +2,28 @@
 
 Layout (partition key `pk` string, sort key `sk` number, TTL attribute `expires_at`):
 
-    pk="stream#<name>", sk=0      the stream head: last known seq and the last seq of each type (no TTL)
+    pk="stream#<name>", sk=0      the stream head: seq of the last event, the last seq of each type, and
+                                  the last event itself (`last`); never expires
     pk="stream#<name>", sk=<seq>  one event, seq >= 1
-    pk="event#<id>",    sk=0      the idempotency marker of an event id: its stream and seq once stored
+    pk="event#<id>",    sk=0      the idempotency claim of an event id: its stream and seq once stored
 
-Appending claims the id (conditional put of the marker), then places the event at head+1 with a
-conditional put. If that slot is taken, the put fails and returns the occupant, and the publisher tries
-the next slot. A put at n+1 is only ever tried after n was seen occupied, so the sequence has no holes,
-whatever publishers crash where; no transaction and no clock is involved in that guarantee. The head is
-advanced after each put; it may lag, which only costs the next publisher a failed put.
+The head is the commit point. Appending an event moves the head from seq n to n+1 with one conditional
+update (`seq = n`) that also stores the event in the head. Before moving it, the publisher copies the
+head's event n into its own item (a conditional put that is a no-op if it is there already), so the
+table always holds every event below the head and the head holds the last one. Readers read the head
+first, then the table below it. A publisher that loses the race gets the new head back and tries again.
 
-Every write is a single-item conditional write: DynamoDB serializes those per item, so concurrent
-publishers on other processes or machines need no coordination beyond the table.
+So the sequence has no hole and no duplicate whatever publishers crash where, the head never lags, and
+TTL can never free a seq for reuse. Every write is a single-item conditional write; no transaction.
+The id claim makes publishing idempotent; a claimant stops trying to commit FENCE_SECONDS after its
+claim, and only a claim older than CLAIM_TIMEOUT_SECONDS is taken over, so the two never overlap
+unless clocks disagree by more than the difference (90 s).
 """
 
 from __future__ import annotations
 
-import contextlib
+import heapq
+import itertools
 import json
 import random
 import time
@@ -30,7 +35,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from streaming import constants as c
 from streaming.errors import ErrorCode, StreamingError
-from streaming.events import Envelope, NewEvent, format_ts
+from streaming.events import Envelope, NewEvent, format_ts, parse_ts
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -71,17 +76,27 @@ class Page:
     truncated: bool = False
 
 
+CLAIM_TIMEOUT_SECONDS = 120.0
+FENCE_SECONDS = 30.0  # the publish functions' timeout: a claimant never commits later than this
+
+
 @dataclass(frozen=True, slots=True)
 class _Head:
     seq: int
     heads: dict[str, int]
+    last: Item | None  # the event at `seq` (its table copy may not be written yet)
+
+    @classmethod
+    def of(cls, item: Item | None) -> _Head:
+        if not item:
+            return cls(0, {}, None)
+        return cls(int(item["seq"]), _ints(item.get("heads", {})), item.get("last"))
 
 
 @dataclass
 class _Scan:
-    """What one stream contributed to a replay: every scanned seq, and the visible events."""
+    """What one stream contributed to a replay: the last scanned seq, and the visible events."""
 
-    start: int
     last_seq: int
     events: list[Envelope]
     more: bool = False
@@ -97,9 +112,10 @@ class EventStore:
         replay_window_seconds: int,
         *,
         clock: Callable[[], float] = time.time,
-        claim_timeout_seconds: float = 60.0,
+        claim_timeout_seconds: float = CLAIM_TIMEOUT_SECONDS,
+        fence_seconds: float = FENCE_SECONDS,
         pending_wait_seconds: float = 2.0,
-        max_place_attempts: int = 200,
+        max_commit_attempts: int = 200,
         max_scan: int = 1000,
     ) -> None:
         self._client = client
@@ -108,12 +124,10 @@ class EventStore:
         self._window = replay_window_seconds
         self._clock = clock
         self._claim_timeout_ms = int(claim_timeout_seconds * 1000)
+        self._fence_ms = int(fence_seconds * 1000)
         self._pending_wait = pending_wait_seconds
-        self._max_attempts = max_place_attempts
+        self._max_attempts = max_commit_attempts
         self._max_scan = max_scan
-        # Last position this instance saw per stream: a hint that saves the head read; a stale one
-        # only costs a failed put.
-        self._positions: dict[str, _Head] = {}
 
     # -- appending ---------------------------------------------------------------------------------
 
@@ -123,8 +137,8 @@ class EventStore:
 
     def _append_one(self, event: NewEvent, producer: str) -> Appended:
         stream = self._streams_by_type[event.type]
-        head = self._positions.get(stream) or self._read_head(stream)
-        now_ms = self._now_ms()
+        head = self._read_head(stream)
+        claimed_at = self._now_ms()
         claim = {
             c.PARTITION_KEY: _marker_key(event.id),
             c.SORT_KEY: 0,
@@ -132,208 +146,208 @@ class EventStore:
             "type": event.type,
             "digest": event.digest(),
             "from_seq": head.seq + 1,
-            "claimed_at": now_ms,
-            c.TTL_ATTRIBUTE: now_ms // 1000 + self._window,
+            "claimed_at": claimed_at,
+            c.TTL_ATTRIBUTE: claimed_at // 1000 + self._window,
         }
         existing = self._put_if_absent(claim)
-        if existing is not None:
-            return self._resolve_claimed(event, producer, existing)
-        return self._place_and_commit(event, producer, stream, head)
+        if existing is None:
+            return self._commit(event, producer, stream, head, claimed_at)
+        # An empty answer: a backend that does not return the existing item on a failed condition.
+        return self._resolve_claimed(event, producer, existing or self._claim_of(event.id))
 
-    def _resolve_claimed(self, event: NewEvent, producer: str, marker: Item) -> Appended:
+    def _resolve_claimed(self, event: NewEvent, producer: str, claim: Item) -> Appended:
         """The id was claimed before: return the stored result, wait for an in-flight publish,
         or take over a claim whose publisher died before committing it."""
-        if marker["digest"] != event.digest():
+        if claim["digest"] != event.digest():
             raise StreamingError(
                 ErrorCode.ID_CONFLICT, f"event id {event.id} was already used for a different event"
             )
         deadline = time.monotonic() + self._pending_wait
-        while "seq" not in marker:
-            if self._now_ms() - int(marker["claimed_at"]) > self._claim_timeout_ms:
-                return self._take_over(event, producer, marker)
+        while "seq" not in claim:
+            if self._now_ms() - int(claim["claimed_at"]) > self._claim_timeout_ms:
+                return self._take_over(event, producer, claim)
             if time.monotonic() > deadline:
                 raise StreamingError(
                     ErrorCode.PUBLISH_IN_PROGRESS,
                     f"event {event.id} is being stored by another request; retry",
                 )
             time.sleep(0.05)
-            marker = self._get(_marker_key(event.id), 0) or marker
-        return Appended(
-            event.id, event.type, marker["stream"], int(marker["seq"]), marker["ts"], duplicate=True
-        )
+            claim = self._claim_of(event.id)
+        return Appended(event.id, event.type, claim["stream"], int(claim["seq"]), claim["ts"], duplicate=True)
 
-    def _take_over(self, event: NewEvent, producer: str, marker: Item) -> Appended:
-        stream = marker["stream"]
-        stored = self._find_by_id(stream, int(marker["from_seq"]), event.id)
-        if stored is not None:
-            self._commit_marker(event.id, stored.seq, stored.ts)
+    def _take_over(self, event: NewEvent, producer: str, claim: Item) -> Appended:
+        stream = claim["stream"]
+        stored = self._find_by_id(stream, int(claim["from_seq"]), event.id)
+        if stored is not None:  # its publisher committed it, then died before recording the seq
+            self._record_seq(event.id, stored.seq, stored.ts)
             return Appended(event.id, event.type, stream, stored.seq, stored.ts, duplicate=True)
-        head = self._read_head(stream)
+        claimed_at = self._now_ms()
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=_key(_marker_key(event.id), 0),
-                UpdateExpression="SET claimed_at = :now, from_seq = :from",
+                UpdateExpression="SET claimed_at = :now",
                 ConditionExpression="claimed_at = :old AND attribute_not_exists(seq)",
-                ExpressionAttributeValues=_values(
-                    {":now": self._now_ms(), ":from": head.seq + 1, ":old": marker["claimed_at"]}
-                ),
+                ExpressionAttributeValues=_values({":now": claimed_at, ":old": claim["claimed_at"]}),
             )
         except self._client.exceptions.ConditionalCheckFailedException:
-            current = self._get(_marker_key(event.id), 0)
-            if current is None:
-                raise StreamingError(ErrorCode.PUBLISH_IN_PROGRESS, "claim changed; retry") from None
-            return self._resolve_claimed(event, producer, current)
-        return self._place_and_commit(event, producer, stream, head)
+            return self._resolve_claimed(event, producer, self._claim_of(event.id))
+        return self._commit(event, producer, stream, self._read_head(stream), claimed_at)
 
-    def _place_and_commit(self, event: NewEvent, producer: str, stream: str, head: _Head) -> Appended:
-        envelope, heads, conflicts = self._place(event, producer, stream, head)
-        self._positions[stream] = _Head(envelope.seq, heads)
-        self._commit_marker(event.id, envelope.seq, envelope.ts)
-        self._advance_head(stream, envelope.seq, heads)
+    def _commit(self, event: NewEvent, producer: str, stream: str, head: _Head, claimed_at: int) -> Appended:
+        envelope, conflicts = self._advance(event, producer, stream, head, claimed_at + self._fence_ms)
+        self._record_seq(event.id, envelope.seq, envelope.ts)
         return Appended(
             event.id, event.type, stream, envelope.seq, envelope.ts, duplicate=False, conflicts=conflicts
         )
 
-    def _place(
-        self, event: NewEvent, producer: str, stream: str, head: _Head
-    ) -> tuple[Envelope, dict[str, int], int]:
-        """Put the event into the first free slot after the head."""
-        seq, heads = head.seq + 1, head.heads
+    def _advance(
+        self, event: NewEvent, producer: str, stream: str, head: _Head, fence_ms: int
+    ) -> tuple[Envelope, int]:
+        """Move the stream head one seq forward, carrying the event: the commit point."""
         for conflicts in range(self._max_attempts):
             now_ms = self._now_ms()
+            if now_ms > fence_ms:
+                break  # past the fence the claim may be taken over: never commit now
+            if head.last is not None:
+                self._put_if_absent(head.last)  # the event below the new head must be in the table
+            seq = head.seq + 1
             envelope = Envelope(
                 id=event.id,
                 type=event.type,
                 stream=stream,
                 seq=seq,
-                prev=heads.get(event.type, 0),
+                prev=head.heads.get(event.type, 0),
                 ts=format_ts(now_ms),
                 schema_version=event.schema_version,
                 data=event.data,
                 producer=producer,
                 key=event.key,
             )
-            new_heads = {**heads, event.type: seq}
+            heads = {**head.heads, event.type: seq}
+            values = {
+                ":seq": seq,
+                ":heads": heads,
+                ":last": _event_item(envelope, heads, now_ms, self._window),
+            }
+            if head.seq:
+                values[":prev"] = head.seq
             started = time.monotonic()
-            occupant = self._put_if_absent(_event_item(envelope, new_heads, now_ms, self._window))
-            if occupant is None:
-                return envelope, new_heads, conflicts
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=_key(_stream_key(stream), 0),
+                    UpdateExpression="SET seq = :seq, heads = :heads, #last = :last",
+                    ConditionExpression="seq = :prev" if head.seq else "attribute_not_exists(seq)",
+                    ExpressionAttributeNames={"#last": "last"},
+                    ExpressionAttributeValues=_values(values),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return envelope, conflicts
+            except self._client.exceptions.ConditionalCheckFailedException as error:
+                round_trip = time.monotonic() - started
+                returned = error.response.get("Item")
+                head = _Head.of(_deserialize(returned)) if returned else self._read_head(stream)
             # Lost to a publisher in lock-step with this one: wait a random part of a few round
-            # trips, so the losers of this slot do not all collide again on the next one.
-            round_trip = time.monotonic() - started
+            # trips, so the losers of this seq do not all collide again on the next one.
             time.sleep(random.uniform(0, round_trip * min(2 * (conflicts + 1), 16)))  # noqa: S311
-            # Taken: try the slot after the occupant. A publisher that keeps losing has fallen
-            # behind; it backs off with jitter and jumps to the head (which lags by in-flight
-            # publishes at most) instead of walking the stream slot by slot.
-            seq, heads = seq + 1, _ints(occupant.get("heads", {}))
-            if conflicts % 4 == 3:
-                head = self._read_head(stream)
-                if head.seq >= seq:
-                    seq, heads = head.seq + 1, head.heads
-            if not heads:  # a backend that did not return the occupant
-                heads = _ints((self._get(_stream_key(stream), seq - 1) or {}).get("heads", {}))
         raise StreamingError(
             ErrorCode.STREAM_CONTENDED, f"stream {stream} is too contended right now; retry with the same id"
         )
 
-    def _commit_marker(self, event_id: str, seq: int, ts: str) -> None:
+    def _record_seq(self, event_id: str, seq: int, ts: str) -> None:
+        """Complete the claim; it now lives as long as the event."""
+        expires_at = parse_ts(ts) // 1000 + self._window
         self._client.update_item(
             TableName=self._table,
             Key=_key(_marker_key(event_id), 0),
-            UpdateExpression="SET seq = :seq, ts = :ts",
-            ExpressionAttributeValues=_values({":seq": seq, ":ts": ts}),
+            UpdateExpression="SET seq = :seq, ts = :ts, expires_at = :expires",
+            ExpressionAttributeValues=_values({":seq": seq, ":ts": ts, ":expires": expires_at}),
         )
 
-    def _advance_head(self, stream: str, seq: int, heads: dict[str, int]) -> None:
-        # Losing the condition means another publisher already moved the head further.
-        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
-            self._client.update_item(
-                TableName=self._table,
-                Key=_key(_stream_key(stream), 0),
-                UpdateExpression="SET seq = :seq, heads = :heads",
-                ConditionExpression="attribute_not_exists(seq) OR seq < :seq",
-                ExpressionAttributeValues=_values({":seq": seq, ":heads": heads}),
-            )
+    def _claim_of(self, event_id: str) -> Item:
+        claim = self._get(_marker_key(event_id), 0)
+        if claim is None:  # expired between two reads: the caller may simply publish again
+            raise StreamingError(ErrorCode.PUBLISH_IN_PROGRESS, f"claim of {event_id} changed; retry")
+        return claim
 
     def _read_head(self, stream: str) -> _Head:
-        item = self._get(_stream_key(stream), 0)
-        if item is None:
-            return _Head(0, {})
-        return _Head(int(item["seq"]), _ints(item.get("heads", {})))
+        return _Head.of(self._get(_stream_key(stream), 0))
 
     def _find_by_id(self, stream: str, from_seq: int, event_id: str) -> Envelope | None:
-        for item in self._query(stream, "sk >= :from", {":from": from_seq}, forward=True, filter_id=event_id):
-            return _envelope(item)
+        for item in self._log(stream, after=from_seq - 1):
+            if item["id"] == event_id:
+                return _envelope(item)
         return None
 
     # -- reading -----------------------------------------------------------------------------------
 
     def after(self, cursor: Mapping[str, int], types: frozenset[str], limit: int) -> Page:
-        """Events of `types` after `cursor`, oldest first, at most `limit`; expired events excluded."""
+        """Events of `types` after `cursor`, at most `limit`, expired events excluded. Each stream's
+        events come in seq order; streams are interleaved by ts."""
         now_s = self._clock()
         scans = {
             stream: self._scan_forward(stream, cursor.get(stream, 0), types, limit, now_s)
             for stream in self._streams_of(types)
         }
-        merged = sorted(
-            (event for scan in scans.values() for event in scan.events), key=lambda e: (e.ts, e.stream, e.seq)
-        )
-        served, held_back = merged[:limit], merged[limit:]
+        merged = heapq.merge(*(scan.events for scan in scans.values()), key=_by_time)
+        served = list(itertools.islice(merged, limit))
         new_cursor = dict(cursor)
+        held_back = False
         for stream, scan in scans.items():
-            first_held = min((e.seq for e in held_back if e.stream == stream), default=None)
-            new_cursor[stream] = scan.last_seq if first_held is None else first_held - 1
+            count = sum(1 for event in served if event.stream == stream)
+            if count < len(scan.events):  # what was served is a prefix of this stream's events
+                new_cursor[stream] = scan.events[count].seq - 1
+                held_back = True
+            else:
+                new_cursor[stream] = scan.last_seq
         return Page(
             events=served,
             cursor=new_cursor,
-            more=bool(held_back) or any(scan.more for scan in scans.values()),
+            more=held_back or any(scan.more for scan in scans.values()),
             truncated=any(scan.truncated for scan in scans.values()),
         )
 
     def latest(self, types: frozenset[str], count: int) -> Page:
-        """The last `count` events of `types` (oldest first), and a cursor at the tail of each stream."""
+        """The last `count` events of `types` (oldest first) and a cursor at the head of each stream.
+        `more` says a stream was scanned to the bound without finding `count` visible events."""
         now_s = self._clock()
-        newest: list[Envelope] = []
+        newest: list[list[Envelope]] = []
         tail: dict[str, int] = {}
+        bounded = False
         for stream in self._streams_of(types):
-            found = 0
-            for scanned, item in enumerate(self._query(stream, "sk > :zero", {":zero": 0}, forward=False)):
-                tail.setdefault(stream, int(item[c.SORT_KEY]))
-                if found >= count or scanned >= self._max_scan:
+            head = self._read_head(stream)
+            tail[stream] = head.seq
+            found: list[Envelope] = []
+            for scanned, item in enumerate(self._log(stream, after=0, head=head, newest_first=True)):
+                if len(found) >= count:
+                    break
+                if scanned >= self._max_scan:
+                    bounded = True
                     break
                 if item["type"] in types and int(item[c.TTL_ATTRIBUTE]) > now_s:
-                    newest.append(_envelope(item))
-                    found += 1
-            tail.setdefault(stream, 0)
-        newest.sort(key=lambda e: (e.ts, e.stream, e.seq), reverse=True)
-        return Page(events=list(reversed(newest[:count])), cursor=tail)
+                    found.append(_envelope(item))
+            newest.append(found)
+        # Newest first, each stream in seq order, so what is kept of a stream is its newest part.
+        kept = list(itertools.islice(heapq.merge(*newest, key=_by_time, reverse=True), count))
+        return Page(events=kept[::-1], cursor=tail, more=bounded)
 
     def heads(self) -> dict[str, int]:
         """The last seq of every stream (0 for an empty stream)."""
-        return {
-            stream: next(
-                (
-                    int(item[c.SORT_KEY])
-                    for item in self._query(stream, "sk > :zero", {":zero": 0}, forward=False)
-                ),
-                0,
-            )
-            for stream in sorted(set(self._streams_by_type.values()))
-        }
+        return {stream: self._read_head(stream).seq for stream in sorted(set(self._streams_by_type.values()))}
 
     def _scan_forward(
         self, stream: str, start: int, types: frozenset[str], limit: int, now_s: float
     ) -> _Scan:
-        scan = _Scan(start=start, last_seq=start, events=[])
-        for scanned, item in enumerate(self._query(stream, "sk > :start", {":start": start}, forward=True)):
+        scan = _Scan(last_seq=start, events=[])
+        for scanned, item in enumerate(self._log(stream, after=start)):
             if len(scan.events) >= limit or scanned >= self._max_scan:
                 scan.more = True
                 break
             seq = int(item[c.SORT_KEY])
             expired = int(item[c.TTL_ATTRIBUTE]) <= now_s
-            # A missing or expired seq after a given cursor can only be an event TTL removed:
-            # the sequence itself has no holes.
+            # A missing or expired seq after a given cursor can only be an event the replay window
+            # dropped: the sequence itself has no holes.
             if start and (seq != scan.last_seq + 1 or expired):
                 scan.truncated = True
             scan.last_seq = seq
@@ -341,32 +355,38 @@ class EventStore:
                 scan.events.append(_envelope(item))
         return scan
 
+    def _log(
+        self, stream: str, *, after: int, head: _Head | None = None, newest_first: bool = False
+    ) -> Iterator[Item]:
+        """The stream's events with seq > `after`: the table below the head, then the head's event.
+        The head is read first, so nothing committed below it can be missed."""
+        head = head or self._read_head(stream)
+        if head.last is None or head.seq <= after:
+            return
+        below: Iterator[Item] = iter(())
+        if head.seq - 1 > after:
+            below = self._query(stream, after + 1, head.seq - 1, forward=not newest_first)
+        if newest_first:
+            yield head.last
+            yield from below
+        else:
+            yield from below
+            yield head.last
+
     # -- DynamoDB helpers --------------------------------------------------------------------------
 
     def _streams_of(self, types: frozenset[str]) -> list[str]:
         return sorted({self._streams_by_type[t] for t in types if t in self._streams_by_type})
 
-    def _query(
-        self,
-        stream: str,
-        sort_condition: str,
-        values: Mapping[str, Any],
-        *,
-        forward: bool,
-        filter_id: str | None = None,
-        limit: int = 100,
-    ) -> Iterator[Item]:
+    def _query(self, stream: str, low: int, high: int, *, forward: bool) -> Iterator[Item]:
         request: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": f"pk = :pk AND {sort_condition}",
-            "ExpressionAttributeValues": _values({":pk": _stream_key(stream), **values}),
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+            "ExpressionAttributeValues": _values({":pk": _stream_key(stream), ":low": low, ":high": high}),
             "ConsistentRead": True,
             "ScanIndexForward": forward,
-            "Limit": limit,
+            "Limit": 100,
         }
-        if filter_id is not None:
-            request["FilterExpression"] = "id = :id"
-            request["ExpressionAttributeValues"][":id"] = {"S": filter_id}
         while True:
             response = self._client.query(**request)
             for raw in response.get("Items", []):
@@ -394,6 +414,10 @@ class EventStore:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _by_time(event: Envelope) -> tuple[str, str, int]:
+    return (event.ts, event.stream, event.seq)
 
 
 def _stream_key(stream: str) -> str:

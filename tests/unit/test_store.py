@@ -27,6 +27,11 @@ def stream_items(dynamodb, stream):
     return [(int(item["sk"]["N"]), item["id"]["S"]) for item in response["Items"]]
 
 
+def logged(store, settings):
+    """(seq, id) of every event in the log, as a subscriber seeing everything would get them."""
+    return [(e.seq, e.id) for e in store.after({}, frozenset(settings.streams_by_type), 1000).events]
+
+
 def fresh_store(dynamodb, settings, clock, **options):
     return EventStore(
         dynamodb, TABLE, settings.streams_by_type, settings.replay_window_seconds, clock=clock, **options
@@ -86,7 +91,7 @@ def test_republishing_an_id_stores_nothing_and_returns_the_original_seq(store, s
     [first] = store.append(events(settings, raw), "p")
     [again] = store.append(events(settings, raw), "p")
     assert (again.seq, again.ts, again.duplicate, first.duplicate) == (first.seq, first.ts, True, False)
-    assert stream_items(dynamodb, "market") == [(1, raw["id"])]
+    assert logged(store, settings) == [(1, raw["id"])]
 
 
 def test_reusing_an_id_for_different_content_is_a_conflict(store, settings):
@@ -102,40 +107,101 @@ def test_crash_before_placing_is_taken_over_after_the_claim_timeout(
     store, settings, dynamodb, clock, monkeypatch
 ):
     raw = signal()
-    crash_once(monkeypatch, store, "_place")
+    crash_once(monkeypatch, store, "_advance")
     with pytest.raises(Crash):
         store.append(events(settings, raw), "p")
     retrying = fresh_store(dynamodb, settings, clock, pending_wait_seconds=0.1)
     with pytest.raises(StreamingError) as raised:  # the claim is young: maybe still in flight
         retrying.append(events(settings, raw), "p")
     assert raised.value.error.code == "publish_in_progress"
-    clock.advance(61)
+    clock.advance(121)
     [result] = retrying.append(events(settings, raw), "p")
     assert (result.seq, result.duplicate) == (1, False)
-    assert stream_items(dynamodb, "market") == [(1, raw["id"])]
+    assert logged(store, settings) == [(1, raw["id"])]
 
 
-def test_crash_after_placing_is_found_again_not_stored_twice(store, settings, dynamodb, clock, monkeypatch):
-    raw = signal()
-    crash_once(monkeypatch, store, "_commit_marker")
-    with pytest.raises(Crash):
-        store.append(events(settings, raw), "p")
-    clock.advance(61)
-    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, raw), "p")
-    assert (result.seq, result.duplicate) == (1, True)
-    assert stream_items(dynamodb, "market") == [(1, raw["id"])]
-
-
-def test_a_head_left_behind_by_a_crash_costs_a_retry_not_a_hole(
+def test_crash_after_committing_is_found_again_not_stored_twice(
     store, settings, dynamodb, clock, monkeypatch
 ):
-    first, second = signal(), signal()
-    crash_once(monkeypatch, store, "_advance_head")
+    raw = signal()
+    crash_once(monkeypatch, store, "_record_seq")
     with pytest.raises(Crash):
-        store.append(events(settings, first), "p")
-    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, second), "p")
-    assert (result.seq, result.conflicts) == (2, 1)
-    assert stream_items(dynamodb, "market") == [(1, first["id"]), (2, second["id"])]
+        store.append(events(settings, raw), "p")
+    clock.advance(121)
+    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, raw), "p")
+    assert (result.seq, result.duplicate) == (1, True)
+    assert [e.id for e in store.after({}, frozenset({"signal.created"}), 10).events] == [raw["id"]]
+
+
+def test_the_last_event_lives_in_the_head_until_the_next_publish_copies_it(store, settings, dynamodb):
+    first, second = signal(), signal()
+    store.append(events(settings, first), "p")
+    assert stream_items(dynamodb, "market") == []  # committed in the head only
+    assert [e.id for e in store.after({}, frozenset({"signal.created"}), 10).events] == [first["id"]]
+    store.append(events(settings, second), "p")
+    assert stream_items(dynamodb, "market") == [(1, first["id"])]
+    assert [e.seq for e in store.after({}, frozenset({"signal.created"}), 10).events] == [1, 2]
+
+
+def test_a_claimant_past_its_fence_never_commits(store, settings, clock, monkeypatch):
+    original = store._advance
+
+    def stalled(event, producer, stream, head, fence_ms):
+        clock.advance(31)  # paused longer than the fence between claim and commit
+        return original(event, producer, stream, head, fence_ms)
+
+    monkeypatch.setattr(store, "_advance", stalled)
+    with pytest.raises(StreamingError) as raised:
+        store.append(events(settings, signal()), "p")
+    assert raised.value.error.code == "stream_contended"
+    assert store.heads()["market"] == 0
+
+
+def test_rows_removed_by_ttl_never_free_their_seq_for_reuse(store, settings, dynamodb, clock):
+    store.append(events(settings, signal(), signal(), signal()), "p")
+    for seq in (1, 2):  # what DynamoDB TTL does, lazily, after the replay window
+        dynamodb.delete_item(TableName=TABLE, Key={"pk": {"S": "stream#market"}, "sk": {"N": str(seq)}})
+    clock.advance(settings.replay_window_seconds + 1)
+    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, signal()), "p")
+    assert result.seq == 4
+    page = store.after({"market": 1}, frozenset({"signal.created"}), 10)
+    assert ([e.seq for e in page.events], page.truncated) == ([4], True)
+
+
+def test_paging_keeps_each_stream_in_seq_order_when_publisher_clocks_disagree(store, settings, clock):
+    store.append(events(settings, signal()), "p")
+    clock.advance(-0.5)  # a publisher host whose clock is behind
+    store.append(events(settings, signal()), "p")
+    clock.advance(0.2)
+    store.append(events(settings, example("risk.alert", settings)), "p")
+    everything = frozenset(settings.streams_by_type)
+    served, cursor = [], {}
+    for _ in range(5):
+        page = store.after(cursor, everything, 2)
+        served.extend((e.stream, e.seq) for e in page.events)
+        cursor = page.cursor
+        if not page.more:
+            break
+    assert sorted(served) == [("market", 1), ("market", 2), ("risk", 1)]
+    assert [s for s in served if s[0] == "market"] == [("market", 1), ("market", 2)]
+
+
+def test_a_backend_that_does_not_return_the_existing_claim_still_resolves_it(store, settings, monkeypatch):
+    raw = signal()
+    [first] = store.append(events(settings, raw), "p")
+    client = store._client
+    original = client.put_item
+
+    def forgetful(**kwargs):
+        try:
+            return original(**kwargs)
+        except client.exceptions.ConditionalCheckFailedException as error:
+            error.response.pop("Item", None)
+            raise
+
+    monkeypatch.setattr(client, "put_item", forgetful)
+    [again] = store.append(events(settings, raw), "p")
+    assert (again.seq, again.duplicate) == (first.seq, True)
 
 
 def test_replay_in_pages_serves_every_event_once_in_order(store, settings):
