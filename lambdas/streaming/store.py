@@ -195,7 +195,18 @@ class EventStore:
         return self._commit(event, producer, stream, self._read_head(stream), claimed_at)
 
     def _commit(self, event: NewEvent, producer: str, stream: str, head: _Head, claimed_at: int) -> Appended:
-        envelope, conflicts = self._advance(event, producer, stream, head, claimed_at + self._fence_ms)
+        try:
+            envelope, conflicts = self._advance(event, producer, stream, head, claimed_at + self._fence_ms)
+        except StreamingError:
+            # Every attempt was refused, so nothing was committed: free the id for an immediate retry.
+            # (After any other failure the outcome is unknown; the claim then waits for a take-over.)
+            self._client.delete_item(
+                TableName=self._table,
+                Key=_key(_marker_key(event.id), 0),
+                ConditionExpression="claimed_at = :mine AND attribute_not_exists(seq)",
+                ExpressionAttributeValues=_values({":mine": claimed_at}),
+            )
+            raise
         self._record_seq(event.id, envelope.seq, envelope.ts)
         return Appended(
             event.id, event.type, stream, envelope.seq, envelope.ts, duplicate=False, conflicts=conflicts

@@ -151,10 +151,14 @@ def test_a_claimant_past_its_fence_never_commits(store, settings, clock, monkeyp
         return original(event, producer, stream, head, fence_ms)
 
     monkeypatch.setattr(store, "_advance", stalled)
+    raw = signal()
     with pytest.raises(StreamingError) as raised:
-        store.append(events(settings, signal()), "p")
+        store.append(events(settings, raw), "p")
     assert raised.value.error.code == "stream_contended"
     assert store.heads()["market"] == 0
+    monkeypatch.setattr(store, "_advance", original)
+    [retried] = store.append(events(settings, raw), "p")  # the refused claim was released
+    assert (retried.seq, retried.duplicate) == (1, False)
 
 
 def test_rows_removed_by_ttl_never_free_their_seq_for_reuse(store, settings, dynamodb, clock):
