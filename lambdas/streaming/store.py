@@ -22,6 +22,7 @@ unless clocks disagree by more than the difference (90 s).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -186,9 +187,15 @@ class EventStore:
             self._client.update_item(
                 TableName=self._table,
                 Key=_key(_marker_key(event.id), 0),
-                UpdateExpression="SET claimed_at = :now",
+                UpdateExpression="SET claimed_at = :now, expires_at = :expires",
                 ConditionExpression="claimed_at = :old AND attribute_not_exists(seq)",
-                ExpressionAttributeValues=_values({":now": claimed_at, ":old": claim["claimed_at"]}),
+                ExpressionAttributeValues=_values(
+                    {
+                        ":now": claimed_at,
+                        ":old": claim["claimed_at"],
+                        ":expires": claimed_at // 1000 + self._window,
+                    }
+                ),
             )
         except self._client.exceptions.ConditionalCheckFailedException:
             return self._resolve_claimed(event, producer, self._claim_of(event.id))
@@ -200,12 +207,13 @@ class EventStore:
         except StreamingError:
             # Every attempt was refused, so nothing was committed: free the id for an immediate retry.
             # (After any other failure the outcome is unknown; the claim then waits for a take-over.)
-            self._client.delete_item(
-                TableName=self._table,
-                Key=_key(_marker_key(event.id), 0),
-                ConditionExpression="claimed_at = :mine AND attribute_not_exists(seq)",
-                ExpressionAttributeValues=_values({":mine": claimed_at}),
-            )
+            with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+                self._client.delete_item(
+                    TableName=self._table,
+                    Key=_key(_marker_key(event.id), 0),
+                    ConditionExpression="claimed_at = :mine AND attribute_not_exists(seq)",
+                    ExpressionAttributeValues=_values({":mine": claimed_at}),
+                )
             raise
         self._record_seq(event.id, envelope.seq, envelope.ts)
         return Appended(
