@@ -60,6 +60,7 @@ def build_asset(output: Path, source: Path = LAMBDA_SOURCE) -> None:
                 "--quiet",
                 "--disable-pip-version-check",
                 "--only-binary=:all:",
+                "--no-compile",
                 *PIP_PLATFORM,
                 "--target",
                 str(output),

@@ -1,0 +1,146 @@
+"""Who is connecting: token verification, origin check and token extraction for the WebSocket and SSE
+entry points. Tokens never reach a log: callers log `AuthError.reason` and `redact(...)`ed URLs only.
+
+Two ways to verify, chosen per environment:
+- HS256 with a secret the stack generates (Secrets Manager), for tokens this deployment issues;
+- an OIDC issuer's JWKS (Cognito or any IdP), for RS256/ES256 tokens the IdP issues.
+Audience, issuer, expiry and the role claim (its name is configurable) are checked either way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jwt
+
+SUBPROTOCOL = "streaming.v1"
+# Sec-WebSocket-Protocol: streaming.v1, token.<jwt>
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a name, not a secret
+TOKEN_QUERY_PARAMETER = "token"  # noqa: S105 - a name, not a secret
+REDACTED = "[redacted]"
+_SECRET_PARAMETERS = frozenset({"token", "access_token", "id_token", "authorization"})
+_BEARER = re.compile(r"^Bearer\s+(\S+)$", re.IGNORECASE)
+
+# Given the token's unverified header, the key to verify it with.
+KeyProvider = Callable[[Mapping[str, Any]], Any]
+
+
+class AuthError(Exception):
+    """A refused connection. `reason` is safe to log and to audit; it never contains the token."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: str
+    expires_at: int  # epoch seconds: the server closes the connection then
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    audience: str
+    issuer: str
+    role_claim: str = "role"
+    algorithms: tuple[str, ...] = ("HS256",)
+    leeway_seconds: int = 30
+
+
+class TokenVerifier:
+    def __init__(self, policy: TokenPolicy, keys: KeyProvider, roles: Iterable[str]) -> None:
+        self._policy = policy
+        self._keys = keys
+        self._roles = frozenset(roles)
+
+    def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise AuthError("no token")
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") not in self._policy.algorithms:
+                raise AuthError(f"algorithm {header.get('alg')!r} not accepted")
+            claims = jwt.decode(
+                token,
+                self._keys(header),
+                algorithms=list(self._policy.algorithms),
+                audience=self._policy.audience,
+                issuer=self._policy.issuer,
+                leeway=self._policy.leeway_seconds,
+                options={"require": ["exp", "sub", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("wrong issuer") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad signature") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise AuthError(f"missing claim {error.claim}") from None
+        except (jwt.PyJWTError, ValueError) as error:
+            raise AuthError(f"malformed token ({type(error).__name__})") from None
+        role = claims.get(self._policy.role_claim)
+        if role not in self._roles:
+            raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role")
+        return Principal(subject=str(claims["sub"]), role=role, expires_at=int(claims["exp"]))
+
+
+def static_key(secret: str) -> KeyProvider:
+    """HS256: one shared secret, whatever the token's header says."""
+    return lambda _header: secret
+
+
+def jwks_keys(jwks_url: str, *, lifespan_seconds: int = 300) -> KeyProvider:
+    """OIDC: the issuer's signing key named by the token's `kid`, from its JWKS (cached, refreshed on
+    an unknown kid). RS256/ES256 need the `cryptography` package next to PyJWT."""
+    client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=lifespan_seconds, timeout=3)
+
+    def key(header: Mapping[str, Any]) -> Any:
+        kid = header.get("kid")
+        if not kid:
+            raise AuthError("token names no key (kid)")
+        try:
+            return client.get_signing_key(kid).key
+        except jwt.PyJWKClientError as error:
+            raise AuthError(f"signing key unavailable ({type(error).__name__})") from None
+
+    return key
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
+    """Browsers always send Origin; it must be allowed. Clients that send none (servers, tools)
+    are not browsers, and authenticate with their token alone."""
+    return origin is None or origin.rstrip("/") in {entry.rstrip("/") for entry in allowed}
+
+
+def token_from_request(headers: Mapping[str, str], query: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The token and the subprotocol to answer with, from `Sec-WebSocket-Protocol` (browsers cannot
+    set headers on a WebSocket), `Authorization: Bearer`, or the `token` query parameter, in that order.
+    Header names are matched case-insensitively."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    offered = [p.strip() for p in lowered.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    for protocol in offered:
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol[len(TOKEN_SUBPROTOCOL_PREFIX) :], subprotocol
+    bearer = _BEARER.match(lowered.get("authorization", ""))
+    if bearer:
+        return bearer.group(1), subprotocol
+    return query.get(TOKEN_QUERY_PARAMETER) or None, subprotocol
+
+
+def redact(query: str | Mapping[str, str]) -> str:
+    """A query string fit for logs: token-like parameters replaced by [redacted]."""
+    pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else list(query.items())
+    return urlencode(
+        [(name, REDACTED if name.lower() in _SECRET_PARAMETERS else value) for name, value in pairs],
+        safe="[]",
+    )

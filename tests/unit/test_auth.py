@@ -1,0 +1,143 @@
+"""Token verification, origin check, token extraction and redaction."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from streaming.auth import (
+    AuthError,
+    TokenPolicy,
+    TokenVerifier,
+    jwks_keys,
+    origin_allowed,
+    redact,
+    static_key,
+    token_from_request,
+)
+
+pytestmark = pytest.mark.connections
+SECRET = "s" * 48
+POLICY = TokenPolicy(audience="streaming", issuer="streaming-dev")
+ROLES = ("viewer", "analyst", "approver", "admin")
+
+
+def token(secret: str = SECRET, algorithm: str = "HS256", headers=None, **overrides) -> str:
+    now = int(time.time())
+    claims = {"iss": "streaming-dev", "aud": "streaming", "sub": "alice", "role": "analyst", "exp": now + 600}
+    claims.update(overrides)
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None}, secret, algorithm=algorithm, headers=headers
+    )
+
+
+def reason(verifier: TokenVerifier, value: str | None) -> str:
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(value)
+    return refused.value.reason
+
+
+def test_a_valid_token_gives_subject_role_and_expiry():
+    principal = TokenVerifier(POLICY, static_key(SECRET), ROLES).verify(token())
+    assert (principal.subject, principal.role) == ("alice", "analyst")
+    assert principal.expires_at > time.time()
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: None, "no token"),
+        (lambda: "", "no token"),
+        (lambda: "not.a.jwt", "malformed token (DecodeError)"),
+        (lambda: token(secret="x" * 48), "bad signature"),
+        (lambda: token(exp=int(time.time()) - 120), "token expired"),
+        (lambda: token(aud="someone-else"), "wrong audience"),
+        (lambda: token(iss="https://evil.example"), "wrong issuer"),
+        (lambda: token(sub=None), "missing claim sub"),
+        (lambda: token(exp=None), "missing claim exp"),
+        (lambda: token(role="superuser"), "role claim 'role' missing or not a known role"),
+        (lambda: token(role=None), "role claim 'role' missing or not a known role"),
+        (lambda: jwt.encode({"sub": "x"}, None, algorithm="none"), "algorithm 'none' not accepted"),
+    ],
+)
+def test_refusals_say_why_without_the_token(make, expected):
+    value = make()
+    refusal = reason(TokenVerifier(POLICY, static_key(SECRET), ROLES), value)
+    assert refusal == expected
+    assert not value or value not in refusal
+
+
+def test_the_role_claim_name_is_configurable():
+    policy = TokenPolicy(audience="streaming", issuer="streaming-dev", role_claim="custom:role")
+    verifier = TokenVerifier(policy, static_key(SECRET), ROLES)
+    assert verifier.verify(token(**{"custom:role": "admin", "role": None})).role == "admin"
+
+
+@pytest.fixture
+def jwks_server():
+    """An OIDC issuer's JWKS endpoint on loopback."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "key-1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield private, f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+    server.shutdown()
+
+
+def test_oidc_tokens_are_verified_with_the_issuers_jwks(jwks_server):
+    private, url = jwks_server
+    policy = TokenPolicy(audience="streaming", issuer="streaming-dev", algorithms=("RS256",))
+    verifier = TokenVerifier(policy, jwks_keys(url), ROLES)
+    good = token(secret=private, algorithm="RS256", headers={"kid": "key-1"})
+    assert verifier.verify(good).role == "analyst"
+    assert reason(verifier, token(secret=private, algorithm="RS256", headers={"kid": "key-9"})).startswith(
+        "signing key unavailable"
+    )
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert (
+        reason(verifier, token(secret=other, algorithm="RS256", headers={"kid": "key-1"})) == "bad signature"
+    )
+    assert reason(verifier, token()) == "algorithm 'HS256' not accepted"  # no downgrade to HMAC
+
+
+def test_origins_are_matched_exactly_and_absent_origins_are_not_browsers():
+    allowed = ["https://app.example.com", "http://localhost:8000"]
+    assert origin_allowed("https://app.example.com", allowed)
+    assert origin_allowed("https://app.example.com/", allowed)
+    assert origin_allowed(None, allowed)
+    assert not origin_allowed("https://app.example.com.evil.net", allowed)
+    assert not origin_allowed("http://app.example.com", allowed)
+    assert not origin_allowed("null", allowed)
+
+
+def test_the_token_comes_from_the_subprotocol_then_bearer_then_query():
+    headers = {"Sec-WebSocket-Protocol": "streaming.v1, token.abc.def.ghi", "Authorization": "Bearer zzz"}
+    assert token_from_request(headers, {"token": "qqq"}) == ("abc.def.ghi", "streaming.v1")
+    assert token_from_request({"authorization": "bearer zzz"}, {"token": "qqq"}) == ("zzz", None)
+    assert token_from_request({}, {"token": "qqq"}) == ("qqq", None)
+    assert token_from_request({}, {}) == (None, None)
+
+
+def test_redaction_hides_every_token_like_parameter():
+    redacted = redact("cursor=c1.abc&token=eyJsecret&types=risk.alert&access_token=xyz")
+    assert "eyJsecret" not in redacted and "xyz" not in redacted
+    assert "cursor=c1.abc" in redacted and "token=[redacted]" in redacted
+    assert redact({"Token": "t", "limit": "5"}) == "Token=[redacted]&limit=5"
