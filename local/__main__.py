@@ -46,8 +46,6 @@ def main() -> None:
         AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - moto accepts any credentials
         AWS_DEFAULT_REGION=REGION,
         POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_NAMESPACE=c.METRICS_NAMESPACE,
-        STREAMING_ENVIRONMENT="local",
         **settings.to_env(),
     )
     create_events_table(boto3.client("dynamodb"), TABLE)

@@ -5,8 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+# A venv whose pip does not run (e.g. created without Debian's python3-venv) is made anew.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
+  if ! "$PYTHON" -m venv .venv; then
+    echo "install.sh: '$PYTHON -m venv' failed; on Debian/Ubuntu install python3-venv" >&2
+    rm -rf .venv
+    exit 1
+  fi
 fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "pip==25.3"

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from aws_cdk import RemovalPolicy
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streaming.constants import STREAM_NAME_PATTERN
@@ -57,6 +58,11 @@ class EnvironmentConfig(BaseModel):
     @property
     def stack_name(self) -> str:
         return f"Streaming-{self.name}"
+
+    @property
+    def removal_policy(self) -> RemovalPolicy:
+        """What happens to data (table, logs, undelivered events) when the stack is deleted."""
+        return RemovalPolicy.RETAIN if self.retain_data else RemovalPolicy.DESTROY
 
     @property
     def replay_window_seconds(self) -> int:

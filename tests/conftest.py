@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+
+# The CDK's jsii runtime prints a banner on Node 20 at import; the Makefile silences it the same way.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +30,6 @@ def _fake_aws_credentials() -> None:
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION=REGION,
         POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_NAMESPACE="RealtimeStreaming",
     )
 
 

@@ -23,5 +23,8 @@ OUTPUT_PUBLISH_URL: Final = "PublishUrl"
 OUTPUT_EVENTS_TABLE: Final = "EventsTableName"
 OUTPUT_EVENT_BUS: Final = "EventBusName"
 
+# The publish functions' timeout; a publisher stops trying to commit a little before it.
+PUBLISH_TIMEOUT_SECONDS: Final = 30
+
 # Stream names appear in table keys and cursors.
 STREAM_NAME_PATTERN: Final = r"^[a-z][a-z0-9-]{0,31}$"

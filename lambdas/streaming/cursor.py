@@ -48,8 +48,3 @@ def decode(token: str | None) -> dict[str, int]:
     ):
         raise StreamingError(ErrorCode.INVALID_CURSOR, "cursor is not one this service issued")
     return value
-
-
-def advance(cursor: Cursor, stream: str, seq: int) -> dict[str, int]:
-    """The cursor after serving `seq` of `stream` (never moves backwards)."""
-    return {**cursor, stream: max(seq, cursor.get(stream, 0))}

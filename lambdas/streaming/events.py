@@ -19,7 +19,7 @@ from streaming.errors import ErrorCode, StreamingError
 
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
 _SCHEMA_FILE = re.compile(r"^(?P<type>[a-z]+(?:\.[a-z_]+)+)\.v(?P<version>[1-9][0-9]*)\.json$")
-NEW_EVENT_FIELDS = frozenset({"id", "type", "data", "schema_version", "key", "producer"})
+NEW_EVENT_FIELDS = frozenset({"id", "type", "data", "schema_version", "key"})
 _TEXT_FIELD = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")  # printable ASCII, 1..128 chars
 
 
@@ -32,7 +32,6 @@ class NewEvent:
     data: Mapping[str, Any]
     schema_version: int = 1
     key: str | None = None
-    producer: str | None = None
 
     def digest(self) -> str:
         """Fingerprint of the content, so a reused id with different content is detected."""
@@ -144,7 +143,7 @@ def parse_new_event(raw: Any, catalog: EventCatalog, max_data_bytes: int) -> New
         raise StreamingError(
             ErrorCode.INVALID_ENVELOPE,
             f"unknown fields {unknown}; allowed: {sorted(NEW_EVENT_FIELDS)} "
-            "(stream, seq, prev and ts are assigned by the store)",
+            "(stream, seq, prev and ts are assigned by the store, producer from the caller's identity)",
         )
     event_id = raw.get("id")
     if event_id is None or event_id == "":
@@ -159,12 +158,9 @@ def parse_new_event(raw: Any, catalog: EventCatalog, max_data_bytes: int) -> New
     version = raw.get("schema_version", 1)
     if not isinstance(version, int) or isinstance(version, bool):
         raise StreamingError(ErrorCode.INVALID_ENVELOPE, "schema_version must be an integer")
-    for field in ("key", "producer"):
-        value = raw.get(field)
-        if value is not None and not (isinstance(value, str) and _TEXT_FIELD.match(value)):
-            raise StreamingError(
-                ErrorCode.INVALID_ENVELOPE, f"{field} must be 1 to 128 printable ASCII characters"
-            )
+    key = raw.get("key")
+    if key is not None and not (isinstance(key, str) and _TEXT_FIELD.match(key)):
+        raise StreamingError(ErrorCode.INVALID_ENVELOPE, "key must be 1 to 128 printable ASCII characters")
     data = raw.get("data")
     if not isinstance(data, dict):
         raise StreamingError(ErrorCode.INVALID_ENVELOPE, "data must be a JSON object")
@@ -179,8 +175,7 @@ def parse_new_event(raw: Any, catalog: EventCatalog, max_data_bytes: int) -> New
         type=event_type,
         data=data,
         schema_version=version,
-        key=raw.get("key"),
-        producer=raw.get("producer"),
+        key=key,
     )
 
 

@@ -67,31 +67,34 @@ class Publisher:
             )
         parsed: list[NewEvent] = []
         problems: list[tuple[int, StreamingError]] = []
+        seen: set[str] = set()
         for index, raw in enumerate(batch):
             try:
-                parsed.append(parse_new_event(raw, self._settings.catalog, self._settings.max_event_bytes))
+                event = parse_new_event(raw, self._settings.catalog, self._settings.max_event_bytes)
             except StreamingError as error:
                 problems.append((index, error))
-        seen: set[str] = set()
-        for index, event in enumerate(parsed):
+                continue
             if event.id in seen:
-                problems.append(
-                    (index, StreamingError(ErrorCode.DUPLICATE_ID_IN_BATCH, f"id {event.id} appears twice"))
-                )
+                duplicate = StreamingError(ErrorCode.DUPLICATE_ID_IN_BATCH, f"id {event.id} appears twice")
+                problems.append((index, duplicate))
             seen.add(event.id)
-        if problems:
-            first = problems[0][1]
-            if len(batch) == 1:
-                raise first
-            raise StreamingError(
-                first.error,
-                f"{len(problems)} of {len(batch)} events are invalid; nothing was stored",
-                [
-                    {"index": index, "code": error.error.code, "message": error.message}
-                    for index, error in problems
-                ],
-            )
-        return parsed
+            parsed.append(event)
+        if not problems:
+            return parsed
+        if len(batch) == 1:
+            raise problems[0][1]
+        raise StreamingError(
+            problems[0][1].error,
+            f"{len(problems)} of {len(batch)} events are invalid; nothing was stored",
+            [
+                {"index": index, "code": error.error.code, "message": error.message, **_first(error.details)}
+                for index, error in problems
+            ],
+        )
+
+
+def _first(details: list[dict[str, Any]]) -> dict[str, Any]:
+    return details[0] if details else {}
 
 
 def store_from_settings(settings: Settings, dynamodb_client: Any) -> EventStore:

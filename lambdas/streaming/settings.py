@@ -38,10 +38,10 @@ class Settings:
             unknown = set(types) - set(self.streams_by_type)
             if unknown:
                 problems.append(f"role {role} grants unknown types {sorted(unknown)}")
-        if self.replay_window_seconds < 60:
-            problems.append("the replay window must be at least 60 seconds")
-        if not 1 <= self.max_batch_events <= 1000 or not 256 <= self.max_event_bytes <= 1_000_000:
-            problems.append("max batch must be 1..1000 events and max event size 256..1000000 bytes")
+        if self.replay_window_seconds < 3600:
+            problems.append("the replay window must be at least 3600 seconds")
+        if not 1 <= self.max_batch_events <= 1000 or not 256 <= self.max_event_bytes <= 120_000:
+            problems.append("max batch must be 1..1000 events and max event size 256..120000 bytes")
         if problems:
             raise ConfigurationError("; ".join(problems))
 
@@ -81,10 +81,6 @@ class Settings:
     @cached_property
     def roles(self) -> RoleMatrix:
         return RoleMatrix(self.role_grants)
-
-    @property
-    def streams(self) -> frozenset[str]:
-        return frozenset(self.streams_by_type.values())
 
     @property
     def max_body_bytes(self) -> int:

@@ -17,7 +17,7 @@ So the sequence has no hole and no duplicate whatever publishers crash where, th
 TTL can never free a seq for reuse. Every write is a single-item conditional write; no transaction.
 The id claim makes publishing idempotent; a claimant stops trying to commit FENCE_SECONDS after its
 claim, and only a claim older than CLAIM_TIMEOUT_SECONDS is taken over, so the two never overlap
-unless clocks disagree by more than the difference (90 s).
+unless clocks disagree by more than the difference (95 s).
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ class Page:
 
 
 CLAIM_TIMEOUT_SECONDS = 120.0
-FENCE_SECONDS = 30.0  # the publish functions' timeout: a claimant never commits later than this
+# A claimant never commits later than this after its claim: before its function's timeout, so it can
+# still release a claim it could not commit.
+FENCE_SECONDS = c.PUBLISH_TIMEOUT_SECONDS - 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,9 @@ class EventStore:
     # -- appending ---------------------------------------------------------------------------------
 
     def append(self, events: Sequence[NewEvent], producer: str) -> list[Appended]:
-        """Store each event once, in order. Re-appending a stored id returns its original seq."""
-        return [self._append_one(event, event.producer or producer) for event in events]
+        """Store each event once, in order. Re-appending a stored id returns its original seq.
+        `producer` is who publishes, as the caller authenticated it."""
+        return [self._append_one(event, producer) for event in events]
 
     def _append_one(self, event: NewEvent, producer: str) -> Appended:
         stream = self._streams_by_type[event.type]

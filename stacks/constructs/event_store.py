@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -34,7 +34,7 @@ class EventStore(Construct):
                 point_in_time_recovery_enabled=config.point_in_time_recovery
             ),
             deletion_protection=config.deletion_protection,
-            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+            removal_policy=config.removal_policy,
         )
         if not config.point_in_time_recovery:
             Validations.of(table).acknowledge(

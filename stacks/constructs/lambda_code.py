@@ -15,7 +15,6 @@ from aws_cdk import (
     DockerImage,
     Duration,
     ILocalBundling,
-    RemovalPolicy,
 )
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -105,15 +104,14 @@ class PythonFunctionFactory(Construct):
         handler: str,
         description: str,
         environment: dict[str, str],
-        timeout: Duration | None = None,
-        memory_size: int = 512,
+        timeout: Duration,
         **kwargs: Any,
     ) -> lambda_.Function:
         log_group = logs.LogGroup(
             scope,
             f"{construct_id}Logs",
             retention=_RETENTION[self._config.log_retention_days],
-            removal_policy=RemovalPolicy.RETAIN if self._config.retain_data else RemovalPolicy.DESTROY,
+            removal_policy=self._config.removal_policy,
         )
         return lambda_.Function(
             scope,
@@ -124,17 +122,12 @@ class PythonFunctionFactory(Construct):
             handler=handler,
             description=description,
             layers=[self._powertools],
-            memory_size=memory_size,
-            timeout=timeout or Duration.seconds(10),
+            memory_size=512,
+            timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             log_group=log_group,
-            environment={
-                "POWERTOOLS_SERVICE_NAME": "streaming",
-                "POWERTOOLS_METRICS_NAMESPACE": "RealtimeStreaming",
-                "STREAMING_ENVIRONMENT": self._config.name,
-                **environment,
-            },
+            environment=environment,
             **kwargs,
         )
 

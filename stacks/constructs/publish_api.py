@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy
+from aws_cdk import CfnOutput, Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
@@ -46,7 +46,7 @@ class PublishApi(Construct):
             handler="handlers.publish_http.handler",
             description="POST /events (one or a batch), GET /events replay; IAM-authenticated Function URL",
             environment=environment,
-            timeout=Duration.seconds(30),
+            timeout=Duration.seconds(c.PUBLISH_TIMEOUT_SECONDS),
             reserved_concurrent_executions=self._config.publish_reserved_concurrency,
         )
 
@@ -64,7 +64,7 @@ class PublishApi(Construct):
             enforce_ssl=True,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             retention_period=Duration.days(14),
-            removal_policy=RemovalPolicy.RETAIN if self._config.retain_data else RemovalPolicy.DESTROY,
+            removal_policy=self._config.removal_policy,
         )
         function = functions.function(
             self,
@@ -72,7 +72,7 @@ class PublishApi(Construct):
             handler="handlers.publish_eventbridge.handler",
             description="Publishes events routed from the custom event bus",
             environment=environment,
-            timeout=Duration.seconds(30),
+            timeout=Duration.seconds(c.PUBLISH_TIMEOUT_SECONDS),
             dead_letter_queue=failed,
             retry_attempts=2,
         )

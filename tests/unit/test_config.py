@@ -66,7 +66,7 @@ def test_runtime_settings_round_trip_through_the_environment(settings):
         (lambda env: env.pop("EVENTS_TABLE_NAME"), "EVENTS_TABLE_NAME"),
         (lambda env: env.update(ROLE_MATRIX="{not json"), "malformed"),
         (lambda env: env.update(REPLAY_WINDOW_SECONDS="ten"), "malformed"),
-        (lambda env: env.update(REPLAY_WINDOW_SECONDS="5"), "at least 60"),
+        (lambda env: env.update(REPLAY_WINDOW_SECONDS="60"), "at least 3600"),
         (lambda env: env.update(ROLE_MATRIX='{"viewer": ["order.filled"]}'), "unknown types"),
         (lambda env: env.update(EVENT_STREAMS='{"signal.created": "Bad Stream"}'), "does not match"),
     ],

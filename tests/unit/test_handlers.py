@@ -130,13 +130,20 @@ def test_every_bad_batch_gets_its_code_and_stores_nothing(settings, dynamodb):
     assert stored_count(dynamodb) == 0
 
 
-def test_a_batch_reports_every_bad_event_by_index(settings):
-    _, body = call("POST", "/events", {"events": [signal("bad"), signal(), {**signal(), "type": "x.y"}]})
+def test_a_batch_reports_every_bad_event_by_its_index_in_the_batch(settings):
+    same = str(uuid.uuid4())
+    violating = signal()
+    violating["data"]["direction"] = "sideways"
+    batch = [signal("bad"), signal(same), {**signal(), "type": "x.y"}, signal(same), violating]
+    _, body = call("POST", "/events", {"events": batch})
     assert body["error"]["code"] == "invalid_id"
     assert [(d["index"], d["code"]) for d in body["error"]["details"]] == [
         (0, "invalid_id"),
         (2, "unknown_type"),
+        (3, "duplicate_id_in_batch"),
+        (4, "schema_violation"),
     ]
+    assert body["error"]["details"][3]["path"] == "data.direction"
 
 
 def test_payload_over_the_limit_is_refused_before_parsing(settings, dynamodb):

@@ -70,8 +70,3 @@ def test_malformed_cursors_are_refused_with_their_code(token):
     with pytest.raises(StreamingError) as raised:
         cursor.decode(token)
     assert raised.value.error.code == "invalid_cursor"
-
-
-def test_advance_never_moves_backwards():
-    assert cursor.advance({"market": 5}, "market", 3) == {"market": 5}
-    assert cursor.advance({"market": 5}, "risk", 2) == {"market": 5, "risk": 2}
