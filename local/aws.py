@@ -49,6 +49,22 @@ def moto_client(service: str, endpoint_url: str) -> Any:
     )
 
 
+def create_connections_table(dynamodb: Any, table_name: str) -> None:
+    """The connections table (string keys, TTL), as the WebSocket API's construct will declare it."""
+    dynamodb.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": c.TTL_ATTRIBUTE}
+    )
+
+
 def create_events_table(dynamodb: Any, table_name: str) -> None:
     """The events table as stacks/constructs/event_store.py declares it (key schema and TTL)."""
     dynamodb.create_table(

@@ -28,3 +28,6 @@ PUBLISH_TIMEOUT_SECONDS: Final = 30
 
 # Stream names appear in table keys and cursors.
 STREAM_NAME_PATTERN: Final = r"^[a-z][a-z0-9-]{0,31}$"
+
+# Connections table layout: string partition and sort keys, TTL attribute as above.
+CONNECTION_TTL_SECONDS: Final = 2 * 3600 + 15 * 60  # past API Gateway's 2-hour connection limit

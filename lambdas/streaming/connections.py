@@ -1,0 +1,172 @@
+"""The connection registry: who is connected, with which role, subscribed to which event types.
+
+Layout (partition key `pk` string, sort key `sk` string, TTL attribute `expires_at`):
+
+    pk="connection#<id>", sk="meta"   the connection: role, subject, subscribed types, token expiry
+    pk="type#<event type>", sk=<id>   one subscription, so fan-out finds a type's connections by Query
+
+`$disconnect` is best effort, so every item expires (TTL) a little after API Gateway's 2-hour limit;
+lookups also drop expired items themselves, since TTL deletes lazily.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from streaming import constants as c
+from streaming.roles import RoleMatrix
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    connection_id: str
+    subject: str
+    role: str
+    types: frozenset[str]
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    connection_id: str
+    role: str
+
+
+class ConnectionRegistry:
+    def __init__(
+        self, client: Any, table_name: str, roles: RoleMatrix, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self._roles = roles
+        self._clock = clock
+
+    def connect(self, connection_id: str, subject: str, role: str, token_expires_at: int) -> Connection:
+        """Register a connection. It expires at the earlier of its token's expiry and API Gateway's
+        connection limit (plus a margin), whichever comes first."""
+        expires_at = min(token_expires_at, int(self._clock()) + c.CONNECTION_TTL_SECONDS)
+        self._put(
+            {
+                "pk": _connection_key(connection_id),
+                "sk": "meta",
+                "subject": subject,
+                "role": role,
+                c.TTL_ATTRIBUTE: expires_at,
+            }
+        )
+        return Connection(connection_id, subject, role, frozenset(), expires_at)
+
+    def get(self, connection_id: str) -> Connection | None:
+        response = self._client.get_item(
+            TableName=self._table, Key=_key(_connection_key(connection_id), "meta"), ConsistentRead=True
+        )
+        if "Item" not in response:
+            return None
+        item = _deserialize(response["Item"])
+        if int(item[c.TTL_ATTRIBUTE]) <= self._clock():
+            return None
+        return Connection(
+            connection_id,
+            item["subject"],
+            item["role"],
+            frozenset(item.get("types", set())),
+            int(item[c.TTL_ATTRIBUTE]),
+        )
+
+    def subscribe(self, connection: Connection, requested: Iterable[str]) -> frozenset[str]:
+        """Subscribe to what the role may see of `requested`; returns all the connection's types now."""
+        granted = self._roles.visible(connection.role, requested)
+        if granted:
+            self._update_types(
+                connection.connection_id, "ADD", granted
+            )  # fails first if the connection is gone
+        for event_type in sorted(granted - connection.types):
+            self._put(
+                {
+                    "pk": _type_key(event_type),
+                    "sk": connection.connection_id,
+                    "role": connection.role,
+                    c.TTL_ATTRIBUTE: connection.expires_at,
+                }
+            )
+        return connection.types | granted
+
+    def unsubscribe(self, connection: Connection, types: Iterable[str]) -> frozenset[str]:
+        dropped = connection.types & frozenset(types)
+        for event_type in sorted(dropped):
+            self._client.delete_item(
+                TableName=self._table, Key=_key(_type_key(event_type), connection.connection_id)
+            )
+        if dropped:
+            self._update_types(connection.connection_id, "DELETE", dropped)
+        return connection.types - dropped
+
+    def remove(self, connection_id: str) -> None:
+        """Forget exactly this connection: its subscriptions, then itself (on $disconnect or a 410)."""
+        response = self._client.get_item(
+            TableName=self._table, Key=_key(_connection_key(connection_id), "meta"), ConsistentRead=True
+        )
+        types = _deserialize(response["Item"]).get("types", set()) if "Item" in response else set()
+        for event_type in sorted(types):
+            self._client.delete_item(TableName=self._table, Key=_key(_type_key(event_type), connection_id))
+        self._client.delete_item(TableName=self._table, Key=_key(_connection_key(connection_id), "meta"))
+
+    def subscribers(self, event_type: str) -> Iterator[Subscriber]:
+        """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""
+        now = self._clock()
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": _type_key(event_type)}},
+        }
+        while True:
+            response = self._client.query(**request)
+            for raw in response.get("Items", []):
+                item = _deserialize(raw)
+                if int(item[c.TTL_ATTRIBUTE]) > now and event_type in self._roles.allowed(item["role"]):
+                    yield Subscriber(item["sk"], item["role"])
+            if "LastEvaluatedKey" not in response:
+                return
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _update_types(self, connection_id: str, action: str, types: frozenset[str]) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(_connection_key(connection_id), "meta"),
+                UpdateExpression=f"{action} #types :types",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#types": "types"},
+                ExpressionAttributeValues={":types": {"SS": sorted(types)}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise LookupError(f"connection {connection_id} is gone") from None
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self._client.put_item(
+            TableName=self._table, Item={name: _serializer.serialize(value) for name, value in item.items()}
+        )
+
+
+def _connection_key(connection_id: str) -> str:
+    return f"connection#{connection_id}"
+
+
+def _type_key(event_type: str) -> str:
+    return f"type#{event_type}"
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _deserialize(raw: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in raw.items()}
