@@ -144,3 +144,36 @@ def redact(query: str | Mapping[str, str]) -> str:
         [(name, REDACTED if name.lower() in _SECRET_PARAMETERS else value) for name, value in pairs],
         safe="[]",
     )
+
+
+def authorize_connect(
+    event: Mapping[str, Any], verifier: TokenVerifier, allowed_origins: Iterable[str]
+) -> tuple[dict[str, Any], str | None]:
+    """Decide an API Gateway WebSocket `$connect` REQUEST authorizer event.
+
+    Returns the IAM policy answer (Allow with the principal in `context`, or Deny) and, when refused,
+    the reason to audit-log. The token is never part of either."""
+    headers = event.get("headers") or {}
+    query = event.get("queryStringParameters") or {}
+    method_arn = event.get("methodArn", "*")
+    origin = next((value for name, value in headers.items() if name.lower() == "origin"), None)
+    try:
+        if not origin_allowed(origin, allowed_origins):
+            raise AuthError("origin not allowed")
+        token, _ = token_from_request(headers, query)
+        principal = verifier.verify(token)
+    except AuthError as refused:
+        return _policy("anonymous", "Deny", method_arn, {}), refused.reason
+    context = {"sub": principal.subject, "role": principal.role, "exp": principal.expires_at}
+    return _policy(principal.subject, "Allow", method_arn, context), None
+
+
+def _policy(principal_id: str, effect: str, resource: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "principalId": principal_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}],
+        },
+        "context": dict(context),
+    }

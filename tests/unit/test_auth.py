@@ -15,6 +15,7 @@ from streaming.auth import (
     AuthError,
     TokenPolicy,
     TokenVerifier,
+    authorize_connect,
     jwks_keys,
     origin_allowed,
     redact,
@@ -141,3 +142,49 @@ def test_redaction_hides_every_token_like_parameter():
     assert "eyJsecret" not in redacted and "xyz" not in redacted
     assert "cursor=c1.abc" in redacted and "token=[redacted]" in redacted
     assert redact({"Token": "t", "limit": "5"}) == "Token=[redacted]&limit=5"
+
+
+def connect_event(headers=None, query=None):
+    """An API Gateway WebSocket $connect REQUEST authorizer event."""
+    return {
+        "type": "REQUEST",
+        "methodArn": "arn:aws:execute-api:eu-central-1:123456789012:abc123/prod/$connect",
+        "headers": {"Host": "abc123.execute-api.eu-central-1.amazonaws.com", **(headers or {})},
+        "queryStringParameters": query,
+        "requestContext": {
+            "routeKey": "$connect",
+            "eventType": "CONNECT",
+            "connectionId": "Zx1=",
+            "identity": {"sourceIp": "203.0.113.7"},
+        },
+    }
+
+
+def test_connect_is_allowed_with_the_principal_in_the_context():
+    verifier = TokenVerifier(POLICY, static_key(SECRET), ROLES)
+    answer, refusal = authorize_connect(
+        connect_event(
+            {"Origin": "https://app.example.com", "Sec-WebSocket-Protocol": f"streaming.v1, token.{token()}"}
+        ),
+        verifier,
+        ["https://app.example.com"],
+    )
+    assert refusal is None
+    assert answer["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    assert answer["context"]["role"] == "analyst" and answer["principalId"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "expected"),
+    [
+        ({"Origin": "https://evil.example"}, {"token": "x"}, "origin not allowed"),
+        ({"Origin": "https://app.example.com"}, None, "no token"),
+        ({}, {"token": "garbage"}, "malformed token (DecodeError)"),
+    ],
+)
+def test_connect_is_denied_with_an_auditable_reason(headers, query, expected):
+    verifier = TokenVerifier(POLICY, static_key(SECRET), ROLES)
+    answer, refusal = authorize_connect(connect_event(headers, query), verifier, ["https://app.example.com"])
+    assert refusal == expected
+    assert answer["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    assert answer["context"] == {}
