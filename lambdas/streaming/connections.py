@@ -14,11 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from streaming import constants as c
+from streaming.ratelimit import Admission, TokenBucket
 from streaming.roles import RoleMatrix
 
 _serializer = TypeSerializer()
@@ -137,6 +139,45 @@ class ConnectionRegistry:
                 return
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def admit(self, connection_id: str, bucket: TokenBucket) -> Admission:
+        """Take a token for one inbound message. Concurrent invocations for the same connection are
+        serialized by a condition on the bucket's last update."""
+        for _ in range(5):
+            response = self._client.get_item(
+                TableName=self._table, Key=_key(_connection_key(connection_id), "meta"), ConsistentRead=True
+            )
+            if "Item" not in response:
+                raise LookupError(f"connection {connection_id} is gone")
+            item = _deserialize(response["Item"])
+            now = self._clock()
+            last = item.get("bucket_at")
+            allowed, tokens = bucket.take(
+                float(item.get("bucket_tokens", bucket.burst)), float(last) if last is not None else now, now
+            )
+            strikes = 0 if allowed else int(item.get("strikes", 0)) + 1
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=_key(_connection_key(connection_id), "meta"),
+                    UpdateExpression="SET bucket_tokens = :tokens, bucket_at = :now, strikes = :strikes",
+                    ConditionExpression="attribute_not_exists(bucket_at)"
+                    if last is None
+                    else "bucket_at = :last",
+                    ExpressionAttributeValues={
+                        name: _serializer.serialize(value)
+                        for name, value in {
+                            ":tokens": _number(tokens),
+                            ":now": _number(now),
+                            ":strikes": strikes,
+                            **({":last": last} if last is not None else {}),
+                        }.items()
+                    },
+                )
+            except self._client.exceptions.ConditionalCheckFailedException:
+                continue  # another message of this connection took a token meanwhile: read again
+            return Admission(allowed, strikes)
+        return Admission(False, 0)  # contended beyond reason: refuse this one message, no strike
+
     def _update_types(self, connection_id: str, action: str, types: frozenset[str]) -> None:
         try:
             self._client.update_item(
@@ -154,6 +195,11 @@ class ConnectionRegistry:
         self._client.put_item(
             TableName=self._table, Item={name: _serializer.serialize(value) for name, value in item.items()}
         )
+
+
+def _number(value: float) -> Decimal:
+    """DynamoDB numbers: millisecond precision is plenty for a rate limit."""
+    return Decimal(str(round(value, 3)))
 
 
 def _connection_key(connection_id: str) -> str:

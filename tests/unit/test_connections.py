@@ -9,6 +9,7 @@ import pytest
 from local.aws import create_connections_table
 from streaming import constants as c
 from streaming.connections import ConnectionRegistry
+from streaming.ratelimit import Admission, TokenBucket
 
 pytestmark = pytest.mark.connections
 TABLE = "connections-test"
@@ -73,3 +74,40 @@ def test_subscribing_a_connection_that_is_gone_says_so(registry):
     with pytest.raises(LookupError, match="gone"):
         registry.subscribe(ghost, ["signal.created"])
     assert subscribed(registry, "signal.created") == []  # no orphaned subscription left behind
+
+
+def test_the_rate_limit_admits_a_burst_then_the_refill_rate(registry, clock):
+    bucket = TokenBucket(rate=10, burst=20)
+    registry.connect("R", "r", "viewer", int(clock()) + 3600)
+    admitted = [registry.admit("R", bucket).allowed for _ in range(25)]
+    assert admitted.count(True) in (20, 21)  # the burst (the ticking clock may refill a part of one)
+    refused = registry.admit("R", bucket)
+    assert not refused.allowed and refused.strikes >= 1
+    clock.advance(0.5)  # refills 5 tokens
+    assert [registry.admit("R", bucket).allowed for _ in range(5)] == [True] * 5
+    assert registry.admit("R", bucket).strikes >= 1
+
+
+def test_refused_messages_in_a_row_count_as_strikes_and_an_admitted_one_resets_them(registry, clock):
+    bucket = TokenBucket(rate=1, burst=1)
+    registry.connect("S", "s", "viewer", int(clock()) + 3600)
+    assert registry.admit("S", bucket).allowed
+    assert [registry.admit("S", bucket).strikes for _ in range(3)] == [1, 2, 3]
+    clock.advance(2)
+    assert registry.admit("S", bucket) == Admission(True, 0)
+
+
+def test_a_bucket_belongs_to_its_connection(registry, clock):
+    bucket = TokenBucket(rate=1, burst=1)
+    registry.connect("X", "x", "viewer", int(clock()) + 3600)
+    registry.connect("Y", "y", "viewer", int(clock()) + 3600)
+    assert registry.admit("X", bucket).allowed and not registry.admit("X", bucket).allowed
+    assert registry.admit("Y", bucket).allowed
+
+
+def test_token_bucket_arithmetic():
+    bucket = TokenBucket(rate=2, burst=3)
+    assert bucket.take(0, at=0, now=0.25) == (False, 0.5)
+    assert bucket.take(0.5, at=0.25, now=0.5) == (True, 0.0)
+    assert bucket.take(3, at=0, now=100) == (True, 2.0)  # never more than the burst
+    assert bucket.take(1, at=10, now=5) == (True, 0.0)  # a clock step back refills nothing
