@@ -4,8 +4,10 @@ validate everything first, store nothing unless all of it is valid, then append.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+import boto3
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
@@ -21,17 +23,14 @@ class Publisher:
     @classmethod
     def from_environment(cls, dynamodb_client: Any | None = None) -> Publisher:
         """For producers that run in-process: configured by the same environment as the handlers."""
-        import boto3
-
         settings = Settings.from_env()
         client = dynamodb_client or boto3.client("dynamodb")
         return cls(settings, store_from_settings(settings, client))
 
-    def publish(
-        self, events: Mapping[str, Any] | Sequence[Mapping[str, Any]], producer: str
-    ) -> list[Appended]:
+    def publish(self, events: Any, producer: str) -> list[Appended]:
         """Publish one event or a batch given as decoded JSON; raises StreamingError on bad input."""
-        batch = [events] if isinstance(events, Mapping) else list(events)
+        # Anything but a list is one event; a non-object is then refused as an invalid envelope.
+        batch = list(events) if isinstance(events, list | tuple) else [events]
         return self._store.append(self.validate(batch), producer)
 
     def publish_body(self, body: str | bytes, producer: str) -> tuple[list[Appended], bool]:

@@ -120,6 +120,10 @@ def _bad_batches(settings) -> list[tuple[str, Any, str, int]]:
             400,
         ),
         ("extra top-level field", {"events": [signal()], "mode": "fast"}, "invalid_envelope", 400),
+        ("a number", "42", "invalid_envelope", 400),
+        ("a string", '"signal.created"', "invalid_envelope", 400),
+        ("null", "null", "invalid_envelope", 400),
+        ("events not a list", {"events": {"id": "x"}}, "invalid_envelope", 400),
     ]
 
 
