@@ -29,7 +29,7 @@ def handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
     try:
         [result] = services().publisher.publish(raw, producer=event.source)
     except StreamingError as error:
-        metrics.add_metric(name="PublishRejected", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         logger.error(
             "rejected", extra={"code": error.error.code, "reason": error.message, "source": event.source}
         )
