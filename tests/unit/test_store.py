@@ -103,7 +103,7 @@ def test_reusing_an_id_for_different_content_is_a_conflict(store, settings):
     assert raised.value.error.code == "id_conflict"
 
 
-def test_crash_before_placing_is_taken_over_after_the_claim_timeout(
+def test_crash_before_committing_is_taken_over_after_the_claim_timeout(
     store, settings, dynamodb, clock, monkeypatch
 ):
     raw = signal()
