@@ -1,4 +1,5 @@
-"""Stable error codes for every entry point. docs/publishing.md lists them; a test keeps the two in step."""
+"""Stable error codes for every entry point. docs/publishing.md (HTTP) and docs/protocol.md (WebSocket)
+list them; a test keeps the docs and this enum in step."""
 
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ class ErrorCode(Enum):
     INVALID_CURSOR = ("invalid_cursor", 400)
     INVALID_QUERY = ("invalid_query", 400)
     UNKNOWN_ROLE = ("unknown_role", 400)
+    UNKNOWN_ACTION = ("unknown_action", 400)
+    INVALID_MESSAGE = ("invalid_message", 400)
     NOT_FOUND = ("not_found", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     ID_CONFLICT = ("id_conflict", 409)
     PUBLISH_IN_PROGRESS = ("publish_in_progress", 409)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     BATCH_TOO_LARGE = ("batch_too_large", 413)
+    MESSAGE_TOO_LARGE = ("message_too_large", 413)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
+    RATE_LIMITED = ("rate_limited", 429)
     STREAM_CONTENDED = ("stream_contended", 503)
     INTERNAL_ERROR = ("internal_error", 500)
 

@@ -1,0 +1,192 @@
+"""The WebSocket message protocol (docs/protocol.md): parsing what clients send, shaping what the
+server sends. Transport-free, so the deployed handlers and the local gateway share it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streaming import cursor as cursors
+from streaming.errors import ErrorCode, StreamingError
+from streaming.events import Envelope, format_ts
+from streaming.replay import MAX_REPLAY_LIMIT
+from streaming.store import Page
+
+# Client messages are small; API Gateway itself allows 32 KB frames and 128 KB messages.
+MAX_INBOUND_BYTES = 8192
+ACTIONS = ("subscribe", "unsubscribe", "ping", "replay")
+_REQUEST_ID_LIMIT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    types: frozenset[str]
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    types: frozenset[str]
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """After `cursor`, or the `last` N; narrowed to `types` if given (else the subscriptions)."""
+
+    cursor: str | None
+    last: int | None
+    types: frozenset[str] | None
+    limit: int
+    request_id: str | None = None
+
+
+Request = Subscribe | Unsubscribe | Ping | Replay
+_FIELDS = {
+    "subscribe": {"action", "id", "types"},
+    "unsubscribe": {"action", "id", "types"},
+    "ping": {"action", "id"},
+    "replay": {"action", "id", "cursor", "last", "types", "limit"},
+}
+
+
+def parse(raw: str | bytes, known_types: Iterable[str]) -> Request:
+    """One client message, validated; StreamingError with the code to answer otherwise."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_INBOUND_BYTES:
+        raise StreamingError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message is {size} bytes; the limit is {MAX_INBOUND_BYTES}"
+        )
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise StreamingError(ErrorCode.MALFORMED_JSON, "message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise StreamingError(ErrorCode.INVALID_MESSAGE, 'a message is a JSON object with an "action"')
+    action = message.get("action")
+    if action not in ACTIONS:
+        raise StreamingError(
+            ErrorCode.UNKNOWN_ACTION, f"unknown action {action!r}; valid actions: {list(ACTIONS)}"
+        )
+    unknown = sorted(set(message) - _FIELDS[action])
+    if unknown:
+        raise StreamingError(ErrorCode.INVALID_MESSAGE, f"{action} does not take {unknown}")
+    request_id = _request_id(message.get("id"))
+    if action == "ping":
+        return Ping(request_id)
+    if action in ("subscribe", "unsubscribe"):
+        types = _types(message.get("types"), known_types, required=True)
+        assert types is not None
+        return (Subscribe if action == "subscribe" else Unsubscribe)(types, request_id)
+    cursor, last = message.get("cursor"), message.get("last")
+    if (cursor is None) == (last is None):
+        raise StreamingError(
+            ErrorCode.INVALID_MESSAGE, "replay takes either a cursor or last, not both or neither"
+        )
+    if cursor is not None:
+        if not isinstance(cursor, str):
+            raise StreamingError(ErrorCode.INVALID_CURSOR, "cursor must be a string this service issued")
+        cursors.decode(cursor)  # refuse a bad cursor now, with its own code
+    return Replay(
+        cursor=cursor,
+        last=None if last is None else _bounded(last, "last"),
+        types=_types(message.get("types"), known_types, required=False),
+        limit=_bounded(message.get("limit", 100), "limit"),
+        request_id=request_id,
+    )
+
+
+def welcome(
+    connection_id: str, role: str, allowed: Iterable[str], heads: Mapping[str, int], expires_at: int
+) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "connection_id": connection_id,
+        "role": role,
+        "allowed_types": sorted(allowed),
+        "server_time": _now(),
+        "heads": dict(heads),
+        "expires_at": expires_at,
+    }
+
+
+def subscribed(types: Iterable[str], denied: Iterable[str], request_id: str | None) -> dict[str, Any]:
+    return _answer("subscribed", request_id, types=sorted(types), denied=sorted(denied))
+
+
+def unsubscribed(types: Iterable[str], request_id: str | None) -> dict[str, Any]:
+    return _answer("unsubscribed", request_id, types=sorted(types))
+
+
+def pong(heads: Mapping[str, int], request_id: str | None) -> dict[str, Any]:
+    """Server time lets a client measure clock drift; heads let it notice a lost last event."""
+    return _answer("pong", request_id, server_time=_now(), heads=dict(heads))
+
+
+def replayed(page: Page, request_id: str | None) -> dict[str, Any]:
+    return _answer(
+        "replay",
+        request_id,
+        events=[event.to_dict() for event in page.events],
+        cursor=cursors.encode(page.cursor),
+        more=page.more,
+        truncated=page.truncated,
+    )
+
+
+def events(batch: Iterable[Envelope], cursor: Mapping[str, int]) -> dict[str, Any]:
+    """Live delivery: one frame for the events that arrive together, and the cursor after them."""
+    return {
+        "type": "events",
+        "events": [event.to_dict() for event in batch],
+        "cursor": cursors.encode(cursor),
+    }
+
+
+def error(failure: StreamingError, request_id: str | None = None) -> dict[str, Any]:
+    return _answer("error", request_id, code=failure.error.code, message=failure.message)
+
+
+def _answer(kind: str, request_id: str | None, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, **({"id": request_id} if request_id is not None else {}), **fields}
+
+
+def _now() -> str:
+    return format_ts(int(time.time() * 1000))
+
+
+def _request_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= _REQUEST_ID_LIMIT:
+        raise StreamingError(
+            ErrorCode.INVALID_MESSAGE, f"id must be a string of 1 to {_REQUEST_ID_LIMIT} characters"
+        )
+    return value
+
+
+def _types(value: Any, known: Iterable[str], *, required: bool) -> frozenset[str] | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise StreamingError(ErrorCode.INVALID_MESSAGE, "types must be a non-empty list of event type names")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise StreamingError(ErrorCode.UNKNOWN_TYPE, f"unknown event types {unknown}")
+    return frozenset(value)
+
+
+def _bounded(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_REPLAY_LIMIT:
+        raise StreamingError(
+            ErrorCode.INVALID_MESSAGE, f"{name} must be an integer from 1 to {MAX_REPLAY_LIMIT}"
+        )
+    return value
