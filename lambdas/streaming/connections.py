@@ -17,14 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
 from streaming import constants as c
+from streaming.dynamo import deserialize, key, serialize
 from streaming.ratelimit import Admission, TokenBucket
 from streaming.roles import RoleMatrix
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +64,11 @@ class ConnectionRegistry:
 
     def get(self, connection_id: str) -> Connection | None:
         response = self._client.get_item(
-            TableName=self._table, Key=_key(_connection_key(connection_id), "meta"), ConsistentRead=True
+            TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
         )
         if "Item" not in response:
             return None
-        item = _deserialize(response["Item"])
+        item = deserialize(response["Item"])
         if int(item[c.TTL_ATTRIBUTE]) <= self._clock():
             return None
         return Connection(
@@ -105,7 +101,7 @@ class ConnectionRegistry:
         dropped = connection.types & frozenset(types)
         for event_type in sorted(dropped):
             self._client.delete_item(
-                TableName=self._table, Key=_key(_type_key(event_type), connection.connection_id)
+                TableName=self._table, Key=key(_type_key(event_type), connection.connection_id)
             )
         if dropped:
             self._update_types(connection.connection_id, "DELETE", dropped)
@@ -114,12 +110,12 @@ class ConnectionRegistry:
     def remove(self, connection_id: str) -> None:
         """Forget exactly this connection: its subscriptions, then itself (on $disconnect or a 410)."""
         response = self._client.get_item(
-            TableName=self._table, Key=_key(_connection_key(connection_id), "meta"), ConsistentRead=True
+            TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
         )
-        types = _deserialize(response["Item"]).get("types", set()) if "Item" in response else set()
+        types = deserialize(response["Item"]).get("types", set()) if "Item" in response else set()
         for event_type in sorted(types):
-            self._client.delete_item(TableName=self._table, Key=_key(_type_key(event_type), connection_id))
-        self._client.delete_item(TableName=self._table, Key=_key(_connection_key(connection_id), "meta"))
+            self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
+        self._client.delete_item(TableName=self._table, Key=key(_connection_key(connection_id), "meta"))
 
     def subscribers(self, event_type: str) -> Iterator[Subscriber]:
         """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""
@@ -132,7 +128,7 @@ class ConnectionRegistry:
         while True:
             response = self._client.query(**request)
             for raw in response.get("Items", []):
-                item = _deserialize(raw)
+                item = deserialize(raw)
                 if int(item[c.TTL_ATTRIBUTE]) > now and event_type in self._roles.allowed(item["role"]):
                     yield Subscriber(item["sk"], item["role"])
             if "LastEvaluatedKey" not in response:
@@ -144,11 +140,11 @@ class ConnectionRegistry:
         serialized by a condition on the bucket's last update."""
         for _ in range(5):
             response = self._client.get_item(
-                TableName=self._table, Key=_key(_connection_key(connection_id), "meta"), ConsistentRead=True
+                TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
             )
             if "Item" not in response:
                 raise LookupError(f"connection {connection_id} is gone")
-            item = _deserialize(response["Item"])
+            item = deserialize(response["Item"])
             now = self._clock()
             last = item.get("bucket_at")
             allowed, tokens = bucket.take(
@@ -158,20 +154,19 @@ class ConnectionRegistry:
             try:
                 self._client.update_item(
                     TableName=self._table,
-                    Key=_key(_connection_key(connection_id), "meta"),
+                    Key=key(_connection_key(connection_id), "meta"),
                     UpdateExpression="SET bucket_tokens = :tokens, bucket_at = :now, strikes = :strikes",
                     ConditionExpression="attribute_not_exists(bucket_at)"
                     if last is None
                     else "bucket_at = :last",
-                    ExpressionAttributeValues={
-                        name: _serializer.serialize(value)
-                        for name, value in {
+                    ExpressionAttributeValues=serialize(
+                        {
                             ":tokens": _number(tokens),
                             ":now": _number(now),
                             ":strikes": strikes,
                             **({":last": last} if last is not None else {}),
-                        }.items()
-                    },
+                        }
+                    ),
                 )
             except self._client.exceptions.ConditionalCheckFailedException:
                 continue  # another message of this connection took a token meanwhile: read again
@@ -182,7 +177,7 @@ class ConnectionRegistry:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_key(_connection_key(connection_id), "meta"),
+                Key=key(_connection_key(connection_id), "meta"),
                 UpdateExpression=f"{action} #types :types",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#types": "types"},
@@ -192,9 +187,7 @@ class ConnectionRegistry:
             raise LookupError(f"connection {connection_id} is gone") from None
 
     def _put(self, item: dict[str, Any]) -> None:
-        self._client.put_item(
-            TableName=self._table, Item={name: _serializer.serialize(value) for name, value in item.items()}
-        )
+        self._client.put_item(TableName=self._table, Item=serialize(item))
 
 
 def _number(value: float) -> Decimal:
@@ -208,11 +201,3 @@ def _connection_key(connection_id: str) -> str:
 
 def _type_key(event_type: str) -> str:
     return f"type#{event_type}"
-
-
-def _key(pk: str, sk: str) -> dict[str, Any]:
-    return {"pk": {"S": pk}, "sk": {"S": sk}}
-
-
-def _deserialize(raw: dict[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in raw.items()}

@@ -32,14 +32,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
 from streaming import constants as c
+from streaming.dynamo import deserialize, key, serialize
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import Envelope, NewEvent, format_ts, parse_ts
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 Item = dict[str, Any]
 
 
@@ -189,10 +186,10 @@ class EventStore:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_key(_marker_key(event.id), 0),
+                Key=key(_marker_key(event.id), 0),
                 UpdateExpression="SET claimed_at = :now, expires_at = :expires",
                 ConditionExpression="claimed_at = :old AND attribute_not_exists(seq)",
-                ExpressionAttributeValues=_values(
+                ExpressionAttributeValues=serialize(
                     {
                         ":now": claimed_at,
                         ":old": claim["claimed_at"],
@@ -213,9 +210,9 @@ class EventStore:
             with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
                 self._client.delete_item(
                     TableName=self._table,
-                    Key=_key(_marker_key(event.id), 0),
+                    Key=key(_marker_key(event.id), 0),
                     ConditionExpression="claimed_at = :mine AND attribute_not_exists(seq)",
-                    ExpressionAttributeValues=_values({":mine": claimed_at}),
+                    ExpressionAttributeValues=serialize({":mine": claimed_at}),
                 )
             raise
         self._record_seq(event.id, envelope.seq, envelope.ts)
@@ -258,18 +255,18 @@ class EventStore:
             try:
                 self._client.update_item(
                     TableName=self._table,
-                    Key=_key(_stream_key(stream), 0),
+                    Key=key(_stream_key(stream), 0),
                     UpdateExpression="SET seq = :seq, heads = :heads, #last = :last",
                     ConditionExpression="seq = :prev" if head.seq else "attribute_not_exists(seq)",
                     ExpressionAttributeNames={"#last": "last"},
-                    ExpressionAttributeValues=_values(values),
+                    ExpressionAttributeValues=serialize(values),
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
                 return envelope, conflicts
             except self._client.exceptions.ConditionalCheckFailedException as error:
                 round_trip = time.monotonic() - started
                 returned = error.response.get("Item")
-                head = _Head.of(_deserialize(returned)) if returned else self._read_head(stream)
+                head = _Head.of(deserialize(returned)) if returned else self._read_head(stream)
             # Lost to a publisher in lock-step with this one: wait a random part of a few round
             # trips, so the losers of this seq do not all collide again on the next one.
             time.sleep(random.uniform(0, round_trip * min(2 * (conflicts + 1), 16)))  # noqa: S311
@@ -282,9 +279,9 @@ class EventStore:
         expires_at = parse_ts(ts) // 1000 + self._window
         self._client.update_item(
             TableName=self._table,
-            Key=_key(_marker_key(event_id), 0),
+            Key=key(_marker_key(event_id), 0),
             UpdateExpression="SET seq = :seq, ts = :ts, expires_at = :expires",
-            ExpressionAttributeValues=_values({":seq": seq, ":ts": ts, ":expires": expires_at}),
+            ExpressionAttributeValues=serialize({":seq": seq, ":ts": ts, ":expires": expires_at}),
         )
 
     def _claim_of(self, event_id: str) -> Item:
@@ -404,7 +401,7 @@ class EventStore:
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
-            "ExpressionAttributeValues": _values({":pk": _stream_key(stream), ":low": low, ":high": high}),
+            "ExpressionAttributeValues": serialize({":pk": _stream_key(stream), ":low": low, ":high": high}),
             "ConsistentRead": True,
             "ScanIndexForward": forward,
             "Limit": 100,
@@ -412,26 +409,26 @@ class EventStore:
         while True:
             response = self._client.query(**request)
             for raw in response.get("Items", []):
-                yield _deserialize(raw)
+                yield deserialize(raw)
             if "LastEvaluatedKey" not in response:
                 return
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def _get(self, pk: str, sk: int) -> Item | None:
-        response = self._client.get_item(TableName=self._table, Key=_key(pk, sk), ConsistentRead=True)
-        return _deserialize(response["Item"]) if "Item" in response else None
+        response = self._client.get_item(TableName=self._table, Key=key(pk, sk), ConsistentRead=True)
+        return deserialize(response["Item"]) if "Item" in response else None
 
     def _put_if_absent(self, item: Item) -> Item | None:
         """Put the item unless its key exists; return the existing item (or {}) when it does."""
         try:
             self._client.put_item(
                 TableName=self._table,
-                Item={name: _serializer.serialize(value) for name, value in item.items()},
+                Item=serialize(item),
                 ConditionExpression="attribute_not_exists(pk)",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except self._client.exceptions.ConditionalCheckFailedException as error:
-            return _deserialize(error.response.get("Item", {}))
+            return deserialize(error.response.get("Item", {}))
         return None
 
     def _now_ms(self) -> int:
@@ -448,18 +445,6 @@ def _stream_key(stream: str) -> str:
 
 def _marker_key(event_id: str) -> str:
     return f"event#{event_id}"
-
-
-def _key(pk: str, sk: int) -> dict[str, Any]:
-    return {c.PARTITION_KEY: {"S": pk}, c.SORT_KEY: {"N": str(sk)}}
-
-
-def _values(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(value) for name, value in values.items()}
-
-
-def _deserialize(raw: Mapping[str, Any]) -> Item:
-    return {name: _deserializer.deserialize(value) for name, value in raw.items()}
 
 
 def _ints(mapping: Mapping[str, Any]) -> dict[str, int]:
