@@ -13,6 +13,24 @@ ENV_REPLAY_WINDOW_SECONDS: Final = "REPLAY_WINDOW_SECONDS"
 ENV_MAX_EVENT_BYTES: Final = "MAX_EVENT_BYTES"
 ENV_MAX_BATCH_EVENTS: Final = "MAX_BATCH_EVENTS"
 
+# Live delivery over the WebSocket API (publish functions, WebSocket handler, fan-out worker).
+ENV_CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE_NAME"
+ENV_MANAGEMENT_URL: Final = "WEBSOCKET_MANAGEMENT_URL"  # https://{api}.execute-api.{region}.{suffix}/{stage}
+ENV_FANOUT_FUNCTION: Final = "FANOUT_FUNCTION_NAME"  # worker invoked asynchronously for large audiences
+ENV_FANOUT_CHUNK_CONNECTIONS: Final = "FANOUT_CHUNK_CONNECTIONS"
+ENV_COMPRESS_ABOVE_BYTES: Final = "COMPRESS_ABOVE_BYTES"
+ENV_WS_MESSAGES_PER_SECOND: Final = "WS_MESSAGES_PER_SECOND"
+ENV_WS_BURST: Final = "WS_BURST"
+
+# Token verification ($connect authorizer, SSE).
+ENV_AUTH_MODE: Final = "AUTH_MODE"  # "hs256" (secret in Secrets Manager) or "oidc" (issuer's JWKS)
+ENV_AUTH_AUDIENCE: Final = "AUTH_AUDIENCE"
+ENV_AUTH_ISSUER: Final = "AUTH_ISSUER"
+ENV_AUTH_ROLE_CLAIM: Final = "AUTH_ROLE_CLAIM"
+ENV_AUTH_SECRET_ARN: Final = "AUTH_SECRET_ARN"  # hs256: the secret's ARN; its value is the signing key
+ENV_AUTH_JWKS_URL: Final = "AUTH_JWKS_URL"  # oidc
+ENV_ALLOWED_ORIGINS: Final = "ALLOWED_ORIGINS"  # JSON list
+
 # Event table layout: one table, string partition key, numeric sort key, TTL attribute.
 PARTITION_KEY: Final = "pk"
 SORT_KEY: Final = "sk"
@@ -22,6 +40,9 @@ TTL_ATTRIBUTE: Final = "expires_at"
 OUTPUT_PUBLISH_URL: Final = "PublishUrl"
 OUTPUT_EVENTS_TABLE: Final = "EventsTableName"
 OUTPUT_EVENT_BUS: Final = "EventBusName"
+OUTPUT_WEBSOCKET_URL: Final = "WebSocketUrl"
+OUTPUT_CONNECTIONS_TABLE: Final = "ConnectionsTableName"
+OUTPUT_AUTH_SECRET_ARN: Final = "AuthSecretArn"
 
 # The publish functions' timeout; a publisher stops trying to commit a little before it.
 PUBLISH_TIMEOUT_SECONDS: Final = 30
@@ -31,3 +52,15 @@ STREAM_NAME_PATTERN: Final = r"^[a-z][a-z0-9-]{0,31}$"
 
 # Connections table layout: string partition and sort keys, TTL attribute as above.
 CONNECTION_TTL_SECONDS: Final = 2 * 3600 + 15 * 60  # past API Gateway's 2-hour connection limit
+
+# The WebSocket functions' timeouts: API Gateway waits 29 s for an integration.
+WEBSOCKET_TIMEOUT_SECONDS: Final = 29
+FANOUT_TIMEOUT_SECONDS: Final = 60
+AUTHORIZER_TIMEOUT_SECONDS: Final = 10
+
+# Handler entry points (module.function), shared by the stack and the local stack.
+HANDLER_PUBLISH_HTTP: Final = "handlers.publish_http.handler"
+HANDLER_PUBLISH_EVENTBRIDGE: Final = "handlers.publish_eventbridge.handler"
+HANDLER_WS_AUTHORIZER: Final = "handlers.ws_authorizer.handler"
+HANDLER_WEBSOCKET: Final = "handlers.websocket.handler"  # $connect, $disconnect, $default and actions
+HANDLER_FANOUT_WORKER: Final = "handlers.fanout_worker.handler"

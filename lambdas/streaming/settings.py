@@ -86,3 +86,114 @@ class Settings:
     def max_body_bytes(self) -> int:
         """Largest request body worth parsing: a full batch of full events plus envelope overhead."""
         return self.max_batch_events * (self.max_event_bytes + 1024)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """Live delivery over the WebSocket API: where connections are kept and how to reach them."""
+
+    connections_table: str
+    management_url: str  # the stage's @connections endpoint, https://{api}.execute-api.../{stage}
+    fanout_function: str  # worker invoked asynchronously per chunk of a large audience
+    fanout_chunk_connections: int  # audiences up to this size are delivered inline
+    compress_above_bytes: int  # event data larger than this (as JSON) is sent gzip-compressed
+    messages_per_second: float  # inbound token bucket per connection
+    burst: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.connections_table or not self.management_url:
+            problems.append(f"{c.ENV_CONNECTIONS_TABLE} and {c.ENV_MANAGEMENT_URL} must be set")
+        if not 10 <= self.fanout_chunk_connections <= 10_000:
+            problems.append("the fan-out chunk must be 10..10000 connections")
+        if self.compress_above_bytes < 256:
+            problems.append("compression must start at 256 bytes or more")
+        if self.messages_per_second <= 0 or self.burst < 1:
+            problems.append("the inbound rate limit needs a positive rate and a burst of at least 1")
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> DeliverySettings:
+        try:
+            return cls(
+                connections_table=env[c.ENV_CONNECTIONS_TABLE],
+                management_url=env[c.ENV_MANAGEMENT_URL],
+                fanout_function=env.get(c.ENV_FANOUT_FUNCTION, ""),
+                fanout_chunk_connections=int(env[c.ENV_FANOUT_CHUNK_CONNECTIONS]),
+                compress_above_bytes=int(env[c.ENV_COMPRESS_ABOVE_BYTES]),
+                messages_per_second=float(env[c.ENV_WS_MESSAGES_PER_SECOND]),
+                burst=int(env[c.ENV_WS_BURST]),
+            )
+        except KeyError as missing:
+            raise ConfigurationError(f"environment variable {missing} is not set") from None
+        except ValueError as error:
+            raise ConfigurationError(f"environment is malformed: {error}") from None
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            c.ENV_CONNECTIONS_TABLE: self.connections_table,
+            c.ENV_MANAGEMENT_URL: self.management_url,
+            c.ENV_FANOUT_FUNCTION: self.fanout_function,
+            c.ENV_FANOUT_CHUNK_CONNECTIONS: str(self.fanout_chunk_connections),
+            c.ENV_COMPRESS_ABOVE_BYTES: str(self.compress_above_bytes),
+            c.ENV_WS_MESSAGES_PER_SECOND: str(self.messages_per_second),
+            c.ENV_WS_BURST: str(self.burst),
+        }
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How tokens are verified: "hs256" with the secret at `secret_arn`, or "oidc" with `jwks_url`."""
+
+    mode: str
+    audience: str
+    issuer: str
+    role_claim: str
+    allowed_origins: tuple[str, ...]
+    secret_arn: str = ""
+    jwks_url: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in ("hs256", "oidc"):
+            problems.append(f"{c.ENV_AUTH_MODE} must be hs256 or oidc, not {self.mode!r}")
+        if self.mode == "hs256" and not self.secret_arn:
+            problems.append(f"hs256 needs {c.ENV_AUTH_SECRET_ARN}")
+        if self.mode == "oidc" and not self.jwks_url.startswith("https://"):
+            problems.append(f"oidc needs an https {c.ENV_AUTH_JWKS_URL}")
+        if not self.audience or not self.issuer or not self.role_claim:
+            problems.append("audience, issuer and role claim must be set")
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AuthSettings:
+        try:
+            return cls(
+                mode=env[c.ENV_AUTH_MODE],
+                audience=env[c.ENV_AUTH_AUDIENCE],
+                issuer=env[c.ENV_AUTH_ISSUER],
+                role_claim=env[c.ENV_AUTH_ROLE_CLAIM],
+                allowed_origins=tuple(json.loads(env[c.ENV_ALLOWED_ORIGINS])),
+                secret_arn=env.get(c.ENV_AUTH_SECRET_ARN, ""),
+                jwks_url=env.get(c.ENV_AUTH_JWKS_URL, ""),
+            )
+        except KeyError as missing:
+            raise ConfigurationError(f"environment variable {missing} is not set") from None
+        except (ValueError, TypeError) as error:
+            raise ConfigurationError(f"environment is malformed: {error}") from None
+
+    def to_env(self) -> dict[str, str]:
+        env = {
+            c.ENV_AUTH_MODE: self.mode,
+            c.ENV_AUTH_AUDIENCE: self.audience,
+            c.ENV_AUTH_ISSUER: self.issuer,
+            c.ENV_AUTH_ROLE_CLAIM: self.role_claim,
+            c.ENV_ALLOWED_ORIGINS: json.dumps(list(self.allowed_origins)),
+        }
+        if self.secret_arn:
+            env[c.ENV_AUTH_SECRET_ARN] = self.secret_arn
+        if self.jwks_url:
+            env[c.ENV_AUTH_JWKS_URL] = self.jwks_url
+        return env
