@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
-from streaming import constants as c
+from stacks.constructs.tables import expiring_table
 
 # Exactly what lambdas/streaming/store.py calls: single-item conditional writes and queries.
 STORE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
+READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")
 
 
 class EventStore(Construct):
@@ -22,26 +22,16 @@ class EventStore(Construct):
     def grant_store_access(self, grantee: iam.IGrantable) -> iam.Grant:
         return self.table.grant(grantee, *STORE_ACTIONS)
 
+    def grant_read_access(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Replay and stream heads, for the WebSocket route handler."""
+        return self.table.grant(grantee, *READ_ACTIONS)
+
     def _build_table(self, config: EnvironmentConfig) -> dynamodb.TableV2:
-        table = dynamodb.TableV2(
+        return expiring_table(
             self,
             "Events",
-            partition_key=dynamodb.Attribute(name=c.PARTITION_KEY, type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name=c.SORT_KEY, type=dynamodb.AttributeType.NUMBER),
-            billing=dynamodb.Billing.on_demand(),
-            time_to_live_attribute=c.TTL_ATTRIBUTE,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=config.point_in_time_recovery
-            ),
-            deletion_protection=config.deletion_protection,
-            removal_policy=config.removal_policy,
+            config,
+            sort_key_type=dynamodb.AttributeType.NUMBER,
+            without_pitr_because=f"{config.name} holds only a replay window of events (TTL); "
+            "point-in-time recovery is enabled in prod, where the data is retained",
         )
-        if not config.point_in_time_recovery:
-            Validations.of(table).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions-DDB3",
-                    reason=f"{config.name} holds only a replay window of events (TTL); "
-                    "point-in-time recovery is enabled in prod, where the data is retained",
-                )
-            )
-        return table

@@ -17,10 +17,10 @@ from aws_cdk import (
     ILocalBundling,
 )
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import ROOT, EnvironmentConfig
+from stacks.constructs.log_groups import retained_log_group
 
 LAMBDA_SOURCE = ROOT / "lambdas"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
@@ -107,12 +107,7 @@ class PythonFunctionFactory(Construct):
         timeout: Duration,
         **kwargs: Any,
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(
-            scope,
-            f"{construct_id}Logs",
-            retention=_RETENTION[self._config.log_retention_days],
-            removal_policy=self._config.removal_policy,
-        )
+        log_group = retained_log_group(scope, f"{construct_id}Logs", self._config)
         return lambda_.Function(
             scope,
             construct_id,
@@ -130,17 +125,3 @@ class PythonFunctionFactory(Construct):
             environment=environment,
             **kwargs,
         )
-
-
-_RETENTION = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    90: logs.RetentionDays.THREE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    731: logs.RetentionDays.TWO_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-}
