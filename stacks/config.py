@@ -17,11 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from streaming.constants import STREAM_NAME_PATTERN
 from streaming.events import EventCatalog
-from streaming.settings import Settings
+from streaming.settings import AuthSettings, DeliverySettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "staging", "prod")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$")
 
 
 class RateLimits(BaseModel):
@@ -30,6 +31,35 @@ class RateLimits(BaseModel):
     websocket_burst: int = Field(gt=0)
     api_rate_per_second: int = Field(gt=0)
     api_burst: int = Field(gt=0)
+
+
+class AuthConfig(BaseModel):
+    """How connecting clients' tokens are verified: "hs256" with a key the stack generates, or "oidc"
+    with an identity provider's JWKS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["hs256", "oidc"]
+    audience: str = Field(min_length=1)
+    role_claim: str = Field(min_length=1)
+    issuer: str = Field(min_length=1, description="hs256: defaults to streaming-<environment>")
+    jwks_url: str | None = Field(default=None, description="oidc: defaults to the issuer's well-known JWKS")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oidc_jwks_defaults_to_the_issuers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "oidc" and isinstance(data.get("issuer"), str):
+            return {"jwks_url": data["issuer"].rstrip("/") + "/.well-known/jwks.json", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _mode_fits_its_keys(self) -> AuthConfig:
+        if self.mode == "oidc":
+            bad = [url for url in (self.issuer, self.jwks_url) if url is None or not _HTTPS_URL.match(url)]
+            if bad:
+                raise ValueError(f"oidc needs an https issuer and JWKS URL: {bad}")
+        elif self.jwks_url is not None:
+            raise ValueError("jwks_url is for oidc only; hs256 verifies with the stack's generated key")
+        return self
 
 
 class EnvironmentConfig(BaseModel):
@@ -44,12 +74,17 @@ class EnvironmentConfig(BaseModel):
     deletion_protection: bool
     allowed_origins: list[str] = Field(min_length=1)
     rate_limits: RateLimits
+    auth: AuthConfig
     event_types: dict[str, str] = Field(min_length=1, description="event type -> stream")
     roles: dict[str, list[str]] = Field(min_length=1, description="role -> event types it may see")
     max_event_bytes: int = Field(
         ge=256, le=120_000, description="API Gateway WebSocket messages are <= 128 KB"
     )
     max_batch_events: int = Field(ge=1, le=1000)
+    compress_above_bytes: int = Field(default=8192, ge=256, description="larger event data is sent gzipped")
+    fanout_chunk_connections: int = Field(
+        default=250, ge=10, le=10_000, description="audiences up to this size are delivered inline"
+    )
     publish_reserved_concurrency: int | None = Field(default=None, ge=1)
     alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     log_retention_days: Literal[1, 3, 7, 14, 30, 90, 180, 365, 731, 1827]
@@ -67,6 +102,15 @@ class EnvironmentConfig(BaseModel):
     @property
     def replay_window_seconds(self) -> int:
         return self.replay_window_hours * 3600
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hs256_issuer_names_the_environment(cls, data: Any) -> Any:
+        """Tokens one environment issues are refused by every other one."""
+        auth = data.get("auth") if isinstance(data, dict) else None
+        if isinstance(auth, dict) and auth.get("mode") == "hs256" and "issuer" not in auth:
+            return {**data, "auth": {**auth, "issuer": f"streaming-{data.get('name')}"}}
+        return data
 
     @field_validator("allowed_origins")
     @classmethod
@@ -104,6 +148,33 @@ class EnvironmentConfig(BaseModel):
             replay_window_seconds=self.replay_window_seconds,
             max_event_bytes=self.max_event_bytes,
             max_batch_events=self.max_batch_events,
+        )
+
+    def delivery_settings(
+        self, connections_table: str, management_url: str, fanout_function: str
+    ) -> DeliverySettings:
+        """What the functions that deliver over the WebSocket API read from their environment."""
+        return DeliverySettings(
+            connections_table=connections_table,
+            management_url=management_url,
+            fanout_function=fanout_function,
+            fanout_chunk_connections=self.fanout_chunk_connections,
+            compress_above_bytes=self.compress_above_bytes,
+            messages_per_second=float(self.rate_limits.websocket_messages_per_second),
+            burst=self.rate_limits.websocket_burst,
+        )
+
+    def auth_settings(self, secret_arn: str = "") -> AuthSettings:
+        """What token verification reads from its environment; `secret_arn` (the HS256 key) for hs256 only."""
+        hs256 = self.auth.mode == "hs256"
+        return AuthSettings(
+            mode=self.auth.mode,
+            audience=self.auth.audience,
+            issuer=self.auth.issuer,
+            role_claim=self.auth.role_claim,
+            allowed_origins=tuple(self.allowed_origins),
+            secret_arn=secret_arn if hs256 else "",
+            jwks_url="" if hs256 else (self.auth.jwks_url or ""),
         )
 
 

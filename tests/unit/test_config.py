@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from stacks.config import ENVIRONMENTS, ROOT, load
-from streaming.settings import ConfigurationError, Settings
+from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, Settings
 
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"]
 
@@ -76,3 +76,97 @@ def test_a_broken_function_environment_fails_at_cold_start(settings, change, mes
     change(env)
     with pytest.raises(ConfigurationError, match=message):
         Settings.from_env(env)
+
+
+def with_auth(**auth):
+    return with_defaults(auth={"audience": "streaming", "role_claim": "role", **auth})
+
+
+def test_hs256_tokens_name_their_environment_as_issuer():
+    assert [load(name).auth.issuer for name in ENVIRONMENTS] == [f"streaming-{name}" for name in ENVIRONMENTS]
+    settings = load("dev").auth_settings("arn:aws:secretsmanager:eu-west-1:1:secret:key")
+    assert (settings.mode, settings.secret_arn, settings.jwks_url) == (
+        "hs256",
+        "arn:aws:secretsmanager:eu-west-1:1:secret:key",
+        "",
+    )
+    assert settings.allowed_origins == tuple(load("dev").allowed_origins)
+
+
+def test_oidc_finds_the_jwks_under_the_issuer_unless_told():
+    derived = load("dev", with_auth(mode="oidc", issuer="https://idp.example.com/tenant/")).auth
+    assert derived.jwks_url == "https://idp.example.com/tenant/.well-known/jwks.json"
+    explicit = load(
+        "dev", with_auth(mode="oidc", issuer="https://idp.example.com", jwks_url="https://keys.example.com/k")
+    )
+    settings = explicit.auth_settings("arn:ignored-in-oidc-mode")
+    assert (settings.secret_arn, settings.jwks_url) == ("", "https://keys.example.com/k")
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({"mode": "oidc"}, "issuer"),
+        ({"mode": "oidc", "issuer": "http://idp.example.com"}, "https issuer"),
+        ({"mode": "oidc", "issuer": "https://idp.example.com", "jwks_url": "http://k.example.com"}, "https"),
+        ({"mode": "hs256", "jwks_url": "https://k.example.com/jwks.json"}, "oidc only"),
+        ({"mode": "rs256"}, "mode"),
+        ({"mode": "hs256", "algorithm": "HS512"}, "Extra inputs"),
+    ],
+)
+def test_bad_auth_configuration_is_refused_at_synth(auth, message):
+    with pytest.raises(ValidationError, match=message):
+        load("dev", with_auth(**auth))
+
+
+def test_hs256_without_a_secret_cannot_make_function_settings():
+    with pytest.raises(ConfigurationError, match="AUTH_SECRET_ARN"):
+        load("dev").auth_settings("")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"compress_above_bytes": 255}, "compress_above_bytes"),
+        ({"fanout_chunk_connections": 9}, "fanout_chunk_connections"),
+        ({"fanout_chunk_connections": 10_001}, "fanout_chunk_connections"),
+    ],
+)
+def test_bad_delivery_configuration_is_refused_at_synth(overrides, message):
+    with pytest.raises(ValidationError, match=message):
+        load("dev", with_defaults(**overrides))
+
+
+def test_delivery_defaults_apply_when_cdk_json_leaves_them_out():
+    context = copy.deepcopy(CONTEXT)
+    for key in ("compress_above_bytes", "fanout_chunk_connections"):
+        context["defaults"].pop(key)
+    config = load("dev", context)
+    assert (config.compress_above_bytes, config.fanout_chunk_connections) == (8192, 250)
+
+
+def test_delivery_settings_follow_the_rate_limits_and_round_trip():
+    config = load("prod")
+    delivery = config.delivery_settings("connections", "https://api.example.com/prod", "fanout-worker")
+    assert (delivery.messages_per_second, delivery.burst) == (
+        config.rate_limits.websocket_messages_per_second,
+        config.rate_limits.websocket_burst,
+    )
+    assert (delivery.fanout_chunk_connections, delivery.compress_above_bytes) == (
+        config.fanout_chunk_connections,
+        config.compress_above_bytes,
+    )
+    assert DeliverySettings.from_env(delivery.to_env()) == delivery
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        {"mode": "oidc", "issuer": "https://idp.example.com", "audience": "api", "role_claim": "groups"},
+    ],
+)
+def test_auth_settings_round_trip_through_the_environment(auth):
+    config = load("staging", with_defaults(auth=auth) if auth else None)
+    settings = config.auth_settings("arn:aws:secretsmanager:eu-west-1:1:secret:key")
+    assert AuthSettings.from_env(settings.to_env()) == settings
