@@ -16,10 +16,11 @@ from moto import mock_aws
 from local.aws import REGION, create_events_table
 from stacks.config import load
 from streaming.publish import Publisher
-from streaming.settings import Settings
+from streaming.settings import DeliverySettings, Settings
 from streaming.store import EventStore
 
 TABLE = "events-test"
+CONNECTIONS_TABLE = "connections-test"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -51,6 +52,20 @@ class Clock:
 @pytest.fixture
 def settings() -> Settings:
     return load("dev").runtime_settings(TABLE)
+
+
+@pytest.fixture
+def delivery_settings() -> DeliverySettings:
+    """Live delivery with nothing listening at the management URL (port 9, discard)."""
+    return DeliverySettings(
+        connections_table=CONNECTIONS_TABLE,
+        management_url="http://127.0.0.1:9/local",
+        fanout_function="",
+        fanout_chunk_connections=250,
+        compress_above_bytes=8192,
+        messages_per_second=10,
+        burst=20,
+    )
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from streaming.errors import StreamingError
-from streaming.observability import logger, metrics, tracer
-from streaming.runtime import services
+from streaming.observability import logger, metrics, record_delivery, tracer
+from streaming.runtime import delivery, services
 
 
 @logger.inject_lambda_context
@@ -27,13 +27,15 @@ from streaming.runtime import services
 def handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
     raw = {"id": event.id, **cast(dict[str, Any], event.detail), "type": event.detail_type}
     try:
-        [result] = services().publisher.publish(raw, producer=event.source)
+        results = services().publisher.publish(raw, producer=event.source)
     except StreamingError as error:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         logger.error(
             "rejected", extra={"code": error.error.code, "reason": error.message, "source": event.source}
         )
         raise
+    [result] = results
+    record_delivery(delivery().fanout.deliver_stored(results))
     metrics.add_metric(
         name="EventsPublished" if not result.duplicate else "DuplicatePublishes",
         unit=MetricUnit.Count,

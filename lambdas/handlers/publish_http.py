@@ -18,9 +18,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
-from streaming.observability import logger, metrics, tracer
+from streaming.observability import logger, metrics, record_delivery, tracer
 from streaming.replay import replay_after, replay_latest
-from streaming.runtime import services
+from streaming.runtime import delivery, services
 from streaming.store import Page
 
 app = LambdaFunctionUrlResolver()
@@ -35,6 +35,7 @@ def publish() -> Response[str]:
     results, is_batch = services().publisher.publish_body(
         app.current_event.decoded_body or "", producer=caller
     )
+    record_delivery(delivery().fanout.deliver_stored(results))
     fresh = [result for result in results if not result.duplicate]
     metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=len(fresh))
     metrics.add_metric(name="DuplicatePublishes", unit=MetricUnit.Count, value=len(results) - len(fresh))

@@ -12,7 +12,7 @@ lookups also drop expired items themselves, since TTL deletes lazily.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,7 @@ class Connection:
 class Subscriber:
     connection_id: str
     role: str
+    base: dict[str, int]  # stream heads when it subscribed: live delivery is complete after them
 
 
 class ConnectionRegistry:
@@ -63,24 +64,14 @@ class ConnectionRegistry:
         return Connection(connection_id, subject, role, frozenset(), expires_at)
 
     def get(self, connection_id: str) -> Connection | None:
-        response = self._client.get_item(
-            TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
-        )
-        if "Item" not in response:
-            return None
-        item = deserialize(response["Item"])
-        if int(item[c.TTL_ATTRIBUTE]) <= self._clock():
-            return None
-        return Connection(
-            connection_id,
-            item["subject"],
-            item["role"],
-            frozenset(item.get("types", set())),
-            int(item[c.TTL_ATTRIBUTE]),
-        )
+        item = self._meta(connection_id)
+        return None if item is None else _connection(connection_id, item)
 
-    def subscribe(self, connection: Connection, requested: Iterable[str]) -> frozenset[str]:
-        """Subscribe to what the role may see of `requested`; returns all the connection's types now."""
+    def subscribe(
+        self, connection: Connection, requested: Iterable[str], base: Mapping[str, int]
+    ) -> frozenset[str]:
+        """Subscribe to what the role may see of `requested`; returns all the connection's types now.
+        `base` is the stream heads read before subscribing: the resume position of live frames."""
         granted = self._roles.visible(connection.role, requested)
         if granted:
             self._update_types(
@@ -92,6 +83,7 @@ class ConnectionRegistry:
                     "pk": _type_key(event_type),
                     "sk": connection.connection_id,
                     "role": connection.role,
+                    "base": dict(base),
                     c.TTL_ATTRIBUTE: connection.expires_at,
                 }
             )
@@ -130,21 +122,21 @@ class ConnectionRegistry:
             for raw in response.get("Items", []):
                 item = deserialize(raw)
                 if int(item[c.TTL_ATTRIBUTE]) > now and event_type in self._roles.allowed(item["role"]):
-                    yield Subscriber(item["sk"], item["role"])
+                    base = {stream: int(seq) for stream, seq in item.get("base", {}).items()}
+                    yield Subscriber(item["sk"], item["role"], base)
             if "LastEvaluatedKey" not in response:
                 return
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def admit(self, connection_id: str, bucket: TokenBucket) -> Admission:
-        """Take a token for one inbound message. Concurrent invocations for the same connection are
-        serialized by a condition on the bucket's last update."""
+    def admit(self, connection_id: str, bucket: TokenBucket) -> tuple[Connection, Admission]:
+        """Take a token for one inbound message, and mark the connection greeted. Concurrent
+        invocations for the same connection are serialized by a condition on the bucket's last update.
+        LookupError when the connection is gone or has expired."""
         for _ in range(5):
-            response = self._client.get_item(
-                TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
-            )
-            if "Item" not in response:
-                raise LookupError(f"connection {connection_id} is gone")
-            item = deserialize(response["Item"])
+            item = self._meta(connection_id)
+            if item is None:
+                raise LookupError(f"connection {connection_id} is gone or expired")
+            connection = _connection(connection_id, item)
             now = self._clock()
             last = item.get("bucket_at")
             allowed, tokens = bucket.take(
@@ -155,7 +147,8 @@ class ConnectionRegistry:
                 self._client.update_item(
                     TableName=self._table,
                     Key=key(_connection_key(connection_id), "meta"),
-                    UpdateExpression="SET bucket_tokens = :tokens, bucket_at = :now, strikes = :strikes",
+                    UpdateExpression="SET bucket_tokens = :tokens, bucket_at = :now, strikes = :strikes, "
+                    "greeted = :true",
                     ConditionExpression="attribute_not_exists(bucket_at)"
                     if last is None
                     else "bucket_at = :last",
@@ -164,14 +157,25 @@ class ConnectionRegistry:
                             ":tokens": _number(tokens),
                             ":now": _number(now),
                             ":strikes": strikes,
+                            ":true": True,
                             **({":last": last} if last is not None else {}),
                         }
                     ),
                 )
             except self._client.exceptions.ConditionalCheckFailedException:
                 continue  # another message of this connection took a token meanwhile: read again
-            return Admission(allowed, strikes)
-        return Admission(False, 0)  # contended beyond reason: refuse this one message, no strike
+            return connection, Admission(allowed, strikes, first=not item.get("greeted"))
+        return connection, Admission(False, 0)  # contended beyond reason: refuse this one, no strike
+
+    def _meta(self, connection_id: str) -> dict[str, Any] | None:
+        """The connection's item, or None when it is gone or past its expiry (TTL deletes lazily)."""
+        response = self._client.get_item(
+            TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
+        )
+        if "Item" not in response:
+            return None
+        item = deserialize(response["Item"])
+        return item if int(item[c.TTL_ATTRIBUTE]) > self._clock() else None
 
     def _update_types(self, connection_id: str, action: str, types: frozenset[str]) -> None:
         try:
@@ -188,6 +192,16 @@ class ConnectionRegistry:
 
     def _put(self, item: dict[str, Any]) -> None:
         self._client.put_item(TableName=self._table, Item=serialize(item))
+
+
+def _connection(connection_id: str, item: dict[str, Any]) -> Connection:
+    return Connection(
+        connection_id,
+        item["subject"],
+        item["role"],
+        frozenset(item.get("types", set())),
+        int(item[c.TTL_ATTRIBUTE]),
+    )
 
 
 def _number(value: float) -> Decimal:

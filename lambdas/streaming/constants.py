@@ -27,7 +27,7 @@ ENV_AUTH_MODE: Final = "AUTH_MODE"  # "hs256" (secret in Secrets Manager) or "oi
 ENV_AUTH_AUDIENCE: Final = "AUTH_AUDIENCE"
 ENV_AUTH_ISSUER: Final = "AUTH_ISSUER"
 ENV_AUTH_ROLE_CLAIM: Final = "AUTH_ROLE_CLAIM"
-ENV_AUTH_SECRET_ARN: Final = "AUTH_SECRET_ARN"  # hs256: the secret's ARN; its value is the signing key
+ENV_AUTH_SECRET_ARN: Final = "AUTH_SECRET_ARN"  # noqa: S105 - hs256: the ARN of the signing key
 ENV_AUTH_JWKS_URL: Final = "AUTH_JWKS_URL"  # oidc
 ENV_ALLOWED_ORIGINS: Final = "ALLOWED_ORIGINS"  # JSON list
 
@@ -42,7 +42,7 @@ OUTPUT_EVENTS_TABLE: Final = "EventsTableName"
 OUTPUT_EVENT_BUS: Final = "EventBusName"
 OUTPUT_WEBSOCKET_URL: Final = "WebSocketUrl"
 OUTPUT_CONNECTIONS_TABLE: Final = "ConnectionsTableName"
-OUTPUT_AUTH_SECRET_ARN: Final = "AuthSecretArn"
+OUTPUT_AUTH_SECRET_ARN: Final = "AuthSecretArn"  # noqa: S105 - a name, not a secret
 
 # The publish functions' timeout; a publisher stops trying to commit a little before it.
 PUBLISH_TIMEOUT_SECONDS: Final = 30

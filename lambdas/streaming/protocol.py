@@ -11,7 +11,7 @@ from typing import Any
 
 from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
-from streaming.events import Envelope, format_ts
+from streaming.events import format_ts
 from streaming.replay import MAX_REPLAY_LIMIT
 from streaming.store import Page
 
@@ -118,8 +118,13 @@ def welcome(
     }
 
 
-def subscribed(types: Iterable[str], denied: Iterable[str], request_id: str | None) -> dict[str, Any]:
-    return _answer("subscribed", request_id, types=sorted(types), denied=sorted(denied))
+def subscribed(
+    types: Iterable[str], denied: Iterable[str], position: Mapping[str, int], request_id: str | None
+) -> dict[str, Any]:
+    """`cursor`: the stream heads when the subscription began; live delivery is complete after it."""
+    return _answer(
+        "subscribed", request_id, types=sorted(types), denied=sorted(denied), cursor=cursors.encode(position)
+    )
 
 
 def unsubscribed(types: Iterable[str], request_id: str | None) -> dict[str, Any]:
@@ -132,23 +137,15 @@ def pong(heads: Mapping[str, int], request_id: str | None) -> dict[str, Any]:
 
 
 def replayed(page: Page, request_id: str | None) -> dict[str, Any]:
+    """Ends a replay, whose events went out just before it as `events` messages."""
     return _answer(
         "replay",
         request_id,
-        events=[event.to_dict() for event in page.events],
+        count=len(page.events),
         cursor=cursors.encode(page.cursor),
         more=page.more,
         truncated=page.truncated,
     )
-
-
-def events(batch: Iterable[Envelope], cursor: Mapping[str, int]) -> dict[str, Any]:
-    """Live delivery: one frame for the events that arrive together, and the cursor after them."""
-    return {
-        "type": "events",
-        "events": [event.to_dict() for event in batch],
-        "cursor": cursors.encode(cursor),
-    }
 
 
 def error(failure: StreamingError, request_id: str | None = None) -> dict[str, Any]:

@@ -26,3 +26,4 @@ class TokenBucket:
 class Admission:
     allowed: bool
     strikes: int  # refused messages in a row; the caller disconnects persistent abusers
+    first: bool = False  # the connection's first message: the server greets it before answering

@@ -29,7 +29,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streaming import constants as c
@@ -51,6 +51,7 @@ class Appended:
     ts: str
     duplicate: bool
     conflicts: int = 0
+    envelope: Envelope | None = field(default=None, compare=False, repr=False)  # set when stored now
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,7 +218,14 @@ class EventStore:
             raise
         self._record_seq(event.id, envelope.seq, envelope.ts)
         return Appended(
-            event.id, event.type, stream, envelope.seq, envelope.ts, duplicate=False, conflicts=conflicts
+            event.id,
+            event.type,
+            stream,
+            envelope.seq,
+            envelope.ts,
+            duplicate=False,
+            conflicts=conflicts,
+            envelope=envelope,
         )
 
     def _advance(
@@ -350,6 +358,16 @@ class EventStore:
         # Newest first, each stream in seq order, so what is kept of a stream is its newest part.
         kept = list(itertools.islice(heapq.merge(*newest, key=_by_time, reverse=True), count))
         return Page(events=kept[::-1], cursor=tail, more=bounded)
+
+    def get(self, stream: str, seq: int) -> Envelope | None:
+        """One event by position (the fan-out worker reads what it delivers); None if it has expired."""
+        item = self._get(_stream_key(stream), seq)
+        if item is None:
+            head = self._read_head(stream)
+            item = head.last if head.seq == seq else None
+        if item is None or int(item[c.TTL_ATTRIBUTE]) <= self._clock():
+            return None
+        return _envelope(item)
 
     def heads(self) -> dict[str, int]:
         """The last seq of every stream (0 for an empty stream)."""

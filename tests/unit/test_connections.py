@@ -21,6 +21,10 @@ def registry(dynamodb, settings, clock):
     return ConnectionRegistry(dynamodb, TABLE, settings.roles, clock=clock)
 
 
+def admit(registry, connection_id, bucket):
+    return registry.admit(connection_id, bucket)[1]
+
+
 def subscribed(registry, event_type):
     return sorted((s.connection_id, s.role) for s in registry.subscribers(event_type))
 
@@ -38,8 +42,8 @@ def test_a_connection_lives_until_its_token_or_the_gateway_limit_expires(registr
 def test_subscriptions_are_the_role_grant_narrowed_to_the_request(registry):
     viewer = registry.connect("V", "val", "viewer", int(time.time()) + 3600)
     approver = registry.connect("P", "pat", "approver", int(time.time()) + 3600)
-    assert registry.subscribe(viewer, ["signal.created", "risk.alert"]) == {"signal.created"}
-    assert registry.subscribe(approver, ["risk.alert", "system.status"]) == {"risk.alert"}
+    assert registry.subscribe(viewer, ["signal.created", "risk.alert"], {}) == {"signal.created"}
+    assert registry.subscribe(approver, ["risk.alert", "system.status"], {}) == {"risk.alert"}
     assert subscribed(registry, "signal.created") == [("V", "viewer")]
     assert subscribed(registry, "risk.alert") == [("P", "approver")]
     assert subscribed(registry, "system.status") == []
@@ -49,8 +53,8 @@ def test_subscriptions_are_the_role_grant_narrowed_to_the_request(registry):
 def test_unsubscribe_and_remove_touch_exactly_one_connection(registry):
     first = registry.connect("one", "a", "admin", int(time.time()) + 3600)
     second = registry.connect("two", "b", "admin", int(time.time()) + 3600)
-    types = registry.subscribe(first, ["signal.created", "risk.alert", "system.status"])
-    registry.subscribe(second, ["risk.alert"])
+    types = registry.subscribe(first, ["signal.created", "risk.alert", "system.status"], {})
+    registry.subscribe(second, ["risk.alert"], {})
     remaining = registry.unsubscribe(registry.get("one"), ["system.status"])
     assert remaining == types - {"system.status"}
     assert subscribed(registry, "system.status") == []
@@ -62,7 +66,7 @@ def test_unsubscribe_and_remove_touch_exactly_one_connection(registry):
 
 def test_expired_subscriptions_are_not_returned_before_ttl_deletes_them(registry, clock):
     connection = registry.connect("C", "c", "analyst", token_expires_at=int(clock()) + 30)
-    registry.subscribe(connection, ["decision.made"])
+    registry.subscribe(connection, ["decision.made"], {})
     assert subscribed(registry, "decision.made") == [("C", "analyst")]
     clock.advance(31)
     assert subscribed(registry, "decision.made") == []
@@ -72,37 +76,61 @@ def test_subscribing_a_connection_that_is_gone_says_so(registry):
     ghost = registry.connect("G", "g", "viewer", int(time.time()) + 3600)
     registry.remove("G")
     with pytest.raises(LookupError, match="gone"):
-        registry.subscribe(ghost, ["signal.created"])
+        registry.subscribe(ghost, ["signal.created"], {})
     assert subscribed(registry, "signal.created") == []  # no orphaned subscription left behind
 
 
 def test_the_rate_limit_admits_a_burst_then_the_refill_rate(registry, clock):
     bucket = TokenBucket(rate=10, burst=20)
     registry.connect("R", "r", "viewer", int(clock()) + 3600)
-    admitted = [registry.admit("R", bucket).allowed for _ in range(25)]
+    admitted = [admit(registry, "R", bucket).allowed for _ in range(25)]
     assert admitted.count(True) in (20, 21)  # the burst (the ticking clock may refill a part of one)
-    refused = registry.admit("R", bucket)
+    refused = admit(registry, "R", bucket)
     assert not refused.allowed and refused.strikes >= 1
     clock.advance(0.5)  # refills 5 tokens
-    assert [registry.admit("R", bucket).allowed for _ in range(5)] == [True] * 5
-    assert registry.admit("R", bucket).strikes >= 1
+    assert [admit(registry, "R", bucket).allowed for _ in range(5)] == [True] * 5
+    assert admit(registry, "R", bucket).strikes >= 1
 
 
 def test_refused_messages_in_a_row_count_as_strikes_and_an_admitted_one_resets_them(registry, clock):
     bucket = TokenBucket(rate=1, burst=1)
     registry.connect("S", "s", "viewer", int(clock()) + 3600)
-    assert registry.admit("S", bucket).allowed
-    assert [registry.admit("S", bucket).strikes for _ in range(3)] == [1, 2, 3]
+    assert admit(registry, "S", bucket).allowed
+    assert [admit(registry, "S", bucket).strikes for _ in range(3)] == [1, 2, 3]
     clock.advance(2)
-    assert registry.admit("S", bucket) == Admission(True, 0)
+    assert admit(registry, "S", bucket) == Admission(True, 0)
+
+
+def test_only_the_first_message_of_a_connection_is_marked_first(registry, clock):
+    bucket = TokenBucket(rate=10, burst=20)
+    registry.connect("F", "f", "analyst", int(clock()) + 3600)
+    connection, first = registry.admit("F", bucket)
+    assert first.first and connection.role == "analyst"
+    assert [admit(registry, "F", bucket).first for _ in range(3)] == [False] * 3
+
+
+def test_a_gone_or_expired_connection_is_not_admitted(registry, clock):
+    registry.connect("E", "e", "viewer", int(clock()) + 10)
+    clock.advance(11)
+    with pytest.raises(LookupError, match="gone or expired"):
+        registry.admit("E", TokenBucket(rate=1, burst=1))
+    with pytest.raises(LookupError):
+        registry.admit("never-connected", TokenBucket(rate=1, burst=1))
+
+
+def test_subscribers_carry_the_resume_base_they_subscribed_with(registry, clock):
+    connection = registry.connect("B", "b", "admin", int(clock()) + 3600)
+    registry.subscribe(connection, ["risk.alert"], {"risk": 7, "market": 3})
+    (subscriber,) = registry.subscribers("risk.alert")
+    assert subscriber.base == {"risk": 7, "market": 3}
 
 
 def test_a_bucket_belongs_to_its_connection(registry, clock):
     bucket = TokenBucket(rate=1, burst=1)
     registry.connect("X", "x", "viewer", int(clock()) + 3600)
     registry.connect("Y", "y", "viewer", int(clock()) + 3600)
-    assert registry.admit("X", bucket).allowed and not registry.admit("X", bucket).allowed
-    assert registry.admit("Y", bucket).allowed
+    assert admit(registry, "X", bucket).allowed and not admit(registry, "X", bucket).allowed
+    assert admit(registry, "Y", bucket).allowed
 
 
 def test_token_bucket_arithmetic():

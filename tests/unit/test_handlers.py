@@ -9,20 +9,24 @@ from typing import Any
 import pytest
 
 from handlers import publish_eventbridge, publish_http
+from local.aws import create_connections_table
 from local.lambda_runtime import LocalContext, function_url_event
-from streaming.runtime import services
-from tests.conftest import TABLE, example, signal
+from streaming.runtime import delivery, services
+from tests.conftest import CONNECTIONS_TABLE, TABLE, example, signal
 
 pytestmark = pytest.mark.events
 
 
 @pytest.fixture(autouse=True)
-def handler_environment(dynamodb, settings, monkeypatch):
-    for name, value in settings.to_env().items():
+def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
+    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
         monkeypatch.setenv(name, value)
     services.cache_clear()
+    delivery.cache_clear()
     yield
     services.cache_clear()
+    delivery.cache_clear()
 
 
 def call(

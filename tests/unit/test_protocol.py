@@ -81,11 +81,12 @@ def test_unknown_action_lists_the_valid_ones():
 
 
 def test_answers_echo_the_request_id_and_carry_what_a_client_needs():
-    assert protocol.subscribed({"risk.alert"}, {"system.status"}, "r1") == {
+    assert protocol.subscribed({"risk.alert"}, {"system.status"}, {}, "r1") == {
         "type": "subscribed",
         "id": "r1",
         "types": ["risk.alert"],
         "denied": ["system.status"],
+        "cursor": cursors.encode({}),
     }
     pong = protocol.pong({"market": 4}, None)
     assert (pong["type"], pong["heads"], "id" in pong) == ("pong", {"market": 4}, False)
@@ -102,9 +103,11 @@ def test_answers_echo_the_request_id_and_carry_what_a_client_needs():
         "p",
     )
     page = protocol.replayed(Page([envelope], {"market": 4}, more=True), "r2")
-    assert (page["id"], page["more"], cursors.decode(page["cursor"])) == ("r2", True, {"market": 4})
-    frame = protocol.events([envelope], {"market": 4})
-    assert frame["events"][0]["seq"] == 4 and cursors.decode(frame["cursor"]) == {"market": 4}
+    assert (page["id"], page["more"], page["count"]) == ("r2", True, 1)
+    assert cursors.decode(page["cursor"]) == {"market": 4}
+    answer = protocol.subscribed({"signal.created"}, {"risk.alert"}, {"market": 3, "ops": 0}, None)
+    assert (answer["types"], answer["denied"]) == (["signal.created"], ["risk.alert"])
+    assert cursors.decode(answer["cursor"]) == {"market": 3, "ops": 0}
     welcome = protocol.welcome("Zx1=", "viewer", {"signal.created"}, {"market": 4}, 1795770000)
     assert welcome["allowed_types"] == ["signal.created"] and welcome["heads"] == {"market": 4}
 

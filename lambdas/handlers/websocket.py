@@ -1,0 +1,46 @@
+"""API Gateway WebSocket routes: `$connect`, `$disconnect`, `$default` and the protocol's actions
+(subscribe, unsubscribe, ping, replay). Answers go out through the `@connections` API
+(docs/protocol.md); the integration's own response only completes the route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from streaming.auth import SUBPROTOCOL, token_from_request
+from streaming.observability import logger, metrics, tracer
+from streaming.runtime import delivery
+
+OK = {"statusCode": 200}
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = event["requestContext"]
+    route, connection_id = request["routeKey"], request["connectionId"]
+    logger.append_keys(connection_id=connection_id, route=route)
+    session = delivery().session
+    if route == "$connect":
+        connection = session.connect(connection_id, request["authorizer"])
+        metrics.add_metric(name="Connections", unit=MetricUnit.Count, value=1)
+        logger.info("connected", extra={"role": connection.role, "expires_at": connection.expires_at})
+        return _accept(event)
+    if route == "$disconnect":
+        session.disconnect(connection_id)
+        logger.info("disconnected", extra={"status": request.get("disconnectStatusCode")})
+        return OK
+    metrics.add_metric(name="MessagesReceived", unit=MetricUnit.Count, value=1)
+    session.receive(connection_id, event.get("body"))
+    return OK
+
+
+def _accept(event: dict[str, Any]) -> dict[str, Any]:
+    """Browsers drop a connection whose offered subprotocol is not answered."""
+    _, subprotocol = token_from_request(event.get("headers") or {}, {})
+    if subprotocol is None:
+        return OK
+    return {**OK, "headers": {"Sec-WebSocket-Protocol": SUBPROTOCOL}}

@@ -1,0 +1,73 @@
+"""How delivered events are encoded: optional compression of large payloads, and batch frames sized
+for API Gateway (32 KB frames, 128 KB messages). Shared by the WebSocket fan-out and SSE."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from streaming import cursor as cursors
+from streaming.events import Envelope
+
+ENCODING_FIELD = "encoding"
+GZIP = "gzip"  # data is base64(gzip(UTF-8 JSON of the data object))
+FRAME_BYTES = 32 * 1024  # API Gateway's WebSocket frame size; also its billing step
+MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message limit
+_CURSOR_ALLOWANCE = 512  # room for the cursor and the frame's own fields
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_event(envelope: Envelope, compress_above: int) -> dict[str, Any]:
+    """The envelope as delivered: its data gzip-compressed and flagged when larger than the threshold."""
+    body = envelope.to_dict()
+    data = dumps(body["data"]).encode()
+    if len(data) > compress_above:
+        body["data"] = base64.b64encode(gzip.compress(data, compresslevel=6, mtime=0)).decode()
+        body[ENCODING_FIELD] = GZIP
+    return body
+
+
+def decode_event(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of encode_event, for clients: the envelope with its data object restored."""
+    if body.get(ENCODING_FIELD) != GZIP:
+        return dict(body)
+    decoded = {k: v for k, v in body.items() if k != ENCODING_FIELD}
+    decoded["data"] = json.loads(gzip.decompress(base64.b64decode(body["data"])))
+    return decoded
+
+
+def event_frames(
+    events: Sequence[Envelope], base: Mapping[str, int], compress_above: int, limit: int = FRAME_BYTES
+) -> list[bytes]:
+    """`events` (in seq order per stream) as `events` messages of at most `limit` bytes each; an
+    event larger than that travels alone. Each message's cursor is `base` advanced past its events."""
+    frames: list[bytes] = []
+    position = dict(base)
+    batch: list[str] = []
+    size = 0
+    for event in events:
+        encoded = dumps(encode_event(event, compress_above))
+        if batch and size + len(encoded) + 1 > limit - _CURSOR_ALLOWANCE:
+            frames.append(_frame(batch, position))
+            batch, size = [], 0
+        batch.append(encoded)
+        size += len(encoded) + 1
+        position[event.stream] = max(position.get(event.stream, 0), event.seq)
+    if batch:
+        frames.append(_frame(batch, position))
+    return frames
+
+
+def events_message(encoded_events: Iterable[str], position: Mapping[str, int]) -> str:
+    """An `events` message (docs/protocol.md) from already encoded envelopes."""
+    return f'{{"type":"events","events":[{",".join(encoded_events)}],"cursor":"{cursors.encode(position)}"}}'
+
+
+def _frame(batch: list[str], position: Mapping[str, int]) -> bytes:
+    return events_message(batch, position).encode()

@@ -1,0 +1,196 @@
+"""Live delivery right after an event is stored (no DynamoDB Streams on this path).
+
+For the stored events, find the connections subscribed to their types whose role may see them, pack
+each connection's events into as few frames as fit, and post them in parallel. A 410 removes exactly
+that connection; 429 and 5xx are retried with bounded backoff; one slow connection holds up one worker,
+never the others. Audiences larger than one chunk are split, and every chunk but the first goes to a
+worker function invoked asynchronously, so delivery time does not grow with one function's limits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streaming.codec import event_frames
+from streaming.connections import ConnectionRegistry
+from streaming.events import Envelope
+from streaming.observability import logger
+from streaming.store import Appended
+
+GONE = 410
+RETRY_DELAYS_SECONDS = (0.05, 0.2, 0.8)  # then give up on that frame: the client can replay
+
+
+class Poster(Protocol):
+    def post(self, connection_id: str, data: bytes) -> int:
+        """Send one message to a connection; the HTTP status (0 when the request itself failed)."""
+
+
+@dataclass
+class Report:
+    connections: int = 0
+    frames: int = 0
+    delivered: int = 0  # frames accepted
+    gone: int = 0  # connections removed after a 410
+    failed: int = 0  # frames given up on
+    chunks_dispatched: int = 0
+
+    def add(self, other: Report) -> None:
+        for name in ("connections", "frames", "delivered", "gone", "failed", "chunks_dispatched"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Recipient:
+    """One connection and the events it gets from this publish, with the cursor it resumes from."""
+
+    connection_id: str
+    base: dict[str, int]
+    events: list[Envelope] = field(default_factory=list)
+
+
+# A chunk of the audience, handed to a worker: event positions and recipients, JSON-serializable.
+Dispatch = Callable[[dict[str, Any]], None]
+
+
+class FanOut:
+    def __init__(
+        self,
+        registry: ConnectionRegistry,
+        poster: Poster,
+        *,
+        compress_above: int,
+        chunk_connections: int,
+        dispatch: Dispatch | None = None,
+        executor: ThreadPoolExecutor,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._registry = registry
+        self._poster = poster
+        self._compress_above = compress_above
+        self._chunk = chunk_connections
+        self._dispatch = dispatch
+        self._executor = executor
+        self._sleep = sleep
+
+    def deliver(self, events: Sequence[Envelope]) -> Report:
+        """Deliver freshly stored events to everyone subscribed who may see them."""
+        audience = self.audience(events)
+        report = Report()
+        recipients = list(audience.values())
+        if self._dispatch is not None and len(recipients) > self._chunk:
+            for start in range(self._chunk, len(recipients), self._chunk):
+                self._dispatch(chunk_payload(recipients[start : start + self._chunk]))
+                report.chunks_dispatched += 1
+            recipients = recipients[: self._chunk]
+        report.add(self.send(recipients))
+        return report
+
+    def deliver_stored(self, results: Sequence[Appended]) -> Report:
+        """Fan out what a publish stored just now. The events are durable already, so a failure here
+        is logged, never raised: subscribers notice it (heads, prev) and catch up by replay."""
+        fresh = [result.envelope for result in results if result.envelope is not None]
+        if not fresh:
+            return Report()
+        try:
+            return self.deliver(fresh)
+        except Exception:
+            logger.exception("live delivery failed", extra={"events": len(fresh)})
+            return Report(failed=1)
+
+    def audience(self, events: Sequence[Envelope]) -> dict[str, Recipient]:
+        """Per connection, the events it gets (in the given order) and its resume base."""
+        audience: dict[str, Recipient] = {}
+        subscribed: dict[str, set[str]] = {}
+        for event_type in sorted({event.type for event in events}):
+            for subscriber in self._registry.subscribers(event_type):
+                recipient = audience.setdefault(
+                    subscriber.connection_id, Recipient(subscriber.connection_id, {})
+                )
+                _merge(recipient.base, subscriber.base)
+                subscribed.setdefault(subscriber.connection_id, set()).add(event_type)
+        for connection_id, recipient in audience.items():
+            recipient.events = [event for event in events if event.type in subscribed[connection_id]]
+        return audience
+
+    def send(self, recipients: Iterable[Recipient]) -> Report:
+        """Post every recipient's frames, connections in parallel, each connection's frames in order."""
+        report = Report()
+        for outcome in self._executor.map(self._send_one, recipients):
+            report.add(outcome)
+        return report
+
+    def _send_one(self, recipient: Recipient) -> Report:
+        report = Report(connections=1)
+        frames = event_frames(recipient.events, recipient.base, self._compress_above)
+        for frame in frames:
+            report.frames += 1
+            status = self._post(recipient.connection_id, frame)
+            if status == GONE:
+                self._registry.remove(recipient.connection_id)
+                report.gone = 1
+                return report
+            if 200 <= status < 300:
+                report.delivered += 1
+            else:
+                report.failed += 1
+                logger.warning(
+                    "frame not delivered", extra={"connection_id": recipient.connection_id, "status": status}
+                )
+        return report
+
+    def _post(self, connection_id: str, frame: bytes) -> int:
+        status = self._poster.post(connection_id, frame)
+        for delay in RETRY_DELAYS_SECONDS:
+            if not _retryable(status):
+                return status
+            self._sleep(delay)
+            status = self._poster.post(connection_id, frame)
+        return status
+
+
+def chunk_payload(recipients: Sequence[Recipient]) -> dict[str, Any]:
+    """What a worker needs: the events by position (it reads them from the store, so the invocation
+    stays small) and, per connection, which of them to send and its resume base."""
+    positions = sorted({(e.stream, e.seq) for r in recipients for e in r.events})
+    index = {position: i for i, position in enumerate(positions)}
+    return {
+        "events": [{"stream": stream, "seq": seq} for stream, seq in positions],
+        "recipients": [
+            {
+                "connection_id": r.connection_id,
+                "base": r.base,
+                "events": [index[(e.stream, e.seq)] for e in r.events],
+            }
+            for r in recipients
+        ],
+    }
+
+
+def recipients_from_payload(
+    payload: Mapping[str, Any], load: Callable[[str, int], Envelope | None]
+) -> list[Recipient]:
+    """The inverse of chunk_payload, reading the events with `load(stream, seq)`. An event that has
+    expired meanwhile is skipped (the client's replay reports it as truncated)."""
+    loaded = [load(position["stream"], int(position["seq"])) for position in payload["events"]]
+    return [
+        Recipient(
+            connection_id=entry["connection_id"],
+            base={stream: int(seq) for stream, seq in entry["base"].items()},
+            events=[event for i in entry["events"] if (event := loaded[i]) is not None],
+        )
+        for entry in payload["recipients"]
+    ]
+
+
+def _retryable(status: int) -> bool:
+    return status in (0, 429) or status >= 500
+
+
+def _merge(into: dict[str, int], other: Mapping[str, int]) -> None:
+    for stream, seq in other.items():
+        into[stream] = max(into.get(stream, 0), seq)

@@ -1,0 +1,149 @@
+"""One WebSocket connection's life on the server: registered on `$connect`, greeted on its first
+message, answered per docs/protocol.md, rate limited, closed when its token expires or it abuses the
+limit, forgotten on `$disconnect`. Transport-free: answers go out through a poster.
+
+API Gateway cannot post to a connection before `$connect` has returned, so the `welcome` goes out
+just before the answer to the connection's first message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from streaming import codec, protocol
+from streaming import cursor as cursors
+from streaming.connections import Connection, ConnectionRegistry
+from streaming.errors import ErrorCode, StreamingError
+from streaming.observability import logger
+from streaming.ratelimit import TokenBucket
+from streaming.replay import replay_after, replay_latest
+from streaming.roles import RoleMatrix
+from streaming.store import EventStore, Page
+
+MAX_STRIKES = 20  # refused messages in a row before the server closes the connection
+
+
+class Management(Protocol):
+    def post(self, connection_id: str, data: bytes) -> int: ...
+
+    def delete(self, connection_id: str) -> int: ...
+
+
+class Session:
+    def __init__(
+        self,
+        registry: ConnectionRegistry,
+        store: EventStore,
+        roles: RoleMatrix,
+        known_types: frozenset[str],
+        management: Management,
+        bucket: TokenBucket,
+        compress_above: int,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._roles = roles
+        self._known_types = known_types
+        self._management = management
+        self._bucket = bucket
+        self._compress_above = compress_above
+
+    def connect(self, connection_id: str, authorizer: Mapping[str, Any]) -> Connection:
+        """Register a connection the authorizer allowed; its context carries sub, role and exp."""
+        return self._registry.connect(
+            connection_id, str(authorizer["sub"]), str(authorizer["role"]), int(authorizer["exp"])
+        )
+
+    def disconnect(self, connection_id: str) -> None:
+        self._registry.remove(connection_id)
+
+    def receive(self, connection_id: str, body: str | bytes | None) -> None:
+        """Answer one client message. Every problem is answered with an error message; none escapes."""
+        try:
+            connection, admission = self._registry.admit(connection_id, self._bucket)
+        except LookupError:
+            # Gone, or its token expired: the server closes it (a no-op if it is already closed).
+            logger.info("closing expired connection", extra={"connection_id": connection_id})
+            self._management.delete(connection_id)
+            return
+        if admission.first:
+            self._send(connection_id, self._welcome(connection))
+        request_id = _request_id_of(body)
+        if not admission.allowed:
+            self._refuse(connection_id, admission.strikes, request_id)
+            return
+        try:
+            request = protocol.parse(body or "", self._known_types)
+            self._answer(connection, request)
+        except StreamingError as failure:
+            self._send(connection_id, protocol.error(failure, request_id))
+
+    def _answer(self, connection: Connection, request: protocol.Request) -> None:
+        connection_id = connection.connection_id
+        if isinstance(request, protocol.Subscribe):
+            allowed = self._roles.allowed(connection.role)
+            position = self._store.heads()  # read first: live delivery is complete after these
+            types = self._registry.subscribe(connection, request.types, position)
+            answer = protocol.subscribed(types, request.types - allowed, position, request.request_id)
+        elif isinstance(request, protocol.Unsubscribe):
+            types = self._registry.unsubscribe(connection, request.types)
+            answer = protocol.unsubscribed(types, request.request_id)
+        elif isinstance(request, protocol.Ping):
+            answer = protocol.pong(self._store.heads(), request.request_id)
+        else:
+            page, base = self._replay(connection, request)
+            for frame in codec.event_frames(page.events, base, self._compress_above):
+                self._management.post(connection_id, frame)
+            answer = protocol.replayed(page, request.request_id)
+        self._send(connection_id, answer)
+
+    def _replay(self, connection: Connection, request: protocol.Replay) -> tuple[Page, dict[str, int]]:
+        """The page, and the position its frames' cursors advance from."""
+        types = request.types if request.types is not None else connection.types
+        if not types:
+            raise StreamingError(ErrorCode.INVALID_MESSAGE, "subscribe first, or name the types to replay")
+        if request.cursor is not None:
+            page = replay_after(
+                self._store, self._roles, connection.role, request.cursor, types, request.limit
+            )
+            return page, cursors.decode(request.cursor)
+        assert request.last is not None
+        page = replay_latest(self._store, self._roles, connection.role, request.last, types)
+        base = dict(page.cursor)
+        for event in page.events:  # the newest events, so each stream starts just before its first
+            base[event.stream] = min(base[event.stream], event.seq - 1)
+        return page, base
+
+    def _welcome(self, connection: Connection) -> dict[str, Any]:
+        return protocol.welcome(
+            connection.connection_id,
+            connection.role,
+            self._roles.allowed(connection.role),
+            self._store.heads(),
+            connection.expires_at,
+        )
+
+    def _refuse(self, connection_id: str, strikes: int, request_id: str | None) -> None:
+        refusal = StreamingError(
+            ErrorCode.RATE_LIMITED,
+            f"more than {self._bucket.rate:g} messages per second (burst {self._bucket.burst}); "
+            f"{MAX_STRIKES} refusals in a row close the connection",
+        )
+        self._send(connection_id, protocol.error(refusal, request_id))
+        if strikes >= MAX_STRIKES:
+            logger.warning("closing abusive connection", extra={"connection_id": connection_id})
+            self._management.delete(connection_id)
+
+    def _send(self, connection_id: str, message: Mapping[str, Any]) -> None:
+        self._management.post(connection_id, codec.dumps(message).encode())
+
+
+def _request_id_of(body: str | bytes | None) -> str | None:
+    """The request id to echo even on errors, when the message has a valid one."""
+    try:
+        request_id = json.loads(body or "").get("id")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return request_id if isinstance(request_id, str) and 0 < len(request_id) <= 64 else None
