@@ -11,6 +11,7 @@ from stacks.config import EnvironmentConfig
 from stacks.constructs.event_store import EventStore
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.publish_api import PublishApi
+from stacks.constructs.websocket_api import WebSocketApi
 from stacks.nag import acknowledge_reviewed_findings
 from streaming import constants as c
 
@@ -20,7 +21,7 @@ class StreamingStack(Stack):
         super().__init__(
             scope,
             config.stack_name,
-            description=f"Real-time event streaming ({config.name}): event store, publish API",
+            description=f"Real-time event streaming ({config.name}): event store, publish API, WebSocket API",
             termination_protection=config.deletion_protection,
             **kwargs,
         )
@@ -29,7 +30,10 @@ class StreamingStack(Stack):
 
         store = EventStore(self, "EventStore", config)
         functions = PythonFunctionFactory(self, "Functions", config)
-        PublishApi(self, "PublishApi", config=config, functions=functions, store=store)
+        live = WebSocketApi(self, "WebSocketApi", config=config, functions=functions, store=store)
+        publish = PublishApi(self, "PublishApi", config=config, functions=functions, store=store)
+        for publisher in (publish.http_function, publish.eventbridge_function):
+            live.attach_publisher(publisher)
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)
         acknowledge_reviewed_findings(self)

@@ -9,9 +9,17 @@ from constructs import Construct
 from stacks.config import EnvironmentConfig
 from stacks.constructs.tables import expiring_table
 
-# Exactly what lambdas/streaming/store.py calls: single-item conditional writes and queries.
-STORE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
-READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")
+# Exactly what lambdas/streaming/store.py calls: single-item conditional writes (DeleteItem releases a
+# claim whose every commit attempt was refused) and queries.
+STORE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+)
+READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")  # replay and stream heads
+LOOKUP_ACTIONS = ("dynamodb:GetItem",)  # one event by position (and its stream's head)
 
 
 class EventStore(Construct):
@@ -25,6 +33,10 @@ class EventStore(Construct):
     def grant_read_access(self, grantee: iam.IGrantable) -> iam.Grant:
         """Replay and stream heads, for the WebSocket route handler."""
         return self.table.grant(grantee, *READ_ACTIONS)
+
+    def grant_lookup_access(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Events by position, for the fan-out worker, which is handed positions rather than events."""
+        return self.table.grant(grantee, *LOOKUP_ACTIONS)
 
     def _build_table(self, config: EnvironmentConfig) -> dynamodb.TableV2:
         return expiring_table(

@@ -1,0 +1,351 @@
+"""The WebSocket API in every environment: routes and their authorizer, stage throttling and access logs,
+least-privilege grants per function, the HS256 signing key, environments and outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from aws_cdk import App, Environment, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.config import ROOT, load
+from stacks.streaming_stack import StreamingStack
+from streaming import constants as c
+
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("synth")]
+
+ROUTES = {"$connect", "$disconnect", "$default", "subscribe", "unsubscribe", "ping", "replay"}
+PUBLISHERS = (c.HANDLER_PUBLISH_HTTP, c.HANDLER_PUBLISH_EVENTBRIDGE)
+DELIVERERS = (c.HANDLER_WEBSOCKET, c.HANDLER_FANOUT_WORKER, *PUBLISHERS)
+STORE = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+}
+DELIVERY = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
+# handler -> (actions on the events table, actions on the connections table)
+TABLE_ACTIONS = {
+    c.HANDLER_PUBLISH_HTTP: (STORE, DELIVERY),
+    c.HANDLER_PUBLISH_EVENTBRIDGE: (STORE, DELIVERY),
+    c.HANDLER_WEBSOCKET: (
+        {"dynamodb:GetItem", "dynamodb:Query"},
+        {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+        },
+    ),
+    c.HANDLER_FANOUT_WORKER: ({"dynamodb:GetItem"}, DELIVERY),  # reads the events it is handed by position
+    c.HANDLER_WS_AUTHORIZER: (set(), set()),
+}
+ACCESS_LOG_VARIABLES = {
+    "$context.requestId",
+    "$context.connectionId",
+    "$context.eventType",
+    "$context.routeKey",
+    "$context.status",
+    "$context.identity.sourceIp",
+    "$context.requestTime",
+    "$context.error.message",
+    "$context.authorizer.principalId",
+    "$context.integrationLatency",
+}
+
+
+def flatten(reference: Any) -> str:
+    """A CloudFormation value as one string, references in <>, the way cdk-nag shows them."""
+    if isinstance(reference, str):
+        return reference
+    if "Fn::Join" in reference:
+        delimiter, parts = reference["Fn::Join"]
+        return delimiter.join(flatten(part) for part in parts)
+    if "Ref" in reference:
+        return f"<{reference['Ref']}>"
+    if "Fn::GetAtt" in reference:
+        return f"<{reference['Fn::GetAtt'][0]}.{reference['Fn::GetAtt'][1]}>"
+    raise AssertionError(f"unexpected reference {reference}")
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+class Stack:
+    """One synthesized template, indexed by what the assertions ask about."""
+
+    def __init__(self, template: dict[str, Any]) -> None:
+        self.resources = template["Resources"]
+        self.outputs = template["Outputs"]
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def one(self, resource_type: str) -> tuple[str, dict[str, Any]]:
+        [(logical_id, resource)] = self.of_type(resource_type).items()
+        return logical_id, resource["Properties"]
+
+    def functions(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """handler -> (logical id, properties)"""
+        found = {
+            fn["Properties"]["Handler"]: (logical_id, fn["Properties"])
+            for logical_id, fn in self.of_type("AWS::Lambda::Function").items()
+        }
+        assert len(found) == len(self.of_type("AWS::Lambda::Function")), "one function per handler"
+        return found
+
+    def environment(self, handler: str) -> dict[str, Any]:
+        return self.functions()[handler][1]["Environment"]["Variables"]  # type: ignore[no-any-return]
+
+    def grants(self, handler: str) -> set[tuple[str, str]]:
+        """Every (action, resource) the handler's role is allowed, however statements were merged."""
+        role = self.functions()[handler][1]["Role"]["Fn::GetAtt"][0]
+        allowed = set()
+        for policy in self.of_type("AWS::IAM::Policy").values():
+            if {"Ref": role} not in policy["Properties"]["Roles"]:
+                continue
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Allow"
+                for action in as_list(statement["Action"]):
+                    for resource in as_list(statement["Resource"]):
+                        allowed.add((action, flatten(resource)))
+        return allowed
+
+    def table(self, output_key: str) -> str:
+        return self.outputs[output_key]["Value"]["Ref"]  # type: ignore[no-any-return]
+
+    @property
+    def api(self) -> str:
+        return self.one("AWS::ApiGatewayV2::Api")[0]
+
+
+@pytest.fixture
+def stack(synthesized, environment) -> Stack:
+    return Stack(synthesized.template(environment))
+
+
+def test_api_selects_routes_by_the_action_field(stack):
+    _, api = stack.one("AWS::ApiGatewayV2::Api")
+    assert (api["ProtocolType"], api["RouteSelectionExpression"]) == ("WEBSOCKET", "$request.body.action")
+
+
+def test_every_route_goes_to_the_route_handler_and_only_connect_is_authorized(stack):
+    authorizer_id, _ = stack.one("AWS::ApiGatewayV2::Authorizer")
+    integration_id, integration = stack.one("AWS::ApiGatewayV2::Integration")
+    routes = {
+        route["Properties"]["RouteKey"]: route["Properties"]
+        for route in stack.of_type("AWS::ApiGatewayV2::Route").values()
+    }
+    assert set(routes) == ROUTES and len(stack.of_type("AWS::ApiGatewayV2::Route")) == len(ROUTES)
+    for key, route in routes.items():
+        assert flatten(route["Target"]) == f"integrations/<{integration_id}>"
+        if key == "$connect":
+            assert (route["AuthorizationType"], route["AuthorizerId"]) == ("CUSTOM", {"Ref": authorizer_id})
+        else:
+            assert route["AuthorizationType"] == "NONE" and "AuthorizerId" not in route, key
+    route_handler, _ = stack.functions()[c.HANDLER_WEBSOCKET]
+    assert integration["IntegrationType"] == "AWS_PROXY"
+    assert f"/functions/<{route_handler}.Arn>/invocations" in flatten(integration["IntegrationUri"])
+
+
+def test_connect_authorizer_is_a_request_authorizer_with_no_identity_source(stack):
+    _, authorizer = stack.one("AWS::ApiGatewayV2::Authorizer")
+    assert authorizer["AuthorizerType"] == "REQUEST"
+    # Any identity source would be required: API Gateway answers 401 without asking the function.
+    assert "IdentitySource" not in authorizer
+    function, _ = stack.functions()[c.HANDLER_WS_AUTHORIZER]
+    assert f"/functions/<{function}.Arn>/invocations" in flatten(authorizer["AuthorizerUri"])
+
+
+def test_stage_throttles_routes_as_configured_and_deploys_itself(stack, environment):
+    _, stage = stack.one("AWS::ApiGatewayV2::Stage")
+    limits = load(environment).rate_limits
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": limits.api_rate_per_second,
+        "ThrottlingBurstLimit": limits.api_burst,
+    }
+    assert (stage["StageName"], stage["AutoDeploy"], stage["ApiId"]) == (
+        environment,
+        True,
+        {"Ref": stack.api},
+    )
+
+
+def test_access_logs_are_json_without_query_string_or_headers(stack, environment):
+    _, stage = stack.one("AWS::ApiGatewayV2::Stage")
+    settings = stage["AccessLogSettings"]
+    log_format = settings["Format"]
+    fields = json.loads(log_format)  # every $context value is quoted, so the format itself parses
+    assert set(fields.values()) == ACCESS_LOG_VARIABLES
+    for forbidden in ("querystring", "header", "$context.identity.useragent", "$context.path"):
+        assert forbidden not in log_format.lower()
+    log_group = settings["DestinationArn"]["Fn::GetAtt"][0]
+    assert stack.resources[log_group]["Type"] == "AWS::Logs::LogGroup"
+    assert stack.resources[log_group]["Properties"]["RetentionInDays"] == load(environment).log_retention_days
+
+
+def test_connections_table_keys_match_the_registry_layout(stack):
+    connections = stack.resources[stack.table(c.OUTPUT_CONNECTIONS_TABLE)]["Properties"]
+    assert connections["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert connections["AttributeDefinitions"] == [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ]
+    assert connections["BillingMode"] == "PAY_PER_REQUEST"
+    assert "GlobalSecondaryIndexes" not in connections  # fan-out queries the base table by type
+
+
+def test_each_function_may_use_exactly_the_table_operations_it_needs(stack):
+    events, connections = stack.table(c.OUTPUT_EVENTS_TABLE), stack.table(c.OUTPUT_CONNECTIONS_TABLE)
+    assert set(stack.functions()) == set(TABLE_ACTIONS)
+    for handler, (on_events, on_connections) in TABLE_ACTIONS.items():
+        dynamodb = {(a, r) for a, r in stack.grants(handler) if a.startswith("dynamodb:")}
+        assert dynamodb == {(a, f"<{events}.Arn>") for a in on_events} | {
+            (a, f"<{connections}.Arn>") for a in on_connections
+        }, handler
+
+
+def test_manage_connections_is_limited_to_this_api_stage(stack, environment):
+    expected = {
+        (
+            "execute-api:ManageConnections",
+            f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{stack.api}>"
+            f"/{environment}/{method}/@connections/*",
+        )
+        for method in ("POST", "GET", "DELETE")
+    }
+    for handler in stack.functions():
+        manage = {grant for grant in stack.grants(handler) if grant[0].startswith("execute-api:")}
+        assert manage == (expected if handler in DELIVERERS else set()), handler
+
+
+def test_only_publishers_invoke_the_fanout_worker_and_only_it(stack):
+    worker, _ = stack.functions()[c.HANDLER_FANOUT_WORKER]
+    for handler in stack.functions():
+        invokes = {grant for grant in stack.grants(handler) if grant[0].startswith("lambda:")}
+        assert invokes == ({("lambda:InvokeFunction", f"<{worker}.Arn>")} if handler in PUBLISHERS else set())
+
+
+def test_fanout_worker_is_not_retried(stack):
+    worker, _ = stack.functions()[c.HANDLER_FANOUT_WORKER]
+    [config] = [
+        resource["Properties"]
+        for resource in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+        if resource["Properties"]["FunctionName"] == {"Ref": worker}
+    ]
+    assert config["MaximumRetryAttempts"] == 0
+
+
+def test_hs256_signing_key_is_generated_and_only_the_authorizer_reads_it(stack):
+    secret_id, secret = stack.one("AWS::SecretsManager::Secret")
+    assert secret["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
+    for handler in stack.functions():
+        secrets = {grant for grant in stack.grants(handler) if grant[0].startswith("secretsmanager:")}
+        expected = {("secretsmanager:GetSecretValue", f"<{secret_id}>")}
+        assert secrets == (expected if handler == c.HANDLER_WS_AUTHORIZER else set()), handler
+    assert stack.environment(c.HANDLER_WS_AUTHORIZER)[c.ENV_AUTH_SECRET_ARN] == {"Ref": secret_id}
+    assert stack.outputs[c.OUTPUT_AUTH_SECRET_ARN]["Value"] == {"Ref": secret_id}
+
+
+def test_delivering_functions_know_the_callback_url_table_and_worker(stack, environment):
+    callback = f"https://<{stack.api}>.execute-api.<AWS::Region>.<AWS::URLSuffix>/{environment}"
+    worker, _ = stack.functions()[c.HANDLER_FANOUT_WORKER]
+    config = load(environment)
+    for handler in DELIVERERS:
+        env = stack.environment(handler)
+        assert flatten(env[c.ENV_MANAGEMENT_URL]) == callback, handler
+        assert env[c.ENV_CONNECTIONS_TABLE] == {"Ref": stack.table(c.OUTPUT_CONNECTIONS_TABLE)}
+        assert env[c.ENV_FANOUT_CHUNK_CONNECTIONS] == str(config.fanout_chunk_connections)
+        assert env[c.ENV_COMPRESS_ABOVE_BYTES] == str(config.compress_above_bytes)
+        assert float(env[c.ENV_WS_MESSAGES_PER_SECOND]) == config.rate_limits.websocket_messages_per_second
+        assert env[c.ENV_WS_BURST] == str(config.rate_limits.websocket_burst)
+        # The worker delivers the chunk it was given; everyone else may hand chunks to it.
+        assert env.get(c.ENV_FANOUT_FUNCTION) == (
+            None if handler == c.HANDLER_FANOUT_WORKER else {"Ref": worker}
+        )
+
+
+def test_authorizer_knows_how_to_verify_and_nothing_about_delivery(stack, environment):
+    env = stack.environment(c.HANDLER_WS_AUTHORIZER)
+    config = load(environment)
+    assert {k: v for k, v in env.items() if k.startswith("AUTH_") and k != c.ENV_AUTH_SECRET_ARN} == {
+        c.ENV_AUTH_MODE: "hs256",
+        c.ENV_AUTH_AUDIENCE: config.auth.audience,
+        c.ENV_AUTH_ISSUER: f"streaming-{environment}",
+        c.ENV_AUTH_ROLE_CLAIM: config.auth.role_claim,
+    }
+    assert json.loads(env[c.ENV_ALLOWED_ORIGINS]) == config.allowed_origins
+    assert c.ENV_CONNECTIONS_TABLE not in env and c.ENV_MANAGEMENT_URL not in env
+
+
+def test_every_function_reads_the_runtime_settings(stack, environment):
+    expected = load(environment).runtime_settings("events").to_env()
+    for handler in stack.functions():
+        env = stack.environment(handler)
+        assert env[c.ENV_EVENTS_TABLE] == {"Ref": stack.table(c.OUTPUT_EVENTS_TABLE)}
+        assert {k: env[k] for k in expected if k != c.ENV_EVENTS_TABLE} == {
+            k: v for k, v in expected.items() if k != c.ENV_EVENTS_TABLE
+        }, handler
+
+
+def test_outputs_name_the_wss_url_and_the_connections_table(stack, environment):
+    url = flatten(stack.outputs[c.OUTPUT_WEBSOCKET_URL]["Value"])
+    assert url == f"wss://<{stack.api}>.execute-api.<AWS::Region>.<AWS::URLSuffix>/{environment}"
+    connections = stack.table(c.OUTPUT_CONNECTIONS_TABLE)
+    assert stack.resources[connections]["Type"] == "AWS::DynamoDB::GlobalTable"
+    assert connections != stack.table(c.OUTPUT_EVENTS_TABLE)
+
+
+class OidcInKnownAccount:
+    """prod with OIDC tokens, deployed to a known account and region (ARNs then hold literals, which
+    the cdk-nag acknowledgements must still match). Bundling is skipped: only the template matters."""
+
+    def __init__(self, outdir) -> None:
+        context = copy.deepcopy(json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"])
+        context["environments"]["prod"]["auth"] = {
+            "mode": "oidc",
+            "issuer": "https://idp.example.com/tenant",
+            "audience": "streaming",
+            "role_claim": "role",
+        }
+        self.config = load("prod", context)
+        app = App(outdir=str(outdir), context={"aws:cdk:bundling-stacks": []})
+        StreamingStack(app, self.config, env=Environment(account="123456789012", region="eu-west-1"))
+        Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+        self.outdir = outdir
+        self.stack = Stack(app.synth().get_stack_by_name(self.config.stack_name).template)
+
+
+@pytest.fixture(scope="module")
+def oidc(tmp_path_factory) -> OidcInKnownAccount:
+    return OidcInKnownAccount(tmp_path_factory.mktemp("oidc"))
+
+
+def test_oidc_needs_no_signing_key(oidc):
+    assert oidc.stack.of_type("AWS::SecretsManager::Secret") == {}
+    assert c.OUTPUT_AUTH_SECRET_ARN not in oidc.stack.outputs
+    env = oidc.stack.environment(c.HANDLER_WS_AUTHORIZER)
+    assert (env[c.ENV_AUTH_MODE], env[c.ENV_AUTH_ISSUER], env[c.ENV_AUTH_JWKS_URL]) == (
+        "oidc",
+        "https://idp.example.com/tenant",
+        "https://idp.example.com/tenant/.well-known/jwks.json",
+    )
+    assert c.ENV_AUTH_SECRET_ARN not in env
+    assert not [grant for grant in oidc.stack.grants(c.HANDLER_WS_AUTHORIZER) if "secretsmanager" in grant[0]]
+
+
+def test_acknowledgements_hold_when_account_and_region_are_known(oidc):
+    report = json.loads((oidc.outdir / "validation-report.json").read_text())
+    assert report["pluginReports"] == []
+    # The @connections ARNs keep pseudo parameters, so the acknowledged finding reads the same everywhere.
+    manage = {r for a, r in oidc.stack.grants(c.HANDLER_WEBSOCKET) if a == "execute-api:ManageConnections"}
+    assert len(manage) == 3 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in manage)
