@@ -1,12 +1,14 @@
 """`make run`: the local stack on loopback, running the deployed handler modules unchanged.
 
-Starts moto (DynamoDB, EventBridge) and the publish endpoint, creates the table and bus the stack
-declares, writes .local/endpoints.json (the keys of the deployed stack's outputs) and prints the URLs.
+Starts moto (DynamoDB, EventBridge, Secrets Manager), creates the tables, bus and signing secret the
+stack declares, then serves the publish endpoint and the WebSocket gateway (with its @connections
+API), writes .local/endpoints.json (the keys of the deployed stack's outputs) and prints the URLs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import os
 import socket
@@ -14,14 +16,21 @@ from pathlib import Path
 
 import boto3
 import uvicorn
+from starlette.applications import Starlette
 
-from local.aws import REGION, create_events_table, start_moto
-from local.state import DEFAULT_DIR, LOCAL_STACK, LocalState
+from local.aws import REGION, create_connections_table, create_events_table, start_moto
+from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
 from streaming import constants as c
 
 TABLE = "streaming-local-events"
+CONNECTIONS_TABLE = "streaming-local-connections"
 BUS = "streaming-local"
+SECRET = "streaming-local-token-key"  # noqa: S105 - the name of the secret
+FANOUT_WORKER = "streaming-local-fanout"
+# The handlers' identity: moto takes any credentials, the gateway checks @connections signatures.
+HANDLER_CREDENTIALS = LocalCredentials("local", "local")
+WEBSOCKET_CONCURRENCY = 4  # execution environments per WebSocket function
 
 
 def main() -> None:
@@ -31,6 +40,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--moto-port", type=int, default=4566)
     parser.add_argument("--publish-port", type=int, default=8001)
+    parser.add_argument("--websocket-port", type=int, default=8002)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
@@ -38,43 +48,94 @@ def main() -> None:
 
     state = LocalState(args.state_dir)
     moto, moto_url = start_moto(args.host, args.moto_port)
-    settings = load("dev").runtime_settings(TABLE)
-    # Everything below runs in this process: the handlers' boto3 clients go to moto.
+    publish_socket = _listen(args.host, args.publish_port)
+    gateway_socket = _listen(args.host, args.websocket_port)
+    host = _url_host(args.host)
+    publish_url = f"http://{host}:{publish_socket.getsockname()[1]}/"
+    gateway_url = f"http://{host}:{gateway_socket.getsockname()[1]}"
+    websocket_url = f"ws://{host}:{gateway_socket.getsockname()[1]}/"
+
+    # Everything below runs in this process: the handlers' boto3 clients go to moto, Lambda's
+    # Invoke API (the fan-out hand-off) to the gateway.
     os.environ.update(
         AWS_ENDPOINT_URL=moto_url,
-        AWS_ACCESS_KEY_ID="local",
-        AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - moto accepts any credentials
+        AWS_ENDPOINT_URL_LAMBDA=gateway_url,
+        AWS_ACCESS_KEY_ID=HANDLER_CREDENTIALS.access_key_id,
+        AWS_SECRET_ACCESS_KEY=HANDLER_CREDENTIALS.secret_access_key,
         AWS_DEFAULT_REGION=REGION,
         POWERTOOLS_TRACE_DISABLED="true",
-        **settings.to_env(),
     )
-    create_events_table(boto3.client("dynamodb"), TABLE)
+    dynamodb = boto3.client("dynamodb")
+    create_events_table(dynamodb, TABLE)
+    create_connections_table(dynamodb, CONNECTIONS_TABLE)
     boto3.client("events").create_event_bus(Name=BUS)
+    secret_arn = boto3.client("secretsmanager").create_secret(Name=SECRET, SecretString=state.jwt_secret())[
+        "ARN"
+    ]
+    config = load("dev")
+    os.environ.update(
+        **config.runtime_settings(TABLE).to_env(),
+        **config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/local", FANOUT_WORKER).to_env(),
+        **config.auth_settings(secret_arn).to_env(),
+    )
 
-    from handlers import publish_http
+    from handlers import fanout_worker, publish_http, websocket, ws_authorizer
+    from local.gateway import Gateway
     from local.lambda_runtime import LocalFunction
     from local.publish_endpoint import publish_app
 
-    publish_socket = _listen(args.host, args.publish_port)
-    publish_url = f"http://{_url_host(args.host)}:{publish_socket.getsockname()[1]}/"
+    publisher = publish_app(LocalFunction("publish-http", publish_http.handler), state.credentials())
+    gateway = Gateway(
+        authorizer=LocalFunction("ws-authorizer", ws_authorizer.handler, concurrency=WEBSOCKET_CONCURRENCY),
+        routes=LocalFunction(
+            "websocket",
+            websocket.handler,
+            timeout_seconds=c.WEBSOCKET_TIMEOUT_SECONDS,
+            concurrency=WEBSOCKET_CONCURRENCY,
+        ),
+        functions={
+            FANOUT_WORKER: LocalFunction(
+                FANOUT_WORKER,
+                fanout_worker.handler,
+                timeout_seconds=c.FANOUT_TIMEOUT_SECONDS,
+                concurrency=WEBSOCKET_CONCURRENCY,
+            )
+        },
+        credentials=HANDLER_CREDENTIALS,
+        host=f"{host}:{gateway_socket.getsockname()[1]}",
+    )
     state.write_endpoints(
         {
             c.OUTPUT_PUBLISH_URL: publish_url,
+            c.OUTPUT_WEBSOCKET_URL: websocket_url,
             c.OUTPUT_EVENTS_TABLE: TABLE,
+            c.OUTPUT_CONNECTIONS_TABLE: CONNECTIONS_TABLE,
             c.OUTPUT_EVENT_BUS: BUS,
+            c.OUTPUT_AUTH_SECRET_ARN: secret_arn,
             "Region": REGION,
             "AwsEndpointUrl": moto_url,
         }
     )
     print(f"{LOCAL_STACK} is up (Ctrl-C stops it)", flush=True)
     print(f"  publish API (SigV4, service lambda): {publish_url}", flush=True)
+    print(f"  WebSocket API:                       {websocket_url}", flush=True)
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
-    app = publish_app(LocalFunction("publish-http", publish_http.handler), state.credentials())
+    print("  a token: make token ROLE=viewer SUB=alice", flush=True)
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[publish_socket])
+        asyncio.run(_serve((publisher, publish_socket), (gateway.app(), gateway_socket)))
     finally:
         moto.shutdown()
+
+
+async def _serve(*apps: tuple[Starlette, socket.socket]) -> None:
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", ws_max_size=1 << 20))
+        for app, _ in apps
+    ]
+    await asyncio.gather(
+        *(server.serve(sockets=[sock]) for server, (_, sock) in zip(servers, apps, strict=True))
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -82,7 +143,7 @@ def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(128)
+    sock.listen(1024)
     return sock
 
 

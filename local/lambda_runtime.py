@@ -38,14 +38,19 @@ class LocalContext:
 
 
 class LocalFunction:
-    def __init__(self, name: str, handler: Handler) -> None:
+    """A function with `concurrency` execution environments: at most that many invocations at once."""
+
+    def __init__(
+        self, name: str, handler: Handler, *, timeout_seconds: int = 30, concurrency: int = 1
+    ) -> None:
         self.name = name
         self._handler = handler
-        self._lock = threading.Lock()  # one execution environment: invocations never overlap
+        self._timeout = timeout_seconds
+        self._environments = threading.BoundedSemaphore(concurrency)
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            return self._handler(event, LocalContext(self.name))
+        with self._environments:
+            return self._handler(event, LocalContext(self.name, timeout_seconds=self._timeout))
 
 
 def function_url_event(

@@ -1,4 +1,5 @@
-"""Checks SigV4 signatures the way a Function URL with AWS_IAM auth does, for the local identity."""
+"""Checks SigV4 signatures the way AWS does (a Function URL with AWS_IAM auth, the @connections API),
+for one local identity."""
 
 from __future__ import annotations
 
@@ -21,15 +22,20 @@ MAX_CLOCK_SKEW_SECONDS = 300
 
 
 def verify(
-    credentials: LocalCredentials, method: str, url: str, headers: dict[str, str], body: bytes
+    credentials: LocalCredentials,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    service: str = "lambda",
 ) -> str | None:
-    """None when the request is signed by `credentials` for service lambda; else the reason it is not."""
+    """None when the request is signed by `credentials` for `service`; else the reason it is not."""
     match = _AUTHORIZATION.match(headers.get("authorization", ""))
     if not match:
         return "missing or malformed SigV4 Authorization header"
     if match["key"] != credentials.access_key_id:
         return "unknown access key"
-    if match["service"] != "lambda":
+    if match["service"] != service:
         return "signed for another service"
     amz_date = headers.get("x-amz-date", "")
     try:
@@ -44,7 +50,7 @@ def verify(
     )
     request.context["timestamp"] = amz_date
     auth = SigV4Auth(
-        Credentials(credentials.access_key_id, credentials.secret_access_key), "lambda", match["region"]
+        Credentials(credentials.access_key_id, credentials.secret_access_key), service, match["region"]
     )
     expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     return None if hmac.compare_digest(expected, match["signature"]) else "signature does not match"

@@ -11,21 +11,18 @@ import jwt
 from local.state import DEFAULT_DIR, LocalState
 from stacks.config import load
 
-ISSUER = "streaming-local"
-AUDIENCE = "streaming"
-ROLE_CLAIM = "role"
-
 
 def issue(state: LocalState, role: str, subject: str, ttl_seconds: int = 3600) -> str:
-    roles = load("dev").roles
-    if role not in roles:
-        raise ValueError(f"unknown role {role!r}; known: {sorted(roles)}")
+    """Signed like the dev environment's tokens (its issuer, audience and role claim)."""
+    config = load("dev")
+    if role not in config.roles:
+        raise ValueError(f"unknown role {role!r}; known: {sorted(config.roles)}")
     now = int(time.time())
     claims = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
+        "iss": config.auth.issuer,
+        "aud": config.auth.audience,
         "sub": subject,
-        ROLE_CLAIM: role,
+        config.auth.role_claim: role,
         "iat": now,
         "exp": now + ttl_seconds,
     }

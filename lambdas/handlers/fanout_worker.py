@@ -11,7 +11,7 @@ from streaming.observability import logger, metrics, record_delivery, tracer
 from streaming.runtime import delivery, services
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from streaming.observability import logger, metrics, record_delivery, tracer
 from streaming.runtime import delivery, services
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 @event_parser(model=EventBridgeModel)

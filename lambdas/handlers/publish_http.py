@@ -105,7 +105,7 @@ def failed(error: Exception) -> Response[str]:
     return _error(StreamingError(ErrorCode.INTERNAL_ERROR, "internal error; the request id is in the logs"))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from streaming.runtime import delivery
 OK = {"statusCode": 200}
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -31,6 +31,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _accept(event)
     if route == "$disconnect":
         session.disconnect(connection_id)
+        metrics.add_metric(name="Disconnections", unit=MetricUnit.Count, value=1)
         logger.info("disconnected", extra={"status": request.get("disconnectStatusCode")})
         return OK
     metrics.add_metric(name="MessagesReceived", unit=MetricUnit.Count, value=1)

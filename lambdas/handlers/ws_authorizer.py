@@ -13,7 +13,7 @@ from streaming.observability import logger, metrics
 from streaming.runtime import verifier
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     token_verifier, auth = verifier()

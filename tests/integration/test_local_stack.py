@@ -18,7 +18,8 @@ from botocore.credentials import Credentials
 from clients.publisher import PublishClient, PublishError
 from local.publish import local_client
 from local.state import LOCAL_STACK, LocalState
-from local.token import AUDIENCE, issue
+from local.token import issue
+from stacks.config import load
 from streaming.replay import replay_after
 from streaming.store import EventStore
 from tests.conftest import example, signal
@@ -39,6 +40,8 @@ def local_stack(tmp_path_factory) -> Iterator[LocalState]:
             "--moto-port",
             "0",
             "--publish-port",
+            "0",
+            "--websocket-port",
             "0",
         ],
         stdout=subprocess.PIPE,
@@ -114,7 +117,9 @@ def test_unsigned_and_wrongly_signed_requests_are_forbidden(local_stack):
 
 def test_make_token_issues_a_token_signed_with_the_local_secret(local_stack):
     token = issue(local_stack, "analyst", "alice")
-    claims = jwt.decode(token, local_stack.jwt_secret(), algorithms=["HS256"], audience=AUDIENCE)
+    claims = jwt.decode(
+        token, local_stack.jwt_secret(), algorithms=["HS256"], audience=load("dev").auth.audience
+    )
     assert (claims["sub"], claims["role"]) == ("alice", "analyst")
     assert claims["exp"] > time.time()
     with pytest.raises(ValueError, match="unknown role"):

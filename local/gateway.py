@@ -1,0 +1,273 @@
+"""The local WebSocket gateway: the API Gateway WebSocket contract in front of the deployed handlers.
+
+- `$connect`: the REQUEST authorizer runs on the handshake (Deny answers HTTP 403, as API Gateway
+  does), then the `$connect` route with the authorizer's context; its `Sec-WebSocket-Protocol`
+  answer header selects the subprotocol.
+- messages: route selection on the JSON field `action` (`$request.body.action`), `$default` when
+  it names no route or the message is not JSON; messages over 128 KB close the connection (1009).
+- `$disconnect` when either side closes.
+- the `@connections` management API (POST, GET, DELETE on /{stage}/@connections/{id}), SigV4
+  checked, answering 410 for a connection it does not hold, so boto3 and the handlers' own client
+  work against it unchanged.
+- Lambda's Invoke API (POST /2015-03-31/functions/{name}/invocations), so a publish function's
+  asynchronous hand-off to the fan-out worker works unchanged too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from local.lambda_runtime import ACCOUNT, LocalFunction
+from local.sigv4 import verify
+from local.state import LocalCredentials
+from streaming.auth import redact
+from streaming.codec import MESSAGE_BYTES
+
+_log = logging.getLogger("local.gateway")
+API_ID = "local"
+STAGE = "local"
+ROUTES = frozenset({"subscribe", "unsubscribe", "ping", "replay"})
+MESSAGE_TOO_BIG = 1009
+
+
+@dataclass
+class _Connection:
+    websocket: WebSocket
+    source_ip: str
+    user_agent: str
+    connected_at: float = field(default_factory=time.time)
+    last_active_at: float = field(default_factory=time.time)
+
+
+class Gateway:
+    def __init__(
+        self,
+        authorizer: LocalFunction,
+        routes: LocalFunction,
+        functions: Mapping[str, LocalFunction],
+        credentials: LocalCredentials,
+        *,
+        host: str,
+    ) -> None:
+        self._authorizer = authorizer
+        self._routes = routes
+        self._functions = dict(functions)  # invocable by name through the Invoke API
+        self._credentials = credentials
+        self._host = host
+        self._connections: dict[str, _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                WebSocketRoute("/", self._serve),
+                WebSocketRoute(f"/{STAGE}", self._serve),
+                Route(
+                    "/{stage}/@connections/{connection_id}",
+                    self._manage,
+                    methods=["POST", "GET", "DELETE"],
+                ),
+                Route("/2015-03-31/functions/{name}/invocations", self._invoke, methods=["POST"]),
+            ]
+        )
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- the WebSocket side --------------------------------------------------------------------------
+
+    async def _serve(self, websocket: WebSocket) -> None:
+        connection_id = base64.b64encode(uuid.uuid4().bytes[:12]).decode()  # API Gateway's shape
+        headers = {name: value for name, value in websocket.headers.items()}
+        query = dict(websocket.query_params)
+        client = websocket.client
+        source_ip = client.host if client else "127.0.0.1"
+        connect = self._context(connection_id, "$connect", "CONNECT", source_ip, headers)
+        policy = await asyncio.to_thread(
+            self._authorizer.invoke, self._authorizer_event(connect, headers, query)
+        )
+        statement = policy["policyDocument"]["Statement"][0]
+        if statement["Effect"] != "Allow":
+            _log.info("refused connection (query %s)", redact(query))
+            await websocket.close(code=1008)  # before accept: the handshake is answered with 403
+            return
+        authorizer = {"authorizer": {"principalId": policy["principalId"], **policy.get("context", {})}}
+        answer = await asyncio.to_thread(
+            self._routes.invoke, self._event(connect | authorizer, headers=headers, query=query)
+        )
+        if answer.get("statusCode", 200) != 200:
+            await websocket.close(code=1008)
+            return
+        subprotocol = (answer.get("headers") or {}).get("Sec-WebSocket-Protocol")
+        await websocket.accept(subprotocol=subprotocol)
+        connection = _Connection(websocket, source_ip, headers.get("user-agent", ""))
+        self._connections[connection_id] = connection
+        status, reason = 1005, "Client closed"
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    status = message.get("code", 1005)
+                    break
+                body = message.get("text")
+                if body is None:
+                    body = (message.get("bytes") or b"").decode(errors="replace")
+                connection.last_active_at = time.time()
+                if len(body.encode()) > MESSAGE_BYTES:
+                    status, reason = MESSAGE_TOO_BIG, "Message too big"
+                    await websocket.close(code=MESSAGE_TOO_BIG)
+                    break
+                route = _route_of(body)
+                context = self._context(connection_id, route, "MESSAGE", source_ip, headers)
+                event = self._event(context | authorizer, body=body)
+                self._spawn(asyncio.to_thread(self._routes.invoke, event))  # concurrent, like Lambda
+        except WebSocketDisconnect as closed:
+            status = closed.code
+        finally:
+            self._connections.pop(connection_id, None)
+            context = self._context(connection_id, "$disconnect", "DISCONNECT", source_ip, headers)
+            context |= authorizer | {"disconnectStatusCode": status, "disconnectReason": reason}
+            await asyncio.to_thread(self._routes.invoke, self._event(context, headers=headers))
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the @connections management API -------------------------------------------------------------
+
+    async def _manage(self, request: Request) -> Response:
+        body = await request.body()
+        refusal = verify(
+            self._credentials,
+            request.method,
+            str(request.url),
+            {name.lower(): value for name, value in request.headers.items()},
+            body,
+            service="execute-api",
+        )
+        if refusal is not None:
+            _log.warning("refused @connections %s: %s", request.method, refusal)
+            return JSONResponse({"message": "Forbidden"}, status_code=403)
+        connection = self._connections.get(request.path_params["connection_id"])
+        if connection is None:
+            return JSONResponse({"message": "Gone"}, status_code=410)
+        if request.method == "GET":
+            return JSONResponse(
+                {
+                    "connectedAt": _iso(connection.connected_at),
+                    "identity": {"sourceIp": connection.source_ip, "userAgent": connection.user_agent},
+                    "lastActiveAt": _iso(connection.last_active_at),
+                }
+            )
+        if request.method == "DELETE":
+            await connection.websocket.close(code=1000)
+            return Response(status_code=204)
+        if len(body) > MESSAGE_BYTES:
+            return JSONResponse({"message": "Message too long"}, status_code=413)
+        try:
+            await connection.websocket.send_text(body.decode())
+        except UnicodeDecodeError:
+            await connection.websocket.send_bytes(body)
+        except (RuntimeError, OSError):  # closed while we were sending
+            return JSONResponse({"message": "Gone"}, status_code=410)
+        return Response(status_code=200)
+
+    # -- Lambda's Invoke API, for asynchronous invocations of the local functions -----------------------
+
+    async def _invoke(self, request: Request) -> Response:
+        function = self._functions.get(request.path_params["name"])
+        if function is None:
+            return JSONResponse({"Type": "User", "Message": "Function not found"}, status_code=404)
+        event = json.loads(await request.body() or b"{}")
+        if request.headers.get("x-amz-invocation-type") == "Event":
+            self._spawn(asyncio.to_thread(function.invoke, event))
+            return Response(status_code=202)
+        result = await asyncio.to_thread(function.invoke, event)
+        return JSONResponse(result)
+
+    # -- event shapes ---------------------------------------------------------------------------------
+
+    def _context(
+        self, connection_id: str, route: str, event_type: str, source_ip: str, headers: Mapping[str, str]
+    ) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "routeKey": route,
+            "eventType": event_type,
+            "messageDirection": "IN",
+            "messageId": str(uuid.uuid4()) if event_type == "MESSAGE" else None,
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "stage": STAGE,
+            "connectedAt": int(now * 1000),
+            "requestTimeEpoch": int(now * 1000),
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("user-agent", "")},
+            "requestId": str(uuid.uuid4()),
+            "domainName": self._host,
+            "connectionId": connection_id,
+            "apiId": API_ID,
+        }
+
+    def _authorizer_event(
+        self, context: Mapping[str, Any], headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> dict[str, Any]:
+        return {
+            "type": "REQUEST",
+            "methodArn": f"arn:aws:execute-api:local:{ACCOUNT}:{API_ID}/{STAGE}/$connect",
+            "headers": dict(headers),
+            "multiValueHeaders": {name: [value] for name, value in headers.items()},
+            "queryStringParameters": dict(query),
+            "multiValueQueryStringParameters": {name: [value] for name, value in query.items()},
+            "stageVariables": {},
+            "requestContext": dict(context),
+        }
+
+    @staticmethod
+    def _event(
+        context: Mapping[str, Any],
+        *,
+        body: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "requestContext": {k: v for k, v in context.items() if v is not None},
+            "isBase64Encoded": False,
+        }
+        if headers is not None:
+            event["headers"] = dict(headers)
+            event["multiValueHeaders"] = {name: [value] for name, value in headers.items()}
+        if query:
+            event["queryStringParameters"] = dict(query)
+        if body is not None:
+            event["body"] = body
+        return event
+
+
+def _route_of(body: str) -> str:
+    try:
+        action = json.loads(body).get("action")
+    except (ValueError, AttributeError):
+        return "$default"
+    return action if isinstance(action, str) and action in ROUTES else "$default"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
