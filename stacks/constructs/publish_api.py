@@ -43,7 +43,7 @@ class PublishApi(Construct):
         return functions.function(
             self,
             "HttpPublisher",
-            handler="handlers.publish_http.handler",
+            handler=c.HANDLER_PUBLISH_HTTP,
             description="POST /events (one or a batch), GET /events replay; IAM-authenticated Function URL",
             environment=environment,
             timeout=Duration.seconds(c.PUBLISH_TIMEOUT_SECONDS),
@@ -69,7 +69,7 @@ class PublishApi(Construct):
         function = functions.function(
             self,
             "EventBridgePublisher",
-            handler="handlers.publish_eventbridge.handler",
+            handler=c.HANDLER_PUBLISH_EVENTBRIDGE,
             description="Publishes events routed from the custom event bus",
             environment=environment,
             timeout=Duration.seconds(c.PUBLISH_TIMEOUT_SECONDS),
