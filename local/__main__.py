@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -19,6 +20,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from local.aws import REGION, create_connections_table, create_events_table, start_moto
+from local.gateway import STAGE, Gateway
+from local.lambda_runtime import LocalFunction
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
 from streaming import constants as c
@@ -31,6 +34,7 @@ FANOUT_WORKER = "streaming-local-fanout"
 # The handlers' identity: moto takes any credentials, the gateway checks @connections signatures.
 HANDLER_CREDENTIALS = LocalCredentials("local", "local")
 WEBSOCKET_CONCURRENCY = 4  # execution environments per WebSocket function
+SWEEP_SECONDS = 5.0  # the deployed sweeper runs every minute; locally sooner, so expiry shows quickly
 
 
 def main() -> None:
@@ -42,6 +46,11 @@ def main() -> None:
     parser.add_argument("--publish-port", type=int, default=8001)
     parser.add_argument("--websocket-port", type=int, default=8002)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument(
+        "--fanout-chunk-connections",
+        type=int,
+        help="audience size above which chunks go to the fan-out worker (default: cdk.json's dev value)",
+    )
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
@@ -73,15 +82,16 @@ def main() -> None:
         "ARN"
     ]
     config = load("dev")
+    delivery = config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/{STAGE}", FANOUT_WORKER)
+    if args.fanout_chunk_connections:
+        delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
     os.environ.update(
         **config.runtime_settings(TABLE).to_env(),
-        **config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/local", FANOUT_WORKER).to_env(),
+        **delivery.to_env(),
         **config.auth_settings(secret_arn).to_env(),
     )
 
-    from handlers import fanout_worker, publish_http, websocket, ws_authorizer
-    from local.gateway import Gateway
-    from local.lambda_runtime import LocalFunction
+    from handlers import fanout_worker, publish_http, websocket, ws_authorizer, ws_sweeper
     from local.publish_endpoint import publish_app
 
     publisher = publish_app(LocalFunction("publish-http", publish_http.handler), state.credentials())
@@ -122,20 +132,36 @@ def main() -> None:
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
     print("  a token: make token ROLE=viewer SUB=alice", flush=True)
+    sweeper = LocalFunction("ws-sweeper", ws_sweeper.handler)
     try:
-        asyncio.run(_serve((publisher, publish_socket), (gateway.app(), gateway_socket)))
+        asyncio.run(
+            _serve(
+                (publisher, publish_socket),
+                (gateway.app(), gateway_socket),
+                schedule=(sweeper, SWEEP_SECONDS),
+            )
+        )
     finally:
         moto.shutdown()
 
 
-async def _serve(*apps: tuple[Starlette, socket.socket]) -> None:
+async def _serve(*apps: tuple[Starlette, socket.socket], schedule: tuple[LocalFunction, float]) -> None:
     servers = [
         uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", ws_max_size=1 << 20))
         for app, _ in apps
     ]
     await asyncio.gather(
-        *(server.serve(sockets=[sock]) for server, (_, sock) in zip(servers, apps, strict=True))
+        *(server.serve(sockets=[sock]) for server, (_, sock) in zip(servers, apps, strict=True)),
+        _every(*schedule),
     )
+
+
+async def _every(function: LocalFunction, seconds: float) -> None:
+    """What an EventBridge schedule does for the deployed function."""
+    while True:
+        await asyncio.sleep(seconds)
+        event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+        await asyncio.to_thread(function.invoke, event)
 
 
 def _listen(host: str, port: int) -> socket.socket:

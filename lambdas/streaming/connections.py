@@ -4,6 +4,9 @@ Layout (partition key `pk` string, sort key `sk` string, TTL attribute `expires_
 
     pk="connection#<id>", sk="meta"   the connection: role, subject, subscribed types, token expiry
     pk="type#<event type>", sk=<id>   one subscription, so fan-out finds a type's connections by Query
+    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, so a scheduled sweep finds
+                                      the due ones with one Query (new connections are rate limited by
+                                      API Gateway far below one partition's write limit)
 
 `$disconnect` is best effort, so every item expires (TTL) a little after API Gateway's 2-hour limit;
 lookups also drop expired items themselves, since TTL deletes lazily.
@@ -61,6 +64,10 @@ class ConnectionRegistry:
                 c.TTL_ATTRIBUTE: expires_at,
             }
         )
+        # Kept a day past the expiry, so a sweep that ran late still finds it.
+        self._put(
+            {"pk": _EXPIRY, "sk": _expiry_key(expires_at, connection_id), c.TTL_ATTRIBUTE: expires_at + 86400}
+        )
         return Connection(connection_id, subject, role, frozenset(), expires_at)
 
     def get(self, connection_id: str) -> Connection | None:
@@ -104,10 +111,29 @@ class ConnectionRegistry:
         response = self._client.get_item(
             TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
         )
-        types = deserialize(response["Item"]).get("types", set()) if "Item" in response else set()
-        for event_type in sorted(types):
+        item = deserialize(response["Item"]) if "Item" in response else {}
+        for event_type in sorted(item.get("types", set())):
             self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
+        if c.TTL_ATTRIBUTE in item:
+            expiry = _expiry_key(int(item[c.TTL_ATTRIBUTE]), connection_id)
+            self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry))
         self._client.delete_item(TableName=self._table, Key=key(_connection_key(connection_id), "meta"))
+
+    def due(self, limit: int = 1000) -> list[str]:
+        """Connections whose token (or API Gateway's limit) has expired, oldest first; each is
+        returned once (its expiry record is dropped), so the caller closes and removes it."""
+        response = self._client.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk < :now",
+            ExpressionAttributeValues=serialize({":pk": _EXPIRY, ":now": f"{int(self._clock()) + 1:012d}"}),
+            Limit=limit,
+        )
+        due = []
+        for raw in response.get("Items", []):
+            sort_key = raw["sk"]["S"]
+            self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, sort_key))
+            due.append(sort_key.split("#", 1)[1])
+        return due
 
     def subscribers(self, event_type: str) -> Iterator[Subscriber]:
         """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""
@@ -142,7 +168,13 @@ class ConnectionRegistry:
             allowed, tokens = bucket.take(
                 float(item.get("bucket_tokens", bucket.burst)), float(last) if last is not None else now, now
             )
-            strikes = 0 if allowed else int(item.get("strikes", 0)) + 1
+            # Refusals count until the bucket has refilled completely: a client that keeps sending
+            # faster than the rate collects strikes even if some of its messages get through.
+            strikes = int(item.get("strikes", 0))
+            if not allowed:
+                strikes += 1
+            elif tokens >= bucket.burst - 1:
+                strikes = 0
             try:
                 self._client.update_item(
                     TableName=self._table,
@@ -207,6 +239,13 @@ def _connection(connection_id: str, item: dict[str, Any]) -> Connection:
 def _number(value: float) -> Decimal:
     """DynamoDB numbers: millisecond precision is plenty for a rate limit."""
     return Decimal(str(round(value, 3)))
+
+
+_EXPIRY = "expiry"
+
+
+def _expiry_key(expires_at: int, connection_id: str) -> str:
+    return f"{expires_at:012d}#{connection_id}"  # zero-padded: string order is time order
 
 
 def _connection_key(connection_id: str) -> str:

@@ -64,3 +64,5 @@ HANDLER_PUBLISH_EVENTBRIDGE: Final = "handlers.publish_eventbridge.handler"
 HANDLER_WS_AUTHORIZER: Final = "handlers.ws_authorizer.handler"
 HANDLER_WEBSOCKET: Final = "handlers.websocket.handler"  # $connect, $disconnect, $default and actions
 HANDLER_FANOUT_WORKER: Final = "handlers.fanout_worker.handler"
+HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes connections whose token expired
+SWEEP_INTERVAL_MINUTES: Final = 1

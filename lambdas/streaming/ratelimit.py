@@ -25,5 +25,5 @@ class TokenBucket:
 @dataclass(frozen=True, slots=True)
 class Admission:
     allowed: bool
-    strikes: int  # refused messages in a row; the caller disconnects persistent abusers
+    strikes: int  # refusals since the bucket was last full; the caller disconnects persistent abusers
     first: bool = False  # the connection's first message: the server greets it before answering

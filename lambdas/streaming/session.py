@@ -59,6 +59,16 @@ class Session:
     def disconnect(self, connection_id: str) -> None:
         self._registry.remove(connection_id)
 
+    def close_expired(self) -> int:
+        """Close every connection whose token has expired (run on a schedule); returns how many."""
+        due = self._registry.due()
+        for connection_id in due:
+            self._management.delete(connection_id)  # 410 when it is already gone: fine
+            self._registry.remove(connection_id)  # $disconnect is best effort
+        if due:
+            logger.info("closed expired connections", extra={"count": len(due)})
+        return len(due)
+
     def receive(self, connection_id: str, body: str | bytes | None) -> None:
         """Answer one client message. Every problem is answered with an error message; none escapes."""
         try:

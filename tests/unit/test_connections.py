@@ -92,13 +92,23 @@ def test_the_rate_limit_admits_a_burst_then_the_refill_rate(registry, clock):
     assert admit(registry, "R", bucket).strikes >= 1
 
 
-def test_refused_messages_in_a_row_count_as_strikes_and_an_admitted_one_resets_them(registry, clock):
+def test_refusals_count_as_strikes_until_the_bucket_is_full_again(registry, clock):
     bucket = TokenBucket(rate=1, burst=1)
     registry.connect("S", "s", "viewer", int(clock()) + 3600)
     assert admit(registry, "S", bucket).allowed
     assert [admit(registry, "S", bucket).strikes for _ in range(3)] == [1, 2, 3]
     clock.advance(2)
     assert admit(registry, "S", bucket) == Admission(True, 0)
+
+
+def test_a_client_sending_faster_than_the_rate_keeps_its_strikes(registry, clock):
+    bucket = TokenBucket(rate=1, burst=3)
+    registry.connect("T", "t", "viewer", int(clock()) + 3600)
+    assert [admit(registry, "T", bucket).allowed for _ in range(3)] == [True] * 3
+    assert [admit(registry, "T", bucket).strikes for _ in range(2)] == [1, 2]
+    clock.advance(1.1)  # one token back: admitted, but the bucket is not full
+    assert admit(registry, "T", bucket) == Admission(True, 2)
+    assert admit(registry, "T", bucket).strikes == 3
 
 
 def test_only_the_first_message_of_a_connection_is_marked_first(registry, clock):
@@ -139,3 +149,16 @@ def test_token_bucket_arithmetic():
     assert bucket.take(0.5, at=0.25, now=0.5) == (True, 0.0)
     assert bucket.take(3, at=0, now=100) == (True, 2.0)  # never more than the burst
     assert bucket.take(1, at=10, now=5) == (True, 0.0)  # a clock step back refills nothing
+
+
+def test_expired_connections_come_due_once_for_the_sweep(registry, clock):
+    registry.connect("soon", "s", "viewer", int(clock()) + 5)
+    registry.connect("later", "l", "viewer", int(clock()) + 3600)
+    registry.connect("gone", "g", "viewer", int(clock()) + 5)
+    registry.remove("gone")  # disconnected: nothing left to sweep
+    assert registry.due() == []
+    clock.advance(6)
+    assert registry.due() == ["soon"]
+    assert registry.due() == []
+    clock.advance(3600)
+    assert registry.due() == ["later"]
