@@ -53,11 +53,12 @@ def event_frames(
     size = 0
     for event in events:
         encoded = dumps(encode_event(event, compress_above))
-        if batch and size + len(encoded) + 1 > limit - _CURSOR_ALLOWANCE:
+        length = len(encoded.encode())  # bytes, not characters: data need not be ASCII
+        if batch and size + length + 1 > limit - _CURSOR_ALLOWANCE:
             frames.append(_frame(batch, position))
             batch, size = [], 0
         batch.append(encoded)
-        size += len(encoded) + 1
+        size += length + 1
         position[event.stream] = max(position.get(event.stream, 0), event.seq)
     if batch:
         frames.append(_frame(batch, position))
