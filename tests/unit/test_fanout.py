@@ -1,0 +1,354 @@
+"""Live fan-out on moto: role-checked audiences, ordered frames, 410 removal, bounded retries, chunks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from local.aws import create_connections_table
+from streaming import codec
+from streaming import cursor as cursors
+from streaming.connections import ConnectionRegistry
+from streaming.events import Envelope
+from streaming.fanout import (
+    RETRY_DELAYS_SECONDS,
+    FanOut,
+    Recipient,
+    chunk_payload,
+    recipients_from_payload,
+)
+from tests.conftest import CONNECTIONS_TABLE, example, signal
+
+pytestmark = pytest.mark.connections
+ALL_TYPES = [
+    "signal.created",
+    "proposal.created",
+    "proposal.updated",
+    "decision.made",
+    "risk.alert",
+    "eval.completed",
+    "system.status",
+]
+
+
+class FakePoster:
+    """Records every post; answers each connection from its script of statuses, then 200."""
+
+    def __init__(self, script: dict[str, list[int]] | None = None, fail: Exception | None = None) -> None:
+        self.posts: list[tuple[str, bytes]] = []
+        self._script = {cid: list(statuses) for cid, statuses in (script or {}).items()}
+        self._fail = fail
+        self._lock = threading.Lock()
+
+    def post(self, connection_id: str, data: bytes) -> int:
+        with self._lock:
+            self.posts.append((connection_id, data))
+            if self._fail is not None:
+                raise self._fail
+            statuses = self._script.get(connection_id)
+            return statuses.pop(0) if statuses else 200
+
+    def frames(self, connection_id: str) -> list[dict[str, Any]]:
+        return [json.loads(data) for cid, data in self.posts if cid == connection_id]
+
+    def events(self, connection_id: str) -> list[dict[str, Any]]:
+        return [codec.decode_event(e) for frame in self.frames(connection_id) for e in frame["events"]]
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.delays.append(seconds)
+
+
+@pytest.fixture
+def registry(dynamodb, settings, clock):
+    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    return ConnectionRegistry(dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock)
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(4) as pool:
+        yield pool
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
+
+
+@pytest.fixture
+def make_fanout(registry, executor, sleeps):
+    def make(poster, *, chunk_connections=250, dispatch=None, compress_above=10**9):
+        return FanOut(
+            registry,
+            poster,
+            compress_above=compress_above,
+            chunk_connections=chunk_connections,
+            dispatch=dispatch,
+            executor=executor,
+            sleep=sleeps,
+        )
+
+    return make
+
+
+def connect(registry, clock, connection_id, role, types=ALL_TYPES, base=None):
+    connection = registry.connect(connection_id, connection_id.lower(), role, int(clock.now) + 3600)
+    registry.subscribe(connection, types, base or {})
+    return connection
+
+
+def publish_one_of_each(publisher, settings) -> list[Envelope]:
+    results = publisher.publish([example(t, settings) for t in ALL_TYPES], "tests")
+    return [r.envelope for r in results if r.envelope is not None]
+
+
+def big_event(seq: int) -> Envelope:
+    """A proposal.updated of about 10 KB (uncompressed: see make_fanout), so three fill a frame."""
+    return Envelope(
+        id=f"0192f1c4-8d2e-7a51-9c3b-{seq:012d}",
+        type="proposal.updated",
+        stream="market",
+        seq=seq,
+        prev=seq - 1,
+        ts=f"2026-11-27T08:00:{seq:02d}.000Z",
+        schema_version=1,
+        data={"changes": {"rationale": "r" * 10_000}},
+        producer="tests",
+    )
+
+
+def subscriptions_of(dynamodb, connection_id) -> list[str]:
+    items = dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"]
+    return sorted(
+        item["pk"]["S"]
+        for item in items
+        if item["sk"]["S"] == connection_id or item["pk"]["S"] == f"connection#{connection_id}"
+    )
+
+
+def test_each_connection_gets_what_it_subscribed_to_and_its_role_allows(
+    registry, clock, settings, publisher, make_fanout
+):
+    for role in ("viewer", "analyst", "approver", "admin"):
+        connect(registry, clock, role.upper(), role)
+    connect(registry, clock, "NARROW", "admin", ["risk.alert", "eval.completed"])
+    connect(registry, clock, "DENIED", "viewer", ["risk.alert"])  # granted nothing
+    events = publish_one_of_each(publisher, settings)
+    poster = FakePoster()
+    report = make_fanout(poster).deliver(events)
+
+    for role in ("viewer", "analyst", "approver", "admin"):
+        expected = [e.id for e in events if e.type in settings.roles.allowed(role)]
+        assert [e["id"] for e in poster.events(role.upper())] == expected, role
+    assert [e["type"] for e in poster.events("NARROW")] == ["risk.alert", "eval.completed"]
+    assert poster.frames("DENIED") == []
+    assert (report.connections, report.delivered, report.failed, report.gone) == (5, 5, 0, 0)
+
+
+def test_a_forged_subscription_item_does_not_get_a_viewer_what_its_role_forbids(
+    dynamodb, registry, clock, settings, publisher, make_fanout
+):
+    connect(registry, clock, "V", "viewer", ["signal.created"])
+    dynamodb.put_item(
+        TableName=CONNECTIONS_TABLE,
+        Item={
+            "pk": {"S": "type#risk.alert"},
+            "sk": {"S": "V"},
+            "role": {"S": "viewer"},
+            "base": {"M": {}},
+            "expires_at": {"N": str(int(clock.now) + 3600)},
+        },
+    )
+    events = publish_one_of_each(publisher, settings)
+    poster = FakePoster()
+    make_fanout(poster).deliver(events)
+    assert [e["type"] for e in poster.events("V")] == ["signal.created"]
+
+
+def test_frames_go_to_each_connection_in_order_with_advancing_cursors(registry, clock, make_fanout):
+    for connection_id in ("A", "B", "C"):
+        connect(registry, clock, connection_id, "viewer", ["proposal.updated"], base={"market": 0})
+    events = [big_event(seq) for seq in range(1, 11)]
+    poster = FakePoster()
+    report = make_fanout(poster).deliver(events)
+    for connection_id in ("A", "B", "C"):
+        frames = poster.frames(connection_id)
+        assert len(frames) > 1
+        assert [e["seq"] for e in poster.events(connection_id)] == list(range(1, 11))
+        last_seqs = [frame["events"][-1]["seq"] for frame in frames]
+        assert [cursors.decode(frame["cursor"]) for frame in frames] == [{"market": s} for s in last_seqs]
+    assert report.frames == report.delivered == 3 * len(poster.frames("A"))
+
+
+def test_the_base_a_connection_subscribed_with_starts_its_cursor(registry, clock, make_fanout):
+    connect(registry, clock, "A", "admin", ["proposal.updated"], base={"market": 0, "risk": 4, "ops": 2})
+    poster = FakePoster()
+    make_fanout(poster).deliver([big_event(1)])
+    (frame,) = poster.frames("A")
+    assert cursors.decode(frame["cursor"]) == {"market": 1, "risk": 4, "ops": 2}
+
+
+def test_a_410_removes_exactly_that_connection(dynamodb, registry, clock, make_fanout):
+    for connection_id in ("GONE", "STAYS"):
+        connect(registry, clock, connection_id, "admin", ["proposal.updated", "risk.alert", "signal.created"])
+    events = [big_event(seq) for seq in range(1, 11)]  # several frames each
+    poster = FakePoster({"GONE": [410]})
+    report = make_fanout(poster).deliver(events)
+
+    assert len(poster.frames("GONE")) == 1  # nothing more is posted after a 410
+    assert registry.get("GONE") is None
+    assert subscriptions_of(dynamodb, "GONE") == []
+    assert registry.get("STAYS").types == {"proposal.updated", "risk.alert", "signal.created"}
+    assert len(subscriptions_of(dynamodb, "STAYS")) == 4  # the connection and its three types
+    for event_type in ("proposal.updated", "risk.alert", "signal.created"):
+        assert [s.connection_id for s in registry.subscribers(event_type)] == ["STAYS"]
+    assert [e["seq"] for e in poster.events("STAYS")] == list(range(1, 11))
+    assert report.gone == 1 and report.failed == 0
+
+
+@pytest.mark.parametrize("status", [429, 500, 503, 0])
+def test_throttling_and_server_errors_are_retried_with_bounded_delays_then_given_up(
+    registry, clock, make_fanout, sleeps, status
+):
+    connect(registry, clock, "SLOW", "viewer", ["proposal.updated"])
+    poster = FakePoster({"SLOW": [status] * 10})
+    report = make_fanout(poster).deliver([big_event(1)])
+    assert len(poster.frames("SLOW")) == 1 + len(RETRY_DELAYS_SECONDS)
+    assert sleeps.delays == list(RETRY_DELAYS_SECONDS)
+    assert (report.frames, report.delivered, report.failed, report.gone) == (1, 0, 1, 0)
+    assert registry.get("SLOW") is not None
+
+
+def test_a_retry_that_succeeds_counts_as_delivered(registry, clock, make_fanout, sleeps):
+    connect(registry, clock, "FLAKY", "viewer", ["proposal.updated"])
+    poster = FakePoster({"FLAKY": [429, 502, 200]})
+    report = make_fanout(poster).deliver([big_event(1)])
+    assert len(poster.frames("FLAKY")) == 3
+    assert sleeps.delays == list(RETRY_DELAYS_SECONDS[:2])
+    assert (report.delivered, report.failed) == (1, 0)
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_client_errors_are_not_retried(registry, clock, make_fanout, sleeps, status):
+    connect(registry, clock, "X", "viewer", ["proposal.updated"])
+    connect(registry, clock, "Y", "viewer", ["proposal.updated"])
+    poster = FakePoster({"X": [status]})
+    report = make_fanout(poster).deliver([big_event(1)])
+    assert len(poster.frames("X")) == 1
+    assert sleeps.delays == []
+    assert (report.delivered, report.failed, report.gone) == (1, 1, 0)
+    assert registry.get("X") is not None
+
+
+def test_audiences_above_a_chunk_dispatch_every_chunk_but_the_first(registry, clock, settings, make_fanout):
+    ids = [f"C{i:02d}" for i in range(8)]
+    for i, connection_id in enumerate(ids):
+        types = ["signal.created", "risk.alert"] if i % 2 else ["signal.created"]
+        connect(registry, clock, connection_id, "approver", types, base={"market": i, "risk": 1})
+    events = [
+        big_event(2),
+        Envelope("e-3", "risk.alert", "risk", 5, 0, "2026-11-27T08:00:03.000Z", 1, {"x": 1}, "p"),
+        Envelope("e-4", "signal.created", "market", 3, 0, "2026-11-27T08:00:04.000Z", 1, {"y": 2}, "p"),
+    ]
+    dispatched: list[dict[str, Any]] = []
+    poster = FakePoster()
+    fanout = make_fanout(poster, chunk_connections=3, dispatch=dispatched.append)
+    audience = list(fanout.audience(events).values())
+    report = fanout.deliver(events)
+
+    assert report.chunks_dispatched == len(dispatched) == 2
+    assert report.connections == 3
+    inline = {cid for cid, _ in poster.posts}
+    assert inline == {r.connection_id for r in audience[:3]}
+    by_position = {(e.stream, e.seq): e for e in events}
+    rebuilt = [
+        recipient
+        for payload in dispatched
+        for recipient in recipients_from_payload(
+            json.loads(json.dumps(payload)), lambda stream, seq: by_position[(stream, seq)]
+        )
+    ]
+    assert rebuilt == audience[3:]
+    assert inline.isdisjoint(r.connection_id for r in rebuilt)
+    assert {r.connection_id for r in audience} == set(ids)
+
+
+def test_without_a_dispatcher_a_large_audience_is_delivered_inline(registry, clock, make_fanout):
+    for i in range(5):
+        connect(registry, clock, f"C{i}", "viewer", ["proposal.updated"])
+    poster = FakePoster()
+    report = make_fanout(poster, chunk_connections=2).deliver([big_event(1)])
+    assert (report.connections, report.chunks_dispatched) == (5, 0)
+    assert len({cid for cid, _ in poster.posts}) == 5
+
+
+def test_a_chunk_payload_round_trips_and_skips_events_that_expired():
+    events = [big_event(1), big_event(2), big_event(3)]
+    recipients = [
+        Recipient("A", {"market": 0}, [events[0], events[2]]),
+        Recipient("B", {"market": 1, "risk": 3}, [events[1], events[2]]),
+    ]
+    payload = json.loads(json.dumps(chunk_payload(recipients)))
+    assert payload["events"] == [{"stream": "market", "seq": seq} for seq in (1, 2, 3)]
+    by_seq = {e.seq: e for e in events}
+    assert recipients_from_payload(payload, lambda _stream, seq: by_seq[seq]) == recipients
+    loaded: list[tuple[str, int]] = []
+
+    def lose_the_second(stream: str, seq: int) -> Envelope | None:
+        loaded.append((stream, seq))
+        return None if seq == 2 else by_seq[seq]
+
+    rebuilt = recipients_from_payload(payload, lose_the_second)
+    assert [[e.seq for e in r.events] for r in rebuilt] == [[1, 3], [3]]
+    assert [r.base for r in rebuilt] == [{"market": 0}, {"market": 1, "risk": 3}]
+    assert loaded == [("market", 1), ("market", 2), ("market", 3)]  # each event read once
+
+
+def test_deliver_stored_skips_duplicates(registry, clock, publisher, make_fanout):
+    connect(registry, clock, "A", "viewer", ["signal.created"])
+    first = signal()
+    stored = publisher.publish([first], "tests")
+    duplicate = publisher.publish([first], "tests")
+    assert duplicate[0].duplicate and duplicate[0].envelope is None
+    poster = FakePoster()
+    fanout = make_fanout(poster)
+    assert fanout.deliver_stored(duplicate).connections == 0
+    assert poster.posts == []
+    report = fanout.deliver_stored(duplicate + stored)
+    assert [e["id"] for e in poster.events("A")] == [first["id"]]
+    assert report.delivered == 1
+
+
+def test_deliver_stored_never_raises_when_posting_does(registry, clock, publisher, make_fanout):
+    connect(registry, clock, "A", "viewer", ["signal.created"])
+    poster = FakePoster(fail=ConnectionError("socket exploded"))
+    report = make_fanout(poster).deliver_stored(publisher.publish([signal()], "tests"))
+    assert report.failed >= 1 and report.delivered == 0
+    assert len(poster.posts) == 1
+
+
+def test_no_subscribers_no_posts(registry, clock, publisher, settings, make_fanout):
+    connect(registry, clock, "A", "viewer", ["proposal.created"])
+    poster = FakePoster()
+    report = make_fanout(poster).deliver_stored(publisher.publish([example("risk.alert", settings)], "t"))
+    assert poster.posts == [] and report.connections == 0
+
+
+def test_expired_subscriptions_get_nothing(registry, clock, make_fanout):
+    registry.subscribe(registry.connect("OLD", "o", "viewer", int(clock.now) + 10), ["proposal.updated"], {})
+    connect(registry, clock, "NEW", "viewer", ["proposal.updated"])
+    clock.advance(11)
+    poster = FakePoster()
+    make_fanout(poster).deliver([big_event(1)])
+    assert [cid for cid, _ in poster.posts] == ["NEW"]
