@@ -78,7 +78,7 @@ class Gateway:
                 WebSocketRoute("/", self._serve),
                 WebSocketRoute(f"/{STAGE}", self._serve),
                 Route(
-                    "/{stage}/@connections/{connection_id}",
+                    "/{stage}/@connections/{connection_id:path}",
                     self._manage,
                     methods=["POST", "GET", "DELETE"],
                 ),
@@ -154,10 +154,12 @@ class Gateway:
 
     async def _manage(self, request: Request) -> Response:
         body = await request.body()
+        # The path as sent (still percent-encoded), as AWS verifies it: connection ids hold + / =.
+        raw_url = str(request.url.replace(path=request.scope["raw_path"].decode(), query=""))
         refusal = verify(
             self._credentials,
             request.method,
-            str(request.url),
+            raw_url,
             {name.lower(): value for name, value in request.headers.items()},
             body,
             service="execute-api",

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from local.state import LOCAL_STACK, LocalState
 
 
 @pytest.fixture(scope="module")
@@ -19,3 +25,46 @@ def moto_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
+    """`make run` on free loopback ports with its state in `directory`; its output goes to
+    `directory/stack.log`, so tests can read what the handlers logged."""
+    state = LocalState(directory)
+    log = (directory / "stack.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local",
+            "--state-dir",
+            str(directory),
+            "--moto-port",
+            "0",
+            "--publish-port",
+            "0",
+            "--websocket-port",
+            "0",
+            *options,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not state.endpoints_file.exists():
+            assert process.poll() is None, (directory / "stack.log").read_text()
+            assert time.monotonic() < deadline, "local stack did not start within 60 s"
+            time.sleep(0.2)
+        # The sockets are listening before the endpoints file is written: no further wait.
+        yield state
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def outputs(state: LocalState) -> dict[str, str]:
+    return json.loads(state.endpoints_file.read_text())[LOCAL_STACK]  # type: ignore[no-any-return]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,52 +15,21 @@ from botocore.credentials import Credentials
 
 from clients.publisher import PublishClient, PublishError
 from local.publish import local_client
-from local.state import LOCAL_STACK, LocalState
+from local.state import LocalState
 from local.token import issue
 from stacks.config import load
 from streaming.replay import replay_after
 from streaming.store import EventStore
 from tests.conftest import example, signal
+from tests.integration.conftest import outputs, running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
 
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory) -> Iterator[LocalState]:
-    state = LocalState(tmp_path_factory.mktemp("local"))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "local",
-            "--state-dir",
-            str(state.directory),
-            "--moto-port",
-            "0",
-            "--publish-port",
-            "0",
-            "--websocket-port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not state.endpoints_file.exists():
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline, "local stack did not start within 60 s"
-            time.sleep(0.2)
-        # The publish socket is listening before the endpoints file is written: no further wait.
+    with running_local_stack(tmp_path_factory.mktemp("local")) as state:
         yield state
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def outputs(state: LocalState) -> dict[str, str]:
-    return json.loads(state.endpoints_file.read_text())[LOCAL_STACK]  # type: ignore[no-any-return]
 
 
 def test_endpoints_file_has_the_deployed_stacks_output_keys_and_loopback_urls(local_stack):
