@@ -57,6 +57,7 @@ CONNECTION_TTL_SECONDS: Final = 2 * 3600 + 15 * 60  # past API Gateway's 2-hour 
 WEBSOCKET_TIMEOUT_SECONDS: Final = 29
 FANOUT_TIMEOUT_SECONDS: Final = 60
 AUTHORIZER_TIMEOUT_SECONDS: Final = 10
+SWEEPER_TIMEOUT_SECONDS: Final = 60  # one scheduled sweep of expired connections
 
 # Handler entry points (module.function), shared by the stack and the local stack.
 HANDLER_PUBLISH_HTTP: Final = "handlers.publish_http.handler"

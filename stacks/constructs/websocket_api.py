@@ -1,5 +1,6 @@
 """Live delivery over an API Gateway WebSocket API: the connection registry's table, the `$connect`
-authorizer, one route handler for every route, the fan-out worker, and a throttled, access-logged stage."""
+authorizer, one route handler for every route, the fan-out worker, the scheduled sweeper that closes
+connections whose token expired, and a throttled, access-logged stage."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -39,8 +42,13 @@ ROUTE_HANDLER_CONNECTION_ACTIONS = (
     "dynamodb:Query",
 )
 DELIVERY_CONNECTION_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
+# The sweeper Queries the due expiry records and deletes them, then removes each connection (GetItem,
+# DeleteItem): no writes other than deletes.
+SWEEPER_CONNECTION_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
 # post_to_connection, get_connection, delete_connection on the @connections API.
 MANAGEMENT_METHODS = ("POST", "GET", "DELETE")
+# The sweeper only closes connections.
+SWEEPER_MANAGEMENT_METHODS = ("DELETE",)
 
 # Tokens travel in the query string and in headers, so neither is ever logged.
 ACCESS_LOG_FIELDS = {
@@ -114,6 +122,7 @@ class WebSocketApi(Construct):
         self.fanout_worker = self._build_fanout_worker(functions, runtime)
         self.route_handler = self._build_route_handler(functions, runtime)
         self.authorizer = self._build_authorizer(functions, runtime)
+        self.sweeper = self._build_sweeper(functions, runtime)
         self._add_routes()
 
         store.grant_read_access(self.route_handler)
@@ -122,6 +131,9 @@ class WebSocketApi(Construct):
         self.connections.grant(self.fanout_worker, *DELIVERY_CONNECTION_ACTIONS)
         for function in (self.route_handler, self.fanout_worker):
             self._grant_management_api(function)
+        # The sweeper never reads the events table (delivery() builds a store client it does not use).
+        self.connections.grant(self.sweeper, *SWEEPER_CONNECTION_ACTIONS)
+        self._grant_management_api(self.sweeper, SWEEPER_MANAGEMENT_METHODS)
 
         CfnOutput(self, c.OUTPUT_WEBSOCKET_URL, key=c.OUTPUT_WEBSOCKET_URL, value=self.stage.url)
         CfnOutput(
@@ -204,18 +216,22 @@ class WebSocketApi(Construct):
             ),
         )
 
+    def _environment_without_fanout(self, runtime: dict[str, str]) -> dict[str, str]:
+        """For a function that delivers (or closes connections) itself and never hands chunks on."""
+        environment = {**runtime, **self._delivery_environment(fanout_function="")}
+        environment.pop(c.ENV_FANOUT_FUNCTION)
+        return environment
+
     def _build_fanout_worker(
         self, functions: PythonFunctionFactory, runtime: dict[str, str]
     ) -> lambda_.Function:
-        environment = {**runtime, **self._delivery_environment(fanout_function="")}
-        # The worker delivers the chunk it was given and never fans out again.
-        environment.pop(c.ENV_FANOUT_FUNCTION)
         return functions.function(
             self,
             "FanoutWorker",
             handler=c.HANDLER_FANOUT_WORKER,
             description="Delivers an event to one chunk of its audience; publishers invoke it asynchronously",
-            environment=environment,
+            # The worker delivers the chunk it was given and never fans out again.
+            environment=self._environment_without_fanout(runtime),
             timeout=Duration.seconds(c.FANOUT_TIMEOUT_SECONDS),
             # No retry: a retried chunk would post frames its connections already received. A frame
             # lost instead is a gap the client sees by seq (and in the heads on pong) and repairs by replay.
@@ -259,6 +275,28 @@ class WebSocketApi(Construct):
             )
         return function
 
+    def _build_sweeper(self, functions: PythonFunctionFactory, runtime: dict[str, str]) -> lambda_.Function:
+        function = functions.function(
+            self,
+            "ExpirySweeper",
+            handler=c.HANDLER_WS_SWEEPER,
+            description="Closes the WebSocket connections whose token expired; runs on a schedule",
+            environment=self._environment_without_fanout(runtime),
+            timeout=Duration.seconds(c.SWEEPER_TIMEOUT_SECONDS),
+            # One sweep at a time: two would Query the same due records and both close them.
+            reserved_concurrent_executions=1,
+            # No retry: the next scheduled run sweeps whatever this one left.
+            retry_attempts=0,
+        )
+        events.Rule(
+            self,
+            "ExpirySweepSchedule",
+            description=f"Runs the WebSocket expiry sweeper ({self._config.name})",
+            schedule=events.Schedule.rate(Duration.minutes(c.SWEEP_INTERVAL_MINUTES)),
+            targets=[targets.LambdaFunction(function)],
+        )
+        return function
+
     def _add_routes(self) -> None:
         integration = integrations.WebSocketLambdaIntegration("RouteHandler", self.route_handler)
         for route_key in ROUTES:
@@ -279,20 +317,22 @@ class WebSocketApi(Construct):
                 )
         _without_identity_source(self.api)
 
-    def _grant_management_api(self, function: lambda_.Function) -> None:
-        """execute-api:ManageConnections on this API's stage only. Connection ids exist only at run time,
-        hence the one wildcard, which cdk-nag is told about here."""
+    def _grant_management_api(
+        self, function: lambda_.Function, methods: tuple[str, ...] = MANAGEMENT_METHODS
+    ) -> None:
+        """execute-api:ManageConnections for `methods` on this API's stage only. Connection ids exist only
+        at run time, hence the one wildcard, which cdk-nag is told about here."""
         stage = self.stage.stage_name
         arns = [
             f"arn:{Aws.PARTITION}:execute-api:{Aws.REGION}:{Aws.ACCOUNT_ID}:{self.api.api_id}"
             f"/{stage}/{method}/@connections/*"
-            for method in MANAGEMENT_METHODS
+            for method in methods
         ]
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["execute-api:ManageConnections"], resources=arns)
         )
         api_logical_id = Stack.of(self).get_logical_id(cast(CfnElement, self.api.node.default_child))
-        for method in MANAGEMENT_METHODS:
+        for method in methods:
             Validations.of(function).acknowledge(
                 Acknowledgment(
                     id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:"

@@ -67,7 +67,8 @@ def test_publish_url_requires_iam_and_is_an_output(synthesized, environment):
 
 def test_functions_run_python_313_on_arm64_with_the_powertools_layer(synthesized, environment):
     functions = synthesized.assertions(environment).find_resources("AWS::Lambda::Function")
-    assert len(functions) == 5  # two publishers; WebSocket authorizer, route handler, fan-out worker
+    # two publishers; WebSocket authorizer, route handler, fan-out worker, expiry sweeper
+    assert len(functions) == 6
     config = load(environment)
     for function in functions.values():
         props = function["Properties"]

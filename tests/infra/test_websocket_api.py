@@ -1,5 +1,6 @@
 """The WebSocket API in every environment: routes and their authorizer, stage throttling and access logs,
-least-privilege grants per function, the HS256 signing key, environments and outputs."""
+least-privilege grants per function, the scheduled expiry sweeper, the HS256 signing key, environments
+and outputs."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ STORE = {
     "dynamodb:Query",
 }
 DELIVERY = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
+# Query the due expiry records, delete them, remove each connection: no writes but deletes.
+SWEEPER = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
 # handler -> (actions on the events table, actions on the connections table)
 TABLE_ACTIONS = {
     c.HANDLER_PUBLISH_HTTP: (STORE, DELIVERY),
@@ -44,6 +47,12 @@ TABLE_ACTIONS = {
     ),
     c.HANDLER_FANOUT_WORKER: ({"dynamodb:GetItem"}, DELIVERY),  # reads the events it is handed by position
     c.HANDLER_WS_AUTHORIZER: (set(), set()),
+    c.HANDLER_WS_SWEEPER: (set(), SWEEPER),  # never reads the events table
+}
+# handler -> the @connections methods it may call; every other function none.
+MANAGE_METHODS = {
+    **{handler: ("POST", "GET", "DELETE") for handler in DELIVERERS},
+    c.HANDLER_WS_SWEEPER: ("DELETE",),  # only closes connections
 }
 ACCESS_LOG_VARIABLES = {
     "$context.requestId",
@@ -214,18 +223,21 @@ def test_each_function_may_use_exactly_the_table_operations_it_needs(stack):
         }, handler
 
 
-def test_manage_connections_is_limited_to_this_api_stage(stack, environment):
-    expected = {
+def manage_connections(stack: Stack, environment: str, methods: tuple[str, ...]) -> set[tuple[str, str]]:
+    return {
         (
             "execute-api:ManageConnections",
             f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{stack.api}>"
             f"/{environment}/{method}/@connections/*",
         )
-        for method in ("POST", "GET", "DELETE")
+        for method in methods
     }
+
+
+def test_manage_connections_is_limited_to_this_api_stage(stack, environment):
     for handler in stack.functions():
         manage = {grant for grant in stack.grants(handler) if grant[0].startswith("execute-api:")}
-        assert manage == (expected if handler in DELIVERERS else set()), handler
+        assert manage == manage_connections(stack, environment, MANAGE_METHODS.get(handler, ())), handler
 
 
 def test_only_publishers_invoke_the_fanout_worker_and_only_it(stack):
@@ -245,6 +257,47 @@ def test_fanout_worker_is_not_retried(stack):
     assert config["MaximumRetryAttempts"] == 0
 
 
+def test_sweeper_runs_every_sweep_interval_one_at_a_time_without_retry(stack):
+    sweeper, function = stack.functions()[c.HANDLER_WS_SWEEPER]
+    scheduled = {
+        logical_id: rule["Properties"]
+        for logical_id, rule in stack.of_type("AWS::Events::Rule").items()
+        if "ScheduleExpression" in rule["Properties"]
+    }
+    [(rule_id, rule)] = scheduled.items()
+    assert c.SWEEP_INTERVAL_MINUTES == 1
+    assert (rule["ScheduleExpression"], rule["State"]) == ("rate(1 minute)", "ENABLED")
+    assert [target["Arn"] for target in rule["Targets"]] == [{"Fn::GetAtt": [sweeper, "Arn"]}]
+    [permission] = [
+        resource["Properties"]
+        for resource in stack.of_type("AWS::Lambda::Permission").values()
+        if resource["Properties"]["FunctionName"] == {"Fn::GetAtt": [sweeper, "Arn"]}
+    ]
+    assert (permission["Principal"], permission["SourceArn"]) == (
+        "events.amazonaws.com",
+        {"Fn::GetAtt": [rule_id, "Arn"]},
+    )
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["Timeout"] == c.SWEEPER_TIMEOUT_SECONDS
+    [config] = [
+        resource["Properties"]
+        for resource in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+        if resource["Properties"]["FunctionName"] == {"Ref": sweeper}
+    ]
+    assert config["MaximumRetryAttempts"] == 0
+
+
+def test_sweeper_may_only_delete_connections_and_close_them(stack, environment):
+    connections = stack.table(c.OUTPUT_CONNECTIONS_TABLE)
+    assert stack.grants(c.HANDLER_WS_SWEEPER) == (
+        {(action, f"<{connections}.Arn>") for action in SWEEPER}
+        | manage_connections(stack, environment, ("DELETE",))
+        | {("xray:PutTraceSegments", "*"), ("xray:PutTelemetryRecords", "*")}
+    )
+    env = stack.environment(c.HANDLER_WS_SWEEPER)
+    assert c.ENV_FANOUT_FUNCTION not in env and c.ENV_AUTH_MODE not in env
+
+
 def test_hs256_signing_key_is_generated_and_only_the_authorizer_reads_it(stack):
     secret_id, secret = stack.one("AWS::SecretsManager::Secret")
     assert secret["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
@@ -260,7 +313,7 @@ def test_delivering_functions_know_the_callback_url_table_and_worker(stack, envi
     callback = f"https://<{stack.api}>.execute-api.<AWS::Region>.<AWS::URLSuffix>/{environment}"
     worker, _ = stack.functions()[c.HANDLER_FANOUT_WORKER]
     config = load(environment)
-    for handler in DELIVERERS:
+    for handler in (*DELIVERERS, c.HANDLER_WS_SWEEPER):
         env = stack.environment(handler)
         assert flatten(env[c.ENV_MANAGEMENT_URL]) == callback, handler
         assert env[c.ENV_CONNECTIONS_TABLE] == {"Ref": stack.table(c.OUTPUT_CONNECTIONS_TABLE)}
@@ -268,10 +321,11 @@ def test_delivering_functions_know_the_callback_url_table_and_worker(stack, envi
         assert env[c.ENV_COMPRESS_ABOVE_BYTES] == str(config.compress_above_bytes)
         assert float(env[c.ENV_WS_MESSAGES_PER_SECOND]) == config.rate_limits.websocket_messages_per_second
         assert env[c.ENV_WS_BURST] == str(config.rate_limits.websocket_burst)
-        # The worker delivers the chunk it was given; everyone else may hand chunks to it.
+        # The worker delivers the chunk it was given and the sweeper delivers nothing; everyone else
+        # may hand chunks to the worker.
         assert env.get(c.ENV_FANOUT_FUNCTION) == (
-            None if handler == c.HANDLER_FANOUT_WORKER else {"Ref": worker}
-        )
+            None if handler in (c.HANDLER_FANOUT_WORKER, c.HANDLER_WS_SWEEPER) else {"Ref": worker}
+        ), handler
 
 
 def test_authorizer_knows_how_to_verify_and_nothing_about_delivery(stack, environment):
@@ -349,3 +403,5 @@ def test_acknowledgements_hold_when_account_and_region_are_known(oidc):
     # The @connections ARNs keep pseudo parameters, so the acknowledged finding reads the same everywhere.
     manage = {r for a, r in oidc.stack.grants(c.HANDLER_WEBSOCKET) if a == "execute-api:ManageConnections"}
     assert len(manage) == 3 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in manage)
+    sweep = {r for a, r in oidc.stack.grants(c.HANDLER_WS_SWEEPER) if a == "execute-api:ManageConnections"}
+    assert len(sweep) == 1 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in sweep)
