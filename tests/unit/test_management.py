@@ -169,6 +169,15 @@ def test_every_request_is_sigv4_signed_for_execute_api_with_the_given_credential
         assert signature_problem(server, seen, secret="another-secret") == "signature does not match"
 
 
+@pytest.mark.parametrize("connection_id", ["L0SM9cOFvHcCIhw=", "a+b/c d=", "a~b_c-d.e", "ümlaut%41"])
+@pytest.mark.parametrize("stage", ["/prod", "/local", ""])
+def test_signatures_verify_for_any_connection_id_and_stage(server, connection_id, stage):
+    assert api(server, stage=stage).post(connection_id, b"{}") == 200
+    (seen,) = server.behaviour.seen
+    assert seen.path.startswith(f"{stage}/@connections/")
+    assert signature_problem(server, seen) is None
+
+
 def test_temporary_credentials_send_and_sign_their_session_token(server):
     api(server, Credentials(ACCESS_KEY, SECRET_KEY, "session-token-1")).post("abc=", b"{}")
     (seen,) = server.behaviour.seen
