@@ -89,16 +89,27 @@ class Session:
             self._answer(connection, request)
         except StreamingError as failure:
             self._send(connection_id, protocol.error(failure, request_id))
+        except RecursionError:  # nested deeper than json parses; protocol.parse does not catch it
+            nested = StreamingError(ErrorCode.MALFORMED_JSON, "message is nested too deeply")
+            self._send(connection_id, protocol.error(nested, request_id))
 
     def _answer(self, connection: Connection, request: protocol.Request) -> None:
         connection_id = connection.connection_id
         if isinstance(request, protocol.Subscribe):
             allowed = self._roles.allowed(connection.role)
             position = self._store.heads()  # read first: live delivery is complete after these
-            types = self._registry.subscribe(connection, request.types, position)
+            try:
+                types = self._registry.subscribe(connection, request.types, position)
+            except LookupError:
+                _gone_meanwhile(connection_id)
+                return
             answer = protocol.subscribed(types, request.types - allowed, position, request.request_id)
         elif isinstance(request, protocol.Unsubscribe):
-            types = self._registry.unsubscribe(connection, request.types)
+            try:
+                types = self._registry.unsubscribe(connection, request.types)
+            except LookupError:
+                _gone_meanwhile(connection_id)
+                return
             answer = protocol.unsubscribed(types, request.request_id)
         elif isinstance(request, protocol.Ping):
             answer = protocol.pong(self._store.heads(), request.request_id)
@@ -150,10 +161,15 @@ class Session:
         self._management.post(connection_id, codec.dumps(message).encode())
 
 
+def _gone_meanwhile(connection_id: str) -> None:
+    """$disconnect removed the connection while its message was answered: nobody to answer."""
+    logger.info("connection gone while answering", extra={"connection_id": connection_id})
+
+
 def _request_id_of(body: str | bytes | None) -> str | None:
     """The request id to echo even on errors, when the message has a valid one."""
     try:
         request_id = json.loads(body or "").get("id")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
         return None
     return request_id if isinstance(request_id, str) and 0 < len(request_id) <= 64 else None

@@ -1,0 +1,344 @@
+"""One WebSocket connection's session on moto: greeting, answers, replay frames and cursors, errors with
+request ids, the rate limit and closing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from local.aws import create_connections_table
+from streaming import codec
+from streaming import cursor as cursors
+from streaming.connections import ConnectionRegistry
+from streaming.ratelimit import TokenBucket
+from streaming.session import MAX_STRIKES, Session
+from tests.conftest import CONNECTIONS_TABLE, example, signal
+
+pytestmark = pytest.mark.connections
+GENEROUS = TokenBucket(rate=1000, burst=1000)
+
+
+class FakeManagement:
+    """Records what the session posts (decoded) and which connections it closes."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.deletes: list[str] = []
+
+    def post(self, connection_id: str, data: bytes) -> int:
+        self.posts.append((connection_id, json.loads(data)))
+        return 200
+
+    def delete(self, connection_id: str) -> int:
+        self.deletes.append(connection_id)
+        return 204
+
+    def take(self) -> list[dict[str, Any]]:
+        """The messages posted since the last take."""
+        messages = [message for _, message in self.posts]
+        self.posts.clear()
+        return messages
+
+
+@pytest.fixture
+def registry(dynamodb, settings, clock):
+    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    return ConnectionRegistry(dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock)
+
+
+@pytest.fixture
+def management():
+    return FakeManagement()
+
+
+@pytest.fixture
+def make_session(registry, store, settings, management):
+    def make(bucket=GENEROUS, compress_above=8192):
+        return Session(
+            registry, store, settings.roles, settings.catalog.types, management, bucket, compress_above
+        )
+
+    return make
+
+
+@pytest.fixture
+def session(make_session):
+    return make_session()
+
+
+def open_connection(session, clock, connection_id="C1", role="viewer", lifetime=3600):
+    return session.connect(connection_id, {"sub": "alice", "role": role, "exp": int(clock.now) + lifetime})
+
+
+def send(session, management, message, connection_id="C1") -> list[dict[str, Any]]:
+    raw = message if isinstance(message, str | bytes) else json.dumps(message)
+    session.receive(connection_id, raw)
+    return management.take()
+
+
+def greeted(session, management, clock, role="viewer", connection_id="C1"):
+    """A connection whose welcome went out already."""
+    connection = open_connection(session, clock, connection_id, role)
+    send(session, management, {"action": "ping"}, connection_id)
+    return connection
+
+
+def events_of(messages) -> list[dict[str, Any]]:
+    return [codec.decode_event(e) for m in messages if m["type"] == "events" for e in m["events"]]
+
+
+def proposal_update(settings, size: int) -> dict[str, Any]:
+    """A valid proposal.updated whose data is about `size` bytes."""
+    event = example("proposal.updated", settings)
+    event["data"] = {**event["data"], "changes": {f"note{i}": "n" * 1900 for i in range(size // 1900)}}
+    return event
+
+
+def test_the_first_message_is_preceded_by_a_welcome_and_later_ones_are_not(
+    session, management, clock, publisher, settings
+):
+    publisher.publish([signal(), example("risk.alert", settings)], "tests")
+    connection = open_connection(session, clock, role="analyst")
+    first = send(session, management, {"action": "ping", "id": "p1"})
+    assert [m["type"] for m in first] == ["welcome", "pong"]
+    welcome = first[0]
+    assert welcome["connection_id"] == "C1" and welcome["role"] == "analyst"
+    assert welcome["allowed_types"] == sorted(settings.roles.allowed("analyst"))
+    assert welcome["heads"] == {"market": 1, "ops": 0, "risk": 1}
+    assert welcome["expires_at"] == connection.expires_at
+    assert welcome["server_time"].endswith("Z")
+    assert [m["type"] for m in send(session, management, {"action": "ping"})] == ["pong"]
+    assert all(cid == "C1" for cid, _ in management.posts)
+
+
+def test_ping_answers_pong_with_the_heads_and_the_request_id(session, management, clock, publisher):
+    greeted(session, management, clock)
+    publisher.publish([signal(), signal()], "tests")
+    (pong,) = send(session, management, {"action": "ping", "id": "p2"})
+    assert (pong["type"], pong["id"], pong["heads"]) == ("pong", "p2", {"market": 2, "ops": 0, "risk": 0})
+
+
+def test_subscribe_narrows_to_the_role_and_starts_at_the_heads(
+    session, management, clock, publisher, settings, registry
+):
+    publisher.publish([signal(), signal(), example("risk.alert", settings)], "tests")
+    greeted(session, management, clock, role="viewer")
+    (answer,) = send(
+        session, management, {"action": "subscribe", "types": ["signal.created", "risk.alert"], "id": "s1"}
+    )
+    assert answer == {
+        "type": "subscribed",
+        "id": "s1",
+        "types": ["signal.created"],
+        "denied": ["risk.alert"],
+        "cursor": cursors.encode({"market": 2, "ops": 0, "risk": 1}),
+    }
+    (subscriber,) = registry.subscribers("signal.created")
+    assert subscriber.base == {"market": 2, "ops": 0, "risk": 1}
+    assert list(registry.subscribers("risk.alert")) == []
+    publisher.publish([signal()], "tests")
+    (again,) = send(session, management, {"action": "subscribe", "types": ["proposal.created"]})
+    assert again["types"] == ["proposal.created", "signal.created"] and again["denied"] == []
+    assert cursors.decode(again["cursor"]) == {"market": 3, "ops": 0, "risk": 1}
+    assert registry.get("C1").types == {"signal.created", "proposal.created"}
+
+
+def test_unsubscribe_answers_what_is_left(session, management, clock, registry):
+    greeted(session, management, clock, role="admin")
+    send(session, management, {"action": "subscribe", "types": ["risk.alert", "system.status"]})
+    (answer,) = send(session, management, {"action": "unsubscribe", "types": ["system.status"], "id": "u"})
+    assert answer == {"type": "unsubscribed", "id": "u", "types": ["risk.alert"]}
+    assert list(registry.subscribers("system.status")) == []
+
+
+def test_replay_by_cursor_sends_events_frames_then_a_summary(session, management, clock, publisher, settings):
+    before = publisher.publish([signal()], "tests")
+    start = cursors.encode({"market": before[0].seq, "risk": 7})  # a position beyond this replay's types
+    published = publisher.publish(
+        [signal(), example("risk.alert", settings), example("proposal.created", settings), signal()], "tests"
+    )
+    greeted(session, management, clock, role="viewer")
+    send(session, management, {"action": "subscribe", "types": ["signal.created", "risk.alert"]})
+    messages = send(session, management, {"action": "replay", "cursor": start, "id": "r1"})
+    assert [m["type"] for m in messages][-1] == "replay"
+    assert {m["type"] for m in messages[:-1]} == {"events"}
+    expected = [a.id for a in published if a.type == "signal.created"]
+    assert [e["id"] for e in events_of(messages)] == expected
+    summary = messages[-1]
+    assert (summary["id"], summary["count"], summary["more"]) == ("r1", 2, False)
+    # The viewer's types are all in market; the cursor's other positions are kept, not dropped.
+    assert cursors.decode(summary["cursor"]) == {"market": 4, "risk": 7}
+    assert cursors.decode(messages[-2]["cursor"]) == {"market": published[-1].seq, "risk": 7}
+
+
+def test_replay_names_types_and_a_limit(session, management, clock, publisher, settings):
+    published = publisher.publish([example("proposal.created", settings) for _ in range(5)], "tests")
+    greeted(session, management, clock, role="viewer")
+    messages = send(
+        session, management, {"action": "replay", "cursor": "", "types": ["proposal.created"], "limit": 3}
+    )
+    assert [e["id"] for e in events_of(messages)] == [a.id for a in published[:3]]
+    assert (messages[-1]["count"], messages[-1]["more"]) == (3, True)
+    rest = send(
+        session,
+        management,
+        {"action": "replay", "cursor": messages[-1]["cursor"], "types": ["proposal.created"]},
+    )
+    assert [e["id"] for e in events_of(rest)] == [a.id for a in published[3:]]
+
+
+def test_replay_last_returns_the_newest_the_role_may_see_with_resumable_frame_cursors(
+    make_session, management, clock, publisher, settings
+):
+    session = make_session(compress_above=10**9)  # uncompressed, so the events need several frames
+    raws = []
+    for i in range(8):
+        raws.append(proposal_update(settings, 9000))
+        raws.append(example("risk.alert", settings))  # the viewer never sees these
+        if i % 3 == 0:
+            raws.append(example("decision.made", settings))  # nor these
+    published = publisher.publish(raws, "tests")
+    greeted(session, management, clock, role="viewer")
+    send(session, management, {"action": "subscribe", "types": ["proposal.updated", "risk.alert"]})
+
+    messages = send(session, management, {"action": "replay", "last": 6, "id": "l6"})
+    frames, summary = messages[:-1], messages[-1]
+    newest = [a.id for a in published if a.type == "proposal.updated"][-6:]
+    assert [e["id"] for e in events_of(frames)] == newest
+    assert len(frames) > 1 and all(len(codec.dumps(f).encode()) <= codec.FRAME_BYTES for f in frames)
+    assert (summary["type"], summary["id"], summary["count"]) == ("replay", "l6", 6)
+    market_head = max(a.seq for a in published if a.stream == "market")
+    assert cursors.decode(summary["cursor"]) == {"market": market_head}  # the viewer got no risk.alert
+
+    after_final = send(session, management, {"action": "replay", "cursor": frames[-1]["cursor"]})
+    assert events_of(after_final) == [] and after_final[-1]["count"] == 0
+    after_first = send(session, management, {"action": "replay", "cursor": frames[0]["cursor"]})
+    assert [e["id"] for e in events_of(after_first)] == newest[len(frames[0]["events"]) :]
+
+
+def test_replay_last_across_streams_resumes_each_stream_where_its_frames_left_it(
+    make_session, management, clock, publisher, settings
+):
+    session = make_session(compress_above=10**9)
+    raws = []
+    for _ in range(4):
+        raws += [proposal_update(settings, 9000), example("risk.alert", settings)]
+    published = publisher.publish(raws, "tests")
+    greeted(session, management, clock, role="approver")
+    messages = send(
+        session, management, {"action": "replay", "last": 6, "types": ["proposal.updated", "risk.alert"]}
+    )
+    frames = messages[:-1]
+    assert [e["id"] for e in events_of(frames)] == [a.id for a in published[-6:]]
+    for index, frame in enumerate(frames):
+        later = [e["id"] for f in frames[index + 1 :] for e in f["events"]]
+        resumed = send(
+            session,
+            management,
+            {"action": "replay", "cursor": frame["cursor"], "types": ["proposal.updated", "risk.alert"]},
+        )
+        assert [e["id"] for e in events_of(resumed)] == later, index
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "echoed"),
+    [
+        ('{"action": "ping", "id": "m1"', "malformed_json", None),
+        (b"\xff\xfe not utf-8", "malformed_json", None),
+        ({"action": "publish", "id": "m2"}, "unknown_action", "m2"),
+        ({"id": "m3"}, "unknown_action", "m3"),
+        ({"action": "ping", "id": "m4", "pad": "x" * 9000}, "message_too_large", "m4"),
+        ({"action": "subscribe", "types": ["order.filled"], "id": "m5"}, "unknown_type", "m5"),
+        ({"action": "replay", "cursor": "forged", "id": "m6"}, "invalid_cursor", "m6"),
+        ({"action": "ping", "id": 7}, "invalid_message", None),
+        ({"action": "ping", "id": "x" * 65}, "invalid_message", None),
+        ('["ping"]', "invalid_message", None),
+        ("", "malformed_json", None),
+    ],
+)
+def test_bad_messages_are_answered_with_their_code_and_a_valid_request_id(
+    session, management, clock, message, code, echoed
+):
+    greeted(session, management, clock)
+    (answer,) = send(session, management, message)
+    assert (answer["type"], answer["code"], answer.get("id")) == ("error", code, echoed)
+    assert ("id" in answer) == (echoed is not None)
+
+
+def test_a_missing_body_is_answered_not_raised(session, management, clock):
+    greeted(session, management, clock)
+    session.receive("C1", None)
+    ((_, answer),) = management.posts
+    assert answer["code"] == "malformed_json"
+
+
+def test_deeply_nested_json_is_answered_not_raised(session, management, clock):
+    greeted(session, management, clock)
+    (answer,) = send(session, management, "[" * 5000)
+    assert (answer["type"], answer["code"]) == ("error", "malformed_json")
+
+
+def test_replay_without_subscriptions_or_types_is_invalid(session, management, clock):
+    greeted(session, management, clock)
+    (answer,) = send(session, management, {"action": "replay", "last": 5, "id": "r0"})
+    assert (answer["code"], answer["id"]) == ("invalid_message", "r0")
+
+
+def test_the_rate_limit_refuses_then_closes_after_max_strikes(make_session, management, clock, registry):
+    session = make_session(bucket=TokenBucket(rate=0.001, burst=2))
+    open_connection(session, clock)
+    answers = [m for _ in range(2) for m in send(session, management, {"action": "ping"})]
+    assert [m["type"] for m in answers] == ["welcome", "pong", "pong"]
+    for strike in range(1, MAX_STRIKES + 1):
+        (answer,) = send(session, management, {"action": "ping", "id": f"x{strike}"})
+        assert (answer["code"], answer["id"]) == ("rate_limited", f"x{strike}")
+        assert management.deletes == ([] if strike < MAX_STRIKES else ["C1"]), strike
+
+
+def test_an_admitted_message_resets_the_strikes(make_session, management, clock):
+    session = make_session(bucket=TokenBucket(rate=1, burst=1))
+    open_connection(session, clock)
+    for _ in range(3):
+        send(session, management, {"action": "ping"})
+        for _ in range(MAX_STRIKES - 1):
+            assert send(session, management, {"action": "ping"})[0]["code"] == "rate_limited"
+        clock.advance(2)
+    assert management.deletes == []
+
+
+def test_a_message_on_an_expired_connection_closes_it_and_posts_nothing(session, management, clock):
+    open_connection(session, clock, lifetime=60)
+    clock.advance(61)
+    session.receive("C1", json.dumps({"action": "ping"}))
+    assert management.posts == []
+    assert management.deletes == ["C1"]
+
+
+def test_a_message_after_disconnect_closes_and_posts_nothing(session, management, clock, registry):
+    greeted(session, management, clock)
+    session.disconnect("C1")
+    assert registry.get("C1") is None
+    session.receive("C1", json.dumps({"action": "ping"}))
+    assert (management.posts, management.deletes) == ([], ["C1"])
+
+
+@pytest.mark.parametrize("action", ["subscribe", "unsubscribe"])
+def test_a_connection_removed_while_its_message_is_handled_gets_no_answer_and_no_error(
+    session, management, clock, registry, monkeypatch, action
+):
+    greeted(session, management, clock, role="admin")
+    send(session, management, {"action": "subscribe", "types": ["risk.alert"]})
+    admit = registry.admit
+
+    def admit_then_disconnect(connection_id, bucket):
+        admitted = admit(connection_id, bucket)
+        registry.remove(connection_id)  # $disconnect runs while this message is being answered
+        return admitted
+
+    monkeypatch.setattr(registry, "admit", admit_then_disconnect)
+    session.receive("C1", json.dumps({"action": action, "types": ["risk.alert", "system.status"]}))
+    assert management.posts == []
+    assert registry.get("C1") is None
+    assert [list(registry.subscribers(t)) for t in ("risk.alert", "system.status")] == [[], []]
