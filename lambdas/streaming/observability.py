@@ -26,3 +26,6 @@ def record_delivery(report: Report) -> None:
         ("FanOutChunksDispatched", report.chunks_dispatched),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    if report.connections:
+        metrics.add_metric(name="FanOutLookupTime", unit=MetricUnit.Milliseconds, value=report.lookup_ms)
+        metrics.add_metric(name="FanOutPostTime", unit=MetricUnit.Milliseconds, value=report.post_ms)

@@ -284,6 +284,37 @@ def test_audiences_above_a_chunk_dispatch_every_chunk_but_the_first(registry, cl
     assert {r.connection_id for r in audience} == set(ids)
 
 
+def test_a_frame_given_up_on_ends_that_connections_delivery_so_no_later_cursor_skips_it(
+    registry, clock, make_fanout
+):
+    connect(registry, clock, "LOSSY", "viewer", ["proposal.updated"], base={"market": 0})
+    connect(registry, clock, "FINE", "viewer", ["proposal.updated"], base={"market": 0})
+    poster = FakePoster({"LOSSY": [500] * (1 + len(RETRY_DELAYS_SECONDS))})
+    report = make_fanout(poster).deliver([big_event(seq) for seq in range(1, 11)])
+    assert {frame["events"][0]["seq"] for frame in poster.frames("LOSSY")} == {1}  # the first, retried
+    assert [e["seq"] for e in poster.events("FINE")] == list(range(1, 11))
+    assert report.failed == 1
+
+
+def test_a_chunk_that_cannot_be_dispatched_does_not_stop_the_others_or_the_inline_one(
+    registry, clock, make_fanout
+):
+    for i in range(9):
+        connect(registry, clock, f"C{i}", "viewer", ["proposal.updated"])
+    calls: list[dict[str, Any]] = []
+
+    def flaky_dispatch(payload: dict[str, Any]) -> None:
+        calls.append(payload)
+        if len(calls) == 1:
+            raise ConnectionError("Lambda Invoke throttled")
+
+    poster = FakePoster()
+    report = make_fanout(poster, chunk_connections=3, dispatch=flaky_dispatch).deliver([big_event(1)])
+    assert len(calls) == 2 and report.chunks_dispatched == 1
+    assert report.failed == 3  # the chunk that did not go out
+    assert report.delivered == 3 and len({cid for cid, _ in poster.posts}) == 3
+
+
 def test_without_a_dispatcher_a_large_audience_is_delivered_inline(registry, clock, make_fanout):
     for i in range(5):
         connect(registry, clock, f"C{i}", "viewer", ["proposal.updated"])
