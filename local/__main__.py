@@ -1,27 +1,31 @@
 """`make run`: the local stack on loopback, running the deployed handler modules unchanged.
 
 Starts moto (DynamoDB, EventBridge, Secrets Manager), creates the tables, bus and signing secret the
-stack declares, then serves the publish endpoint and the WebSocket gateway (with its @connections
-API), writes .local/endpoints.json (the keys of the deployed stack's outputs) and prints the URLs.
+stack declares, then serves the publish endpoint (with the publish and fan-out functions) here and the
+WebSocket gateway (with the WebSocket functions) in a process of its own, writes
+.local/endpoints.json (the keys of the deployed stack's outputs) and prints the URLs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import ipaddress
 import os
-import socket
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import boto3
-import uvicorn
-from starlette.applications import Starlette
 
 from local.aws import REGION, create_connections_table, create_events_table, start_moto
-from local.gateway import STAGE, Gateway
-from local.lambda_runtime import LocalFunction
+from local.gateway import STAGE
+from local.lambda_runtime import LocalFunction, invoke_app
+from local.serving import listen, serve, url_host
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
 from streaming import constants as c
@@ -33,7 +37,7 @@ SECRET = "streaming-local-token-key"  # noqa: S105 - the name of the secret
 FANOUT_WORKER = "streaming-local-fanout"
 # The handlers' identity: moto takes any credentials, the gateway checks @connections signatures.
 HANDLER_CREDENTIALS = LocalCredentials("local", "local")
-WEBSOCKET_CONCURRENCY = 4  # execution environments per WebSocket function
+CONCURRENCY = 4  # execution environments per WebSocket and fan-out function
 SWEEP_SECONDS = 5.0  # the deployed sweeper runs every minute; locally sooner, so expiry shows quickly
 
 
@@ -57,18 +61,19 @@ def main() -> None:
 
     state = LocalState(args.state_dir)
     moto, moto_url = start_moto(args.host, args.moto_port)
-    publish_socket = _listen(args.host, args.publish_port)
-    gateway_socket = _listen(args.host, args.websocket_port)
-    host = _url_host(args.host)
+    publish_socket = listen(args.host, args.publish_port)
+    gateway_socket = listen(args.host, args.websocket_port)
+    lambda_socket = listen(args.host, 0)  # Lambda's Invoke API, for the fan-out hand-off
+    host = url_host(args.host)
     publish_url = f"http://{host}:{publish_socket.getsockname()[1]}/"
     gateway_url = f"http://{host}:{gateway_socket.getsockname()[1]}"
     websocket_url = f"ws://{host}:{gateway_socket.getsockname()[1]}/"
+    lambda_url = f"http://{host}:{lambda_socket.getsockname()[1]}"
 
-    # Everything below runs in this process: the handlers' boto3 clients go to moto, Lambda's
-    # Invoke API (the fan-out hand-off) to the gateway.
+    # The handlers' boto3 clients go to moto, and Lambda's Invoke API (the fan-out hand-off) here.
     os.environ.update(
         AWS_ENDPOINT_URL=moto_url,
-        AWS_ENDPOINT_URL_LAMBDA=gateway_url,
+        AWS_ENDPOINT_URL_LAMBDA=lambda_url,
         AWS_ACCESS_KEY_ID=HANDLER_CREDENTIALS.access_key_id,
         AWS_SECRET_ACCESS_KEY=HANDLER_CREDENTIALS.secret_access_key,
         AWS_DEFAULT_REGION=REGION,
@@ -91,28 +96,32 @@ def main() -> None:
         **config.auth_settings(secret_arn).to_env(),
     )
 
-    from handlers import fanout_worker, publish_http, websocket, ws_authorizer, ws_sweeper
+    from handlers import fanout_worker, publish_http
     from local.publish_endpoint import publish_app
 
     publisher = publish_app(LocalFunction("publish-http", publish_http.handler), state.credentials())
-    gateway = Gateway(
-        authorizer=LocalFunction("ws-authorizer", ws_authorizer.handler, concurrency=WEBSOCKET_CONCURRENCY),
-        routes=LocalFunction(
-            "websocket",
-            websocket.handler,
-            timeout_seconds=c.WEBSOCKET_TIMEOUT_SECONDS,
-            concurrency=WEBSOCKET_CONCURRENCY,
-        ),
-        functions={
-            FANOUT_WORKER: LocalFunction(
-                FANOUT_WORKER,
-                fanout_worker.handler,
-                timeout_seconds=c.FANOUT_TIMEOUT_SECONDS,
-                concurrency=WEBSOCKET_CONCURRENCY,
-            )
-        },
-        credentials=HANDLER_CREDENTIALS,
-        host=f"{host}:{gateway_socket.getsockname()[1]}",
+    worker = LocalFunction(
+        FANOUT_WORKER,
+        fanout_worker.handler,
+        timeout_seconds=c.FANOUT_TIMEOUT_SECONDS,
+        concurrency=CONCURRENCY,
+    )
+    # The gateway process inherits this environment and its listening socket.
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local.gateway",
+            "--fd",
+            str(gateway_socket.fileno()),
+            "--host",
+            f"{host}:{gateway_socket.getsockname()[1]}",
+            "--concurrency",
+            str(CONCURRENCY),
+            "--sweep-seconds",
+            str(SWEEP_SECONDS),
+        ],
+        pass_fds=[gateway_socket.fileno()],
     )
     state.write_endpoints(
         {
@@ -132,52 +141,20 @@ def main() -> None:
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
     print("  a token: make token ROLE=viewer SUB=alice", flush=True)
-    sweeper = LocalFunction("ws-sweeper", ws_sweeper.handler)
+    # Everything loaded so far (moto's and botocore's models) lives as long as the process: keep it
+    # out of the garbage collector's full passes, which otherwise stall requests by 100 ms and more.
+    gc.freeze()
+    # A SIGTERM then unwinds through `finally` (uvicorn re-raises it after its graceful shutdown).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        asyncio.run(
-            _serve(
-                (publisher, publish_socket),
-                (gateway.app(), gateway_socket),
-                schedule=(sweeper, SWEEP_SECONDS),
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve((publisher, publish_socket), (invoke_app({FANOUT_WORKER: worker}), lambda_socket))
             )
-        )
     finally:
+        gateway.terminate()
+        gateway.wait(timeout=10)
         moto.shutdown()
-
-
-async def _serve(*apps: tuple[Starlette, socket.socket], schedule: tuple[LocalFunction, float]) -> None:
-    servers = [
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", ws_max_size=1 << 20))
-        for app, _ in apps
-    ]
-    await asyncio.gather(
-        *(server.serve(sockets=[sock]) for server, (_, sock) in zip(servers, apps, strict=True)),
-        _every(*schedule),
-    )
-
-
-async def _every(function: LocalFunction, seconds: float) -> None:
-    """What an EventBridge schedule does for the deployed function."""
-    while True:
-        await asyncio.sleep(seconds)
-        event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
-        await asyncio.to_thread(function.invoke, event)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Inherited by accepted connections: without it, a response's body waits for the client's delayed
-    # ACK of its headers (Nagle), 40 ms per keep-alive request.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 if __name__ == "__main__":

@@ -9,19 +9,25 @@
 - the `@connections` management API (POST, GET, DELETE on /{stage}/@connections/{id}), SigV4
   checked, answering 410 for a connection it does not hold, so boto3 and the handlers' own client
   work against it unchanged.
-- Lambda's Invoke API (POST /2015-03-31/functions/{name}/invocations), so a publish function's
-  asynchronous hand-off to the fan-out worker works unchanged too.
+
+It runs in a process of its own (`python -m local.gateway`, started by `make run`), as API Gateway is
+a service of its own: the publish functions' posts and the gateway's work then use both cores.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import contextlib
+import gc
 import json
 import logging
+import os
+import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,10 +39,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from local.lambda_runtime import ACCOUNT, LocalFunction
+from local.serving import Background, every, exit_with_parent, serve
 from local.sigv4 import verify
 from local.state import LocalCredentials
 from streaming.auth import redact
 from streaming.codec import MESSAGE_BYTES
+from streaming.constants import WEBSOCKET_TIMEOUT_SECONDS
 
 _log = logging.getLogger("local.gateway")
 API_ID = "local"
@@ -56,21 +64,14 @@ class _Connection:
 
 class Gateway:
     def __init__(
-        self,
-        authorizer: LocalFunction,
-        routes: LocalFunction,
-        functions: Mapping[str, LocalFunction],
-        credentials: LocalCredentials,
-        *,
-        host: str,
+        self, authorizer: LocalFunction, routes: LocalFunction, credentials: LocalCredentials, *, host: str
     ) -> None:
         self._authorizer = authorizer
         self._routes = routes
-        self._functions = dict(functions)  # invocable by name through the Invoke API
         self._credentials = credentials
         self._host = host
         self._connections: dict[str, _Connection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -82,13 +83,8 @@ class Gateway:
                     self._manage,
                     methods=["POST", "GET", "DELETE"],
                 ),
-                Route("/2015-03-31/functions/{name}/invocations", self._invoke, methods=["POST"]),
             ]
         )
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
 
     # -- the WebSocket side --------------------------------------------------------------------------
 
@@ -136,7 +132,8 @@ class Gateway:
                 route = _route_of(body)
                 context = self._context(connection_id, route, "MESSAGE", source_ip, headers)
                 event = self._event(context | authorizer, body=body)
-                self._spawn(asyncio.to_thread(self._routes.invoke, event))  # concurrent, like Lambda
+                # Invocations overlap, as in Lambda: answers may come out of order.
+                self._background.spawn(asyncio.to_thread(self._routes.invoke, event))
         except WebSocketDisconnect as closed:
             status = closed.code
         finally:
@@ -144,11 +141,6 @@ class Gateway:
             context = self._context(connection_id, "$disconnect", "DISCONNECT", source_ip, headers)
             context |= authorizer | {"disconnectStatusCode": status, "disconnectReason": reason}
             await asyncio.to_thread(self._routes.invoke, self._event(context, headers=headers))
-
-    def _spawn(self, work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- the @connections management API -------------------------------------------------------------
 
@@ -190,19 +182,6 @@ class Gateway:
         except (RuntimeError, OSError):  # closed while we were sending
             return JSONResponse({"message": "Gone"}, status_code=410)
         return Response(status_code=200)
-
-    # -- Lambda's Invoke API, for asynchronous invocations of the local functions -----------------------
-
-    async def _invoke(self, request: Request) -> Response:
-        function = self._functions.get(request.path_params["name"])
-        if function is None:
-            return JSONResponse({"Type": "User", "Message": "Function not found"}, status_code=404)
-        event = json.loads(await request.body() or b"{}")
-        if request.headers.get("x-amz-invocation-type") == "Event":
-            self._spawn(asyncio.to_thread(function.invoke, event))
-            return Response(status_code=202)
-        result = await asyncio.to_thread(function.invoke, event)
-        return JSONResponse(result)
 
     # -- event shapes ---------------------------------------------------------------------------------
 
@@ -273,3 +252,41 @@ def _route_of(body: str) -> str:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def main() -> None:
+    """The gateway process: `make run` binds its socket and passes it (--fd), with the handlers'
+    environment already set, so it serves the same configuration as the rest of the local stack."""
+    parser = argparse.ArgumentParser(description="The local WebSocket gateway (started by make run).")
+    parser.add_argument("--fd", type=int, required=True, help="the listening socket's file descriptor")
+    parser.add_argument("--host", required=True, help="host:port clients use (the events' domainName)")
+    parser.add_argument("--concurrency", type=int, default=4, help="execution environments per function")
+    parser.add_argument("--sweep-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+
+    from handlers import websocket, ws_authorizer, ws_sweeper
+
+    gateway = Gateway(
+        authorizer=LocalFunction("ws-authorizer", ws_authorizer.handler, concurrency=args.concurrency),
+        routes=LocalFunction(
+            "websocket",
+            websocket.handler,
+            timeout_seconds=WEBSOCKET_TIMEOUT_SECONDS,
+            concurrency=args.concurrency,
+        ),
+        credentials=LocalCredentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]),
+        host=args.host,
+    )
+    sweeper = LocalFunction("ws-sweeper", ws_sweeper.handler)
+    gc.freeze()  # see local/__main__.py
+    listening = socket.socket(fileno=args.fd)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve((gateway.app(), listening), also=_alongside(every(sweeper, args.sweep_seconds))))
+
+
+async def _alongside(*work: Awaitable[None]) -> None:
+    await asyncio.gather(exit_with_parent(), *work)
+
+
+if __name__ == "__main__":
+    main()

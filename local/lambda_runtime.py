@@ -3,13 +3,22 @@ function (one execution environment), with a context object and Function URL v2.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from local.serving import Background
 
 ACCOUNT = "000000000000"
 
@@ -111,3 +120,21 @@ def function_url_event(
     if query:
         event["queryStringParameters"] = dict(parse_qsl(query, keep_blank_values=True))
     return event
+
+
+def invoke_app(functions: Mapping[str, LocalFunction]) -> Starlette:
+    """Lambda's Invoke API (POST /2015-03-31/functions/{name}/invocations) for the local functions, so
+    boto3's `invoke` (a publish function handing a chunk to the fan-out worker) works unchanged."""
+    background = Background()
+
+    async def invoke(request: Request) -> Response:
+        function = functions.get(request.path_params["name"])
+        if function is None:
+            return JSONResponse({"Type": "User", "Message": "Function not found"}, status_code=404)
+        event = json.loads(await request.body() or b"{}")
+        if request.headers.get("x-amz-invocation-type") == "Event":
+            background.spawn(asyncio.to_thread(function.invoke, event))
+            return Response(status_code=202)
+        return JSONResponse(await asyncio.to_thread(function.invoke, event))
+
+    return Starlette(routes=[Route("/2015-03-31/functions/{name}/invocations", invoke, methods=["POST"])])

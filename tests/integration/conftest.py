@@ -62,8 +62,14 @@ def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
         yield state
     finally:
         process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()  # reported by the test that needed it, not by a hang here
+            process.wait(timeout=5)
+            raise
+        finally:
+            log.close()
 
 
 def outputs(state: LocalState) -> dict[str, str]:

@@ -1,0 +1,83 @@
+"""Serving the local stack's apps: loopback sockets, uvicorn servers, background tasks, schedules."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+if TYPE_CHECKING:
+    from local.lambda_runtime import LocalFunction
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Inherited by accepted connections: without it, a response's body waits for the client's delayed
+    # ACK of its headers (Nagle), 40 ms per keep-alive request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(*apps: tuple[ASGIApp, socket.socket], also: Awaitable[Any] | None = None) -> None:
+    """Serve each app on its socket until a signal stops them; `also` runs alongside."""
+    servers = [
+        uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                ws="websockets-sansio",
+                ws_max_size=1 << 20,
+                timeout_graceful_shutdown=3,
+            )
+        )
+        for app, _ in apps
+    ]
+    running = [server.serve(sockets=[sock]) for server, (_, sock) in zip(servers, apps, strict=True)]
+    background = asyncio.ensure_future(also) if also is not None else None
+    try:
+        await asyncio.gather(*running)
+    finally:
+        if background is not None:
+            background.cancel()
+
+
+async def every(function: LocalFunction, seconds: float) -> None:
+    """What an EventBridge schedule does for a deployed function."""
+    while True:
+        await asyncio.sleep(seconds)
+        event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+        await asyncio.to_thread(function.invoke, event)
+
+
+class Background:
+    """Fire-and-forget work that is kept referenced until it is done."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def exit_with_parent() -> None:
+    """A child process of the local stack stops when the stack does, however the stack ended."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
