@@ -1,0 +1,115 @@
+"""The local gateway's side of the API Gateway WebSocket contract, checked against Powertools' models
+of API Gateway's events: what the deployed handlers receive locally is what they receive in AWS."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.parser.models import (
+    APIGatewayWebSocketConnectEventModel,
+    APIGatewayWebSocketDisconnectEventModel,
+    APIGatewayWebSocketMessageEventModel,
+)
+from botocore.credentials import Credentials
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from local.gateway import Gateway
+from local.lambda_runtime import LocalFunction
+from local.state import LocalCredentials
+from streaming.management import ManagementApi
+
+pytestmark = pytest.mark.connections
+
+
+class Recorder:
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.answer = answer
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        return self.answer
+
+    def wait_for(self, count: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 30
+        while len(self.events) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.events
+
+
+def authorizer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    allowed = event["queryStringParameters"].get("token") == "good"
+    return {
+        "principalId": "alice" if allowed else "anonymous",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow" if allowed else "Deny"}],
+        },
+        "context": {"sub": "alice", "role": "analyst", "exp": 1795776688} if allowed else {},
+    }
+
+
+@pytest.fixture
+def routes() -> Recorder:
+    return Recorder({"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": "streaming.v1"}})
+
+
+@pytest.fixture
+def client(routes: Recorder) -> TestClient:
+    gateway = Gateway(
+        LocalFunction("ws-authorizer", authorizer),
+        LocalFunction("websocket", routes, concurrency=4),
+        LocalCredentials("local", "local"),
+        host="127.0.0.1:8002",
+    )
+    return TestClient(gateway.app(), client=("203.0.113.9", 50000))
+
+
+def test_connect_messages_and_disconnect_arrive_in_api_gateways_shapes(client, routes):
+    with client.websocket_connect("/?token=good", subprotocols=["streaming.v1", "token.x"]) as ws:
+        assert ws.accepted_subprotocol == "streaming.v1"
+        for body in ('{"action":"subscribe","types":["risk.alert"]}', "not json", '{"action":"dance"}'):
+            ws.send_text(body)
+        routes.wait_for(4)
+    events = routes.wait_for(5)
+
+    connect, *messages, disconnect = events
+    parsed = APIGatewayWebSocketConnectEventModel.model_validate(connect)
+    assert parsed.request_context.route_key == "$connect"
+    assert connect["queryStringParameters"] == {"token": "good"}
+    assert connect["requestContext"]["authorizer"] == {
+        "principalId": "alice",
+        "sub": "alice",
+        "role": "analyst",
+        "exp": 1795776688,
+    }
+    assert sorted(m["requestContext"]["routeKey"] for m in messages) == ["$default", "$default", "subscribe"]
+    for message in messages:
+        APIGatewayWebSocketMessageEventModel.model_validate(message)
+        assert message["requestContext"]["authorizer"]["role"] == "analyst"
+        assert message["requestContext"]["connectionId"] == connect["requestContext"]["connectionId"]
+    parsed_disconnect = APIGatewayWebSocketDisconnectEventModel.model_validate(disconnect)
+    assert parsed_disconnect.request_context.connection_id == connect["requestContext"]["connectionId"]
+
+
+def test_a_denied_handshake_never_reaches_the_routes(client, routes):
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/?token=bad"):
+        pass
+    assert routes.events == []
+
+
+def test_the_management_api_refuses_unsigned_requests_and_answers_410_for_unknown_connections(client):
+    assert client.post("/local/@connections/abc%3D", content=b"{}").status_code == 403
+
+    class Frozen:
+        def get_frozen_credentials(self) -> Credentials:
+            return Credentials("local", "local")
+
+    headers = ManagementApi("http://testserver/local", "us-east-1", Frozen())._sign(
+        "POST", "/local/@connections/abc%3D", b"{}"
+    )
+    answer = client.post("/local/@connections/abc%3D", content=b"{}", headers=headers)
+    assert answer.status_code == 410
