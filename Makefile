@@ -49,6 +49,8 @@ token: install
 
 bench: install
 	$(PY) -m tests.bench.store_throughput
+	$(PY) -m tests.bench.fanout_throughput
+	$(PY) -m tests.bench.websocket_latency
 
 clean:
 	rm -rf cdk.out .local .pytest_cache .mypy_cache .ruff_cache
