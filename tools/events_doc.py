@@ -53,7 +53,8 @@ def render() -> str:
     ]
     for name, spec in envelope["properties"].items():
         required = "" if name in envelope["required"] else " (optional)"
-        lines.append(f"| `{name}` | {spec['type']}{required} | {spec['description']} |")
+        kind = " or ".join(spec["type"]) if isinstance(spec["type"], list) else spec["type"]
+        lines.append(f"| `{name}` | {kind}{required} | {spec['description']} |")
     lines += ["", "## Types, streams and roles", "", "| type | stream | roles that see it |", "|---|---|---|"]
     for event_type, stream in config.event_types.items():
         roles = ", ".join(role for role, types in config.roles.items() if event_type in types)

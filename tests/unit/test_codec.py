@@ -182,3 +182,31 @@ def test_a_smaller_limit_gives_more_frames_within_it():
     frames = codec.event_frames(events, {}, NEVER, limit=limit)
     assert len(frames) >= 30 * 1000 // limit
     assert all(len(frame) <= limit for frame in frames)
+
+
+def test_delivered_envelopes_plain_or_compressed_match_the_documented_schema():
+    import fastjsonschema
+
+    from tools.events_doc import ENVELOPE_SCHEMA
+
+    validate = fastjsonschema.compile(json.loads(ENVELOPE_SCHEMA.read_text()))
+    large = Envelope(
+        "0192f1c4-8d2e-7a51-9c3b-000000000001",
+        "proposal.updated",
+        "market",
+        3,
+        1,
+        "2026-11-27T08:00:00.000Z",
+        1,
+        {"changes": {"rationale": "r" * 2000}},
+        "tests",
+    )
+    compressed = codec.encode_event(large, compress_above=256)
+    plain = codec.encode_event(large, compress_above=10_000)
+    assert compressed["encoding"] == "gzip" and "encoding" not in plain
+    validate(compressed)
+    validate(plain)
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        validate({**plain, "encoding": "gzip"})  # flagged, but the data is not compressed
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        validate({k: v for k, v in compressed.items() if k != "encoding"})  # compressed, not flagged
