@@ -44,12 +44,12 @@ from local.sigv4 import verify
 from local.state import LocalCredentials
 from streaming.auth import redact
 from streaming.codec import MESSAGE_BYTES
-from streaming.constants import WEBSOCKET_TIMEOUT_SECONDS
+from streaming.constants import WEBSOCKET_ACTIONS, WEBSOCKET_TIMEOUT_SECONDS
 
 _log = logging.getLogger("local.gateway")
 API_ID = "local"
 STAGE = "local"
-ROUTES = frozenset({"subscribe", "unsubscribe", "ping", "replay"})
+ROUTES = frozenset(WEBSOCKET_ACTIONS)
 MESSAGE_TOO_BIG = 1009
 
 

@@ -53,6 +53,13 @@ STREAM_NAME_PATTERN: Final = r"^[a-z][a-z0-9-]{0,31}$"
 # Connections table layout: string partition and sort keys, TTL attribute as above.
 CONNECTION_TTL_SECONDS: Final = 2 * 3600 + 15 * 60  # past API Gateway's 2-hour connection limit
 
+# The client actions, each an API Gateway route selected by the message's "action" field
+# (docs/protocol.md); $connect, $disconnect and $default are API Gateway's own.
+WEBSOCKET_ACTIONS: Final = ("subscribe", "unsubscribe", "ping", "replay")
+# A fan-out chunk travels in an asynchronous Lambda invocation (at most 256 KB): about 110 bytes per
+# connection.
+MAX_FANOUT_CHUNK_CONNECTIONS: Final = 2000
+
 # The WebSocket functions' timeouts: API Gateway waits 29 s for an integration.
 WEBSOCKET_TIMEOUT_SECONDS: Final = 29
 FANOUT_TIMEOUT_SECONDS: Final = 60

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streaming import constants as c
 from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import format_ts
@@ -17,7 +18,7 @@ from streaming.store import Page
 
 # Client messages are small; API Gateway itself allows 32 KB frames and 128 KB messages.
 MAX_INBOUND_BYTES = 8192
-ACTIONS = ("subscribe", "unsubscribe", "ping", "replay")
+ACTIONS = c.WEBSOCKET_ACTIONS
 _REQUEST_ID_LIMIT = 64
 
 

@@ -104,8 +104,8 @@ class DeliverySettings:
         problems = []
         if not self.connections_table or not self.management_url:
             problems.append(f"{c.ENV_CONNECTIONS_TABLE} and {c.ENV_MANAGEMENT_URL} must be set")
-        if not 10 <= self.fanout_chunk_connections <= 10_000:
-            problems.append("the fan-out chunk must be 10..10000 connections")
+        if not 10 <= self.fanout_chunk_connections <= c.MAX_FANOUT_CHUNK_CONNECTIONS:
+            problems.append(f"the fan-out chunk must be 10..{c.MAX_FANOUT_CHUNK_CONNECTIONS} connections")
         if self.compress_above_bytes < 256:
             problems.append("compression must start at 256 bytes or more")
         if self.messages_per_second <= 0 or self.burst < 1:
