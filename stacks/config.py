@@ -15,7 +15,7 @@ from typing import Any, Literal
 from aws_cdk import RemovalPolicy
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streaming.constants import STREAM_NAME_PATTERN
+from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS, STREAM_NAME_PATTERN
 from streaming.events import EventCatalog
 from streaming.settings import AuthSettings, DeliverySettings, Settings
 
@@ -83,7 +83,10 @@ class EnvironmentConfig(BaseModel):
     max_batch_events: int = Field(ge=1, le=1000)
     compress_above_bytes: int = Field(default=8192, ge=256, description="larger event data is sent gzipped")
     fanout_chunk_connections: int = Field(
-        default=250, ge=10, le=10_000, description="audiences up to this size are delivered inline"
+        default=250,
+        ge=10,
+        le=MAX_FANOUT_CHUNK_CONNECTIONS,  # a chunk must fit one asynchronous invocation (256 KB)
+        description="audiences up to this size are delivered inline",
     )
     publish_reserved_concurrency: int | None = Field(default=None, ge=1)
     alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

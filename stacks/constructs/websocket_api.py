@@ -30,7 +30,7 @@ from streaming import constants as c
 ROUTE_SELECTION_EXPRESSION = "$request.body.action"
 CONNECT_ROUTE = "$connect"
 # Every route goes to the route handler; only $connect can carry an authorizer in a WebSocket API.
-ROUTES = (CONNECT_ROUTE, "$disconnect", "$default", "subscribe", "unsubscribe", "ping", "replay")
+ROUTES = (CONNECT_ROUTE, "$disconnect", "$default", *c.WEBSOCKET_ACTIONS)
 
 # Exactly what lambdas/streaming/connections.py calls. The route handler registers, subscribes and
 # rate-limits connections; whoever delivers finds subscribers and removes a connection that answered 410.
@@ -45,8 +45,11 @@ DELIVERY_CONNECTION_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynam
 # The sweeper Queries the due expiry records and deletes them, then removes each connection (GetItem,
 # DeleteItem): no writes other than deletes.
 SWEEPER_CONNECTION_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
-# post_to_connection, get_connection, delete_connection on the @connections API.
-MANAGEMENT_METHODS = ("POST", "GET", "DELETE")
+# The @connections methods each function calls (lambdas/streaming/session.py, fanout.py); none calls GET.
+# Whoever delivers only posts (a 410 removes the connection's records, it is not closed).
+DELIVERY_MANAGEMENT_METHODS = ("POST",)
+# The route handler posts answers and closes (DELETE) connections that expired or abuse the rate limit.
+ROUTE_HANDLER_MANAGEMENT_METHODS = ("POST", "DELETE")
 # The sweeper only closes connections.
 SWEEPER_MANAGEMENT_METHODS = ("DELETE",)
 
@@ -129,8 +132,8 @@ class WebSocketApi(Construct):
         store.grant_lookup_access(self.fanout_worker)
         self.connections.grant(self.route_handler, *ROUTE_HANDLER_CONNECTION_ACTIONS)
         self.connections.grant(self.fanout_worker, *DELIVERY_CONNECTION_ACTIONS)
-        for function in (self.route_handler, self.fanout_worker):
-            self._grant_management_api(function)
+        self._grant_management_api(self.route_handler, ROUTE_HANDLER_MANAGEMENT_METHODS)
+        self._grant_management_api(self.fanout_worker, DELIVERY_MANAGEMENT_METHODS)
         # The sweeper never reads the events table (delivery() builds a store client it does not use).
         self.connections.grant(self.sweeper, *SWEEPER_CONNECTION_ACTIONS)
         self._grant_management_api(self.sweeper, SWEEPER_MANAGEMENT_METHODS)
@@ -164,7 +167,7 @@ class WebSocketApi(Construct):
         ).items():
             function.add_environment(name, value)
         self.connections.grant(function, *DELIVERY_CONNECTION_ACTIONS)
-        self._grant_management_api(function)
+        self._grant_management_api(function, DELIVERY_MANAGEMENT_METHODS)
         # The unqualified ARN only ($LATEST); grant_invoke would add every version and alias (ARN:*).
         function.add_to_role_policy(
             iam.PolicyStatement(
@@ -248,10 +251,8 @@ class WebSocketApi(Construct):
             "RouteHandler",
             handler=c.HANDLER_WEBSOCKET,
             description="WebSocket $connect, $disconnect, $default, subscribe, unsubscribe, ping, replay",
-            environment={
-                **runtime,
-                **self._delivery_environment(fanout_function=self.fanout_worker.function_name),
-            },
+            # It answers and replays to one connection at a time and never fans out.
+            environment=self._environment_without_fanout(runtime),
             timeout=Duration.seconds(c.WEBSOCKET_TIMEOUT_SECONDS),
         )
 
@@ -283,8 +284,9 @@ class WebSocketApi(Construct):
             description="Closes the WebSocket connections whose token expired; runs on a schedule",
             environment=self._environment_without_fanout(runtime),
             timeout=Duration.seconds(c.SWEEPER_TIMEOUT_SECONDS),
-            # One sweep at a time: two would Query the same due records and both close them.
-            reserved_concurrent_executions=1,
+            # No reserved concurrency: reserving any fails to deploy where the account's quota is low
+            # (Lambda keeps 100 unreserved). Overlapping sweeps are harmless: closing a closed connection
+            # answers 410 and removing removed records is a no-op.
             # No retry: the next scheduled run sweeps whatever this one left.
             retry_attempts=0,
         )
@@ -317,9 +319,7 @@ class WebSocketApi(Construct):
                 )
         _without_identity_source(self.api)
 
-    def _grant_management_api(
-        self, function: lambda_.Function, methods: tuple[str, ...] = MANAGEMENT_METHODS
-    ) -> None:
+    def _grant_management_api(self, function: lambda_.Function, methods: tuple[str, ...]) -> None:
         """execute-api:ManageConnections for `methods` on this API's stage only. Connection ids exist only
         at run time, hence the one wildcard, which cdk-nag is told about here."""
         stage = self.stage.stage_name

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from stacks.config import ENVIRONMENTS, ROOT, load
+from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS
 from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, Settings
 
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"]
@@ -129,12 +130,20 @@ def test_hs256_without_a_secret_cannot_make_function_settings():
     [
         ({"compress_above_bytes": 255}, "compress_above_bytes"),
         ({"fanout_chunk_connections": 9}, "fanout_chunk_connections"),
-        ({"fanout_chunk_connections": 10_001}, "fanout_chunk_connections"),
+        # A chunk travels in an asynchronous invocation (256 KB at most); the functions refuse more too.
+        ({"fanout_chunk_connections": 2001}, "fanout_chunk_connections"),
     ],
 )
 def test_bad_delivery_configuration_is_refused_at_synth(overrides, message):
     with pytest.raises(ValidationError, match=message):
         load("dev", with_defaults(**overrides))
+
+
+def test_the_largest_fanout_chunk_is_accepted_and_the_functions_accept_it_too():
+    assert MAX_FANOUT_CHUNK_CONNECTIONS == 2000
+    config = load("dev", with_defaults(fanout_chunk_connections=MAX_FANOUT_CHUNK_CONNECTIONS))
+    delivery = config.delivery_settings("connections", "https://api.example.com/dev", "")
+    assert DeliverySettings.from_env(delivery.to_env()).fanout_chunk_connections == 2000
 
 
 def test_delivery_defaults_apply_when_cdk_json_leaves_them_out():
