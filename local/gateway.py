@@ -133,7 +133,7 @@ class Gateway:
                 context = self._context(connection_id, route, "MESSAGE", source_ip, headers)
                 event = self._event(context | authorizer, body=body)
                 # Invocations overlap, as in Lambda: answers may come out of order.
-                self._background.spawn(asyncio.to_thread(self._routes.invoke, event))
+                self._background.spawn(self._route(websocket, event))
         except WebSocketDisconnect as closed:
             status = closed.code
         finally:
@@ -141,6 +141,21 @@ class Gateway:
             context = self._context(connection_id, "$disconnect", "DISCONNECT", source_ip, headers)
             context |= authorizer | {"disconnectStatusCode": status, "disconnectReason": reason}
             await asyncio.to_thread(self._routes.invoke, self._event(context, headers=headers))
+
+    async def _route(self, websocket: WebSocket, event: dict[str, Any]) -> None:
+        """One message's invocation; a function that fails is answered as API Gateway answers it."""
+        try:
+            await asyncio.to_thread(self._routes.invoke, event)
+        except Exception:
+            _log.exception("route %s failed", event["requestContext"]["routeKey"])
+            context = event["requestContext"]
+            failure = {
+                "message": "Internal server error",
+                "connectionId": context["connectionId"],
+                "requestId": context["requestId"],
+            }
+            with contextlib.suppress(RuntimeError, OSError):
+                await websocket.send_text(json.dumps(failure))
 
     # -- the @connections management API -------------------------------------------------------------
 

@@ -106,34 +106,33 @@ class ConnectionRegistry:
             self._update_types(connection.connection_id, "DELETE", dropped)
         return connection.types - dropped
 
-    def remove(self, connection_id: str) -> None:
-        """Forget exactly this connection: its subscriptions, then itself (on $disconnect or a 410)."""
+    def remove(self, connection_id: str, subscribed: Iterable[str] = ()) -> None:
+        """Forget exactly this connection: its subscriptions (those its record lists, and `subscribed`,
+        where the caller found it), then itself. On $disconnect, a 410 or expiry."""
         response = self._client.get_item(
             TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
         )
         item = deserialize(response["Item"]) if "Item" in response else {}
-        for event_type in sorted(item.get("types", set())):
+        for event_type in sorted(set(item.get("types", set())) | set(subscribed)):
             self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
         if c.TTL_ATTRIBUTE in item:
             expiry = _expiry_key(int(item[c.TTL_ATTRIBUTE]), connection_id)
             self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry))
         self._client.delete_item(TableName=self._table, Key=key(_connection_key(connection_id), "meta"))
 
-    def due(self, limit: int = 1000) -> list[str]:
-        """Connections whose token (or API Gateway's limit) has expired, oldest first; each is
-        returned once (its expiry record is dropped), so the caller closes and removes it."""
+    def due(self, limit: int = 1000) -> list[tuple[str, str]]:
+        """Connections whose token (or API Gateway's limit) has expired, oldest first, each with its
+        expiry record's key: drop that with `forget_expiry` once the connection is closed."""
         response = self._client.query(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk < :now",
             ExpressionAttributeValues=serialize({":pk": _EXPIRY, ":now": f"{int(self._clock()) + 1:012d}"}),
             Limit=limit,
         )
-        due = []
-        for raw in response.get("Items", []):
-            sort_key = raw["sk"]["S"]
-            self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, sort_key))
-            due.append(sort_key.split("#", 1)[1])
-        return due
+        return [(raw["sk"]["S"].split("#", 1)[1], raw["sk"]["S"]) for raw in response.get("Items", [])]
+
+    def forget_expiry(self, expiry_key: str) -> None:
+        self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry_key))
 
     def subscribers(self, event_type: str) -> Iterator[Subscriber]:
         """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""

@@ -2,9 +2,10 @@
 
 For the stored events, find the connections subscribed to their types whose role may see them, pack
 each connection's events into as few frames as fit, and post them in parallel. A 410 removes exactly
-that connection; 429 and 5xx are retried with bounded backoff; one slow connection holds up one worker,
-never the others. Audiences larger than one chunk are split, and every chunk but the first goes to a
-worker function invoked asynchronously, so delivery time does not grow with one function's limits.
+that connection; 429 and 5xx are retried with bounded backoff (a request whose fate is unknown is not:
+it could arrive twice); one slow connection holds up one worker, never the others. Audiences larger
+than one chunk are split, and every chunk but the first goes to a worker function invoked
+asynchronously, so delivery time does not grow with one function's limits.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ class Poster(Protocol):
         """Send one message to a connection; the HTTP status (0 when the request itself failed)."""
 
 
+def post_with_retry(
+    poster: Poster, connection_id: str, message: bytes, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """Post one message, retrying throttling (429) and server errors with bounded backoff."""
+    status = poster.post(connection_id, message)
+    for delay in RETRY_DELAYS_SECONDS:
+        if status != 429 and status < 500:
+            return status
+        sleep(delay)
+        status = poster.post(connection_id, message)
+    return status
+
+
 @dataclass
 class Report:
     connections: int = 0
@@ -53,6 +67,7 @@ class Recipient:
     connection_id: str
     base: dict[str, int]
     events: list[Envelope] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)  # the subscriptions it was found by
 
 
 # A chunk of the audience, handed to a worker: event positions and recipients, JSON-serializable.
@@ -115,16 +130,15 @@ class FanOut:
     def audience(self, events: Sequence[Envelope]) -> dict[str, Recipient]:
         """Per connection, the events it gets (in the given order) and its resume base."""
         audience: dict[str, Recipient] = {}
-        subscribed: dict[str, set[str]] = {}
         for event_type in sorted({event.type for event in events}):
             for subscriber in self._registry.subscribers(event_type):
                 recipient = audience.setdefault(
                     subscriber.connection_id, Recipient(subscriber.connection_id, {})
                 )
                 _merge(recipient.base, subscriber.base)
-                subscribed.setdefault(subscriber.connection_id, set()).add(event_type)
-        for connection_id, recipient in audience.items():
-            recipient.events = [event for event in events if event.type in subscribed[connection_id]]
+                recipient.types.append(event_type)
+        for recipient in audience.values():
+            recipient.events = [event for event in events if event.type in recipient.types]
         return audience
 
     def send(self, recipients: Iterable[Recipient]) -> Report:
@@ -141,9 +155,11 @@ class FanOut:
         frames = event_frames(recipient.events, recipient.base, self._compress_above)
         for frame in frames:
             report.frames += 1
-            status = self._post(recipient.connection_id, frame)
+            status = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)
             if status == GONE:
-                self._registry.remove(recipient.connection_id)
+                # Also the subscriptions it was found by: one written while it disconnected would
+                # otherwise outlive the connection record that lists them.
+                self._registry.remove(recipient.connection_id, recipient.types)
                 report.gone = 1
                 return report
             if 200 <= status < 300:
@@ -156,15 +172,6 @@ class FanOut:
                 )
                 return report
         return report
-
-    def _post(self, connection_id: str, frame: bytes) -> int:
-        status = self._poster.post(connection_id, frame)
-        for delay in RETRY_DELAYS_SECONDS:
-            if not _retryable(status):
-                return status
-            self._sleep(delay)
-            status = self._poster.post(connection_id, frame)
-        return status
 
 
 def chunk_payload(recipients: Sequence[Recipient]) -> dict[str, Any]:
@@ -179,6 +186,7 @@ def chunk_payload(recipients: Sequence[Recipient]) -> dict[str, Any]:
                 "connection_id": r.connection_id,
                 "base": r.base,
                 "events": [index[(e.stream, e.seq)] for e in r.events],
+                "types": r.types,
             }
             for r in recipients
         ],
@@ -196,13 +204,10 @@ def recipients_from_payload(
             connection_id=entry["connection_id"],
             base={stream: int(seq) for stream, seq in entry["base"].items()},
             events=[event for i in entry["events"] if (event := loaded[i]) is not None],
+            types=list(entry.get("types", [])),
         )
         for entry in payload["recipients"]
     ]
-
-
-def _retryable(status: int) -> bool:
-    return status in (0, 429) or status >= 500
 
 
 def _merge(into: dict[str, int], other: Mapping[str, int]) -> None:

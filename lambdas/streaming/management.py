@@ -1,4 +1,4 @@
-"""The stage's `@connections` management API: post to, look up and close connections.
+"""The stage's `@connections` management API: post to and close connections.
 
 Every delivery is one signed HTTP request, so its client CPU sets both latency and how many fan-out
 workers a deployment needs. boto3's `post_to_connection` costs about 1.3 ms of CPU per call, botocore's
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
-import json
 import threading
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -22,7 +21,9 @@ from urllib.parse import quote, urlsplit
 
 SERVICE = "execute-api"
 _ALGORITHM = "AWS4-HMAC-SHA256"
-_TIMEOUT_SECONDS = 5
+# API Gateway answers in milliseconds; a connection that does not answer in this is given up on, so one
+# black-holed endpoint cannot hold a fan-out worker past the publish function's timeout.
+_TIMEOUT_SECONDS = 3
 
 
 class ManagementApi:
@@ -45,28 +46,34 @@ class ManagementApi:
         return self._request("POST", connection_id, data)[0]
 
     def delete(self, connection_id: str) -> int:
-        """Close the connection (the client sees close code 1000... or 1001 locally); 410 if gone."""
+        """Close the connection; 410 if it is already gone."""
         return self._request("DELETE", connection_id, b"")[0]
-
-    def get(self, connection_id: str) -> dict[str, Any] | None:
-        status, body = self._request("GET", connection_id, b"")
-        return json.loads(body) if status == 200 else None
 
     def _request(self, method: str, connection_id: str, body: bytes) -> tuple[int, bytes]:
         path = f"{self._prefix}/@connections/{quote(connection_id, safe='')}"
         headers = self._sign(method, path, body)
-        for attempt in range(2):  # a kept-alive connection the server has closed is reopened once
-            connection = self._connection()
+        for attempt in range(2):
+            connection, reused = self._connection()
             try:
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
                 return response.status, response.read()
-            except (http.client.HTTPException, OSError):
-                connection.close()
-                self._local.connection = None
-                if attempt:
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop(connection)
+                # A kept-alive connection the server had closed while idle: the request was not
+                # processed, so it is sent once more on a new connection.
+                if not reused or attempt:
                     return 0, b""
+            except (http.client.HTTPException, OSError):
+                # Refused, unreachable or timed out: whether it arrived is unknown, so it is not
+                # sent again (a second copy would be a duplicate frame).
+                self._drop(connection)
+                return 0, b""
         return 0, b""
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        self._local.connection = None
 
     def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         """SigV4 headers for one request (AWS Signature Version 4, as for every service but S3)."""
@@ -98,13 +105,15 @@ class ManagementApi:
         )
         return headers
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it has carried a request before."""
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            connection = factory(self._host, self._port, timeout=_TIMEOUT_SECONDS)
-            self._local.connection = connection
-        return connection
+        if connection is not None:
+            return connection, True
+        factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        connection = factory(self._host, self._port, timeout=_TIMEOUT_SECONDS)
+        self._local.connection = connection
+        return connection, False
 
 
 @lru_cache(maxsize=8)

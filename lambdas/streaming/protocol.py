@@ -59,6 +59,17 @@ _FIELDS = {
 }
 
 
+def request_id_of(raw: str | bytes | None) -> str | None:
+    """The request id to echo, also on errors, when the message carries a valid one."""
+    try:
+        message = json.loads(raw or "")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    request_id = message.get("id") if isinstance(message, dict) else None
+    valid = isinstance(request_id, str) and 0 < len(request_id) <= _REQUEST_ID_LIMIT
+    return request_id if valid else None
+
+
 def parse(raw: str | bytes, known_types: Iterable[str]) -> Request:
     """One client message, validated; StreamingError with the code to answer otherwise."""
     size = len(raw.encode() if isinstance(raw, str) else raw)
@@ -68,7 +79,7 @@ def parse(raw: str | bytes, known_types: Iterable[str]) -> Request:
         )
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise StreamingError(ErrorCode.MALFORMED_JSON, "message is not valid JSON") from None
     if not isinstance(message, dict):
         raise StreamingError(ErrorCode.INVALID_MESSAGE, 'a message is a JSON object with an "action"')

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from streaming.auth import TokenPolicy, TokenVerifier, jwks_keys
+from streaming.auth import AuthError, TokenPolicy, TokenVerifier, jwks_keys
 from streaming.connections import ConnectionRegistry
 from streaming.fanout import Dispatch, FanOut
 from streaming.management import ManagementApi
@@ -101,7 +101,10 @@ def _secret_key(secret_arn: str) -> Any:
     from aws_lambda_powertools.utilities import parameters
 
     def key(_header: Any) -> str:
-        return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+        try:
+            return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+        except Exception as error:  # throttled, denied, deleted: refuse (403) and say why in the audit
+            raise AuthError(f"signing key unavailable ({type(error).__name__})") from None
 
     return key
 

@@ -8,14 +8,15 @@ just before the answer to the connection's first message.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streaming import codec, protocol
 from streaming import cursor as cursors
 from streaming.connections import Connection, ConnectionRegistry
 from streaming.errors import ErrorCode, StreamingError
+from streaming.fanout import GONE, post_with_retry
 from streaming.observability import logger
 from streaming.ratelimit import TokenBucket
 from streaming.replay import replay_after, replay_latest
@@ -41,6 +42,7 @@ class Session:
         management: Management,
         bucket: TokenBucket,
         compress_above: int,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -49,6 +51,7 @@ class Session:
         self._management = management
         self._bucket = bucket
         self._compress_above = compress_above
+        self._sleep = sleep
 
     def connect(self, connection_id: str, authorizer: Mapping[str, Any]) -> Connection:
         """Register a connection the authorizer allowed; its context carries sub, role and exp."""
@@ -60,17 +63,32 @@ class Session:
         self._registry.remove(connection_id)
 
     def close_expired(self) -> int:
-        """Close every connection whose token has expired (run on a schedule); returns how many."""
-        due = self._registry.due()
-        for connection_id in due:
-            self._management.delete(connection_id)  # 410 when it is already gone: fine
+        """Close every connection whose token has expired (run on a schedule); returns how many.
+        A close that fails keeps its expiry record, so the next run tries again."""
+        closed = 0
+        for connection_id, expiry_key in self._registry.due():
+            status = self._management.delete(connection_id)
+            if not (200 <= status < 300 or status == GONE):
+                logger.warning("could not close expired connection", extra={"connection_id": connection_id})
+                continue
             self._registry.remove(connection_id)  # $disconnect is best effort
-        if due:
-            logger.info("closed expired connections", extra={"count": len(due)})
-        return len(due)
+            self._registry.forget_expiry(expiry_key)
+            closed += 1
+        if closed:
+            logger.info("closed expired connections", extra={"count": closed})
+        return closed
 
     def receive(self, connection_id: str, body: str | bytes | None) -> None:
         """Answer one client message. Every problem is answered with an error message; none escapes."""
+        request_id = protocol.request_id_of(body)
+        try:
+            self._receive(connection_id, body, request_id)
+        except Exception:  # a store or AWS failure: the client still gets an answer it can match
+            logger.exception("message failed", extra={"connection_id": connection_id})
+            failure = StreamingError(ErrorCode.INTERNAL_ERROR, "internal error; try again")
+            self._send(connection_id, protocol.error(failure, request_id))
+
+    def _receive(self, connection_id: str, body: str | bytes | None, request_id: str | None) -> None:
         try:
             connection, admission = self._registry.admit(connection_id, self._bucket)
         except LookupError:
@@ -80,7 +98,6 @@ class Session:
             return
         if admission.first:
             self._send(connection_id, self._welcome(connection))
-        request_id = _request_id_of(body)
         if not admission.allowed:
             self._refuse(connection_id, admission.strikes, request_id)
             return
@@ -89,9 +106,6 @@ class Session:
             self._answer(connection, request)
         except StreamingError as failure:
             self._send(connection_id, protocol.error(failure, request_id))
-        except RecursionError:  # nested deeper than json parses; protocol.parse does not catch it
-            nested = StreamingError(ErrorCode.MALFORMED_JSON, "message is nested too deeply")
-            self._send(connection_id, protocol.error(nested, request_id))
 
     def _answer(self, connection: Connection, request: protocol.Request) -> None:
         connection_id = connection.connection_id
@@ -116,7 +130,11 @@ class Session:
         else:
             page, base = self._replay(connection, request)
             for frame in codec.event_frames(page.events, base, self._compress_above):
-                self._management.post(connection_id, frame)
+                status = post_with_retry(self._management, connection_id, frame, self._sleep)
+                if not 200 <= status < 300:
+                    # No summary: the client asks again from the last cursor it got.
+                    logger.warning("replay stopped", extra={"connection_id": connection_id, "status": status})
+                    return
             answer = protocol.replayed(page, request.request_id)
         self._send(connection_id, answer)
 
@@ -150,7 +168,7 @@ class Session:
         refusal = StreamingError(
             ErrorCode.RATE_LIMITED,
             f"more than {self._bucket.rate:g} messages per second (burst {self._bucket.burst}); "
-            f"{MAX_STRIKES} refusals in a row close the connection",
+            f"{MAX_STRIKES} refusals before the bucket refills close the connection",
         )
         self._send(connection_id, protocol.error(refusal, request_id))
         if strikes >= MAX_STRIKES:
@@ -158,18 +176,9 @@ class Session:
             self._management.delete(connection_id)
 
     def _send(self, connection_id: str, message: Mapping[str, Any]) -> None:
-        self._management.post(connection_id, codec.dumps(message).encode())
+        post_with_retry(self._management, connection_id, codec.dumps(message).encode(), self._sleep)
 
 
 def _gone_meanwhile(connection_id: str) -> None:
     """$disconnect removed the connection while its message was answered: nobody to answer."""
     logger.info("connection gone while answering", extra={"connection_id": connection_id})
-
-
-def _request_id_of(body: str | bytes | None) -> str | None:
-    """The request id to echo even on errors, when the message has a valid one."""
-    try:
-        request_id = json.loads(body or "").get("id")
-    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
-        return None
-    return request_id if isinstance(request_id, str) and 0 < len(request_id) <= 64 else None

@@ -9,6 +9,7 @@ import pytest
 from local.aws import create_connections_table
 from streaming import constants as c
 from streaming.connections import ConnectionRegistry
+from streaming.dynamo import serialize
 from streaming.ratelimit import Admission, TokenBucket
 
 pytestmark = pytest.mark.connections
@@ -151,14 +152,28 @@ def test_token_bucket_arithmetic():
     assert bucket.take(1, at=10, now=5) == (True, 0.0)  # a clock step back refills nothing
 
 
-def test_expired_connections_come_due_once_for_the_sweep(registry, clock):
+def test_expired_connections_come_due_until_their_expiry_record_is_forgotten(registry, clock):
     registry.connect("soon", "s", "viewer", int(clock()) + 5)
     registry.connect("later", "l", "viewer", int(clock()) + 3600)
     registry.connect("gone", "g", "viewer", int(clock()) + 5)
     registry.remove("gone")  # disconnected: nothing left to sweep
     assert registry.due() == []
     clock.advance(6)
-    assert registry.due() == ["soon"]
+    [(connection_id, expiry_key)] = registry.due()
+    assert connection_id == "soon"
+    assert registry.due() == [(connection_id, expiry_key)]  # not closed yet: still due
+    registry.forget_expiry(expiry_key)
     assert registry.due() == []
     clock.advance(3600)
-    assert registry.due() == ["later"]
+    assert [connection_id for connection_id, _ in registry.due()] == ["later"]
+
+
+def test_remove_also_drops_subscriptions_its_record_does_not_list(registry, dynamodb, clock):
+    # A subscribe racing $disconnect: the record was removed, then the subscription written.
+    connection = registry.connect("R", "r", "viewer", int(clock()) + 3600)
+    registry.remove("R")
+    orphan = {"pk": "type#signal.created", "sk": "R", "role": "viewer", "expires_at": connection.expires_at}
+    dynamodb.put_item(TableName=TABLE, Item=serialize(orphan))
+    assert subscribed(registry, "signal.created") == [("R", "viewer")]
+    registry.remove("R", ["signal.created"])
+    assert subscribed(registry, "signal.created") == []

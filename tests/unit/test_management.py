@@ -133,18 +133,6 @@ def test_the_status_passes_through(server, status):
     assert api(server).post("abc=", b"{}") == status
 
 
-def test_get_parses_the_connection_on_200_and_is_none_when_gone(server):
-    info = {"connectedAt": "2026-11-27T08:00:00.000Z", "identity": {"sourceIp": "203.0.113.9"}}
-    server.behaviour.answers += [(200, json.dumps(info).encode()), (410, b'{"message": "gone"}')]
-    management = api(server)
-    assert management.get("abc=") == info
-    assert management.get("abc=") is None
-    assert [(s.method, s.path, s.body) for s in server.behaviour.seen] == [
-        ("GET", "/prod/@connections/abc%3D", b""),
-        ("GET", "/prod/@connections/abc%3D", b""),
-    ]
-
-
 def test_delete_uses_delete(server):
     server.behaviour.answers += [(204, b""), (410, b"")]
     management = api(server)
@@ -156,12 +144,11 @@ def test_delete_uses_delete(server):
 
 
 def test_every_request_is_sigv4_signed_for_execute_api_with_the_given_credentials(server):
-    server.behaviour.answers += [(200, b""), (200, b"{}"), (204, b"")]
+    server.behaviour.answers += [(200, b""), (204, b"")]
     management = api(server)
     management.post("abc=", b'{"type":"pong"}')
-    management.get("abc=")
     management.delete("abc=")
-    assert len(server.behaviour.seen) == 3
+    assert len(server.behaviour.seen) == 2
     for seen in server.behaviour.seen:
         assert signature_problem(server, seen) is None, seen.method
         assert f"Credential={ACCESS_KEY}/" in seen.headers["authorization"]
@@ -227,7 +214,6 @@ def test_an_unreachable_endpoint_gives_status_0():
     management = ManagementApi(f"http://127.0.0.1:{port}/prod", REGION, Credentials(ACCESS_KEY, SECRET_KEY))
     assert management.post("abc=", b"{}") == 0
     assert management.delete("abc=") == 0
-    assert management.get("abc=") is None
 
 
 @pytest.mark.parametrize("url", ["", "ftp://example.com/prod", "https:///prod", "127.0.0.1:9/prod"])

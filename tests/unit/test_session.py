@@ -342,3 +342,52 @@ def test_a_connection_removed_while_its_message_is_handled_gets_no_answer_and_no
     assert management.posts == []
     assert registry.get("C1") is None
     assert [list(registry.subscribers(t)) for t in ("risk.alert", "system.status")] == [[], []]
+
+
+def test_a_failure_inside_answers_internal_error_with_the_request_id(
+    session, management, clock, store, monkeypatch
+):
+    greeted(session, management, clock)
+
+    def unavailable() -> dict[str, int]:
+        raise ConnectionError("DynamoDB unavailable")
+
+    monkeypatch.setattr(store, "heads", unavailable)
+    [answer] = send(session, management, {"action": "ping", "id": "p7"})
+    assert (answer["type"], answer["code"], answer["id"]) == ("error", "internal_error", "p7")
+
+
+def test_a_replay_frame_given_up_on_stops_the_replay_without_a_summary(
+    make_session, management, clock, publisher, settings
+):
+    session = make_session()
+    greeted(session, management, clock)
+    send(session, management, {"action": "subscribe", "types": ["signal.created"]})
+    publisher.publish([signal() for _ in range(3)], "tests")
+    attempts: list[dict[str, Any]] = []
+
+    def throttled(connection_id: str, data: bytes) -> int:
+        attempts.append(json.loads(data))
+        return 500
+
+    management.post = throttled  # type: ignore[method-assign]
+    session._sleep = lambda seconds: None
+    send(session, management, {"action": "replay", "last": 3, "id": "r1"})
+    assert attempts and all(message["type"] == "events" for message in attempts)  # no summary
+    assert len({json.dumps(message) for message in attempts}) == 1  # the first frame, retried
+
+
+def test_the_sweep_closes_expired_connections_and_retries_those_it_could_not_close(
+    session, management, clock, registry
+):
+    open_connection(session, clock, "DONE", lifetime=5)
+    open_connection(session, clock, "STUCK", lifetime=5)
+    open_connection(session, clock, "LATER", lifetime=3600)
+    clock.advance(6)
+    management.delete = lambda connection_id: 204 if connection_id == "DONE" else 0  # type: ignore[method-assign]
+    assert session.close_expired() == 1
+    assert registry.get("DONE") is None
+    assert [connection_id for connection_id, _ in registry.due()] == ["STUCK"]  # tried again next run
+    management.delete = lambda connection_id: 410  # type: ignore[method-assign]  # closed meanwhile
+    assert session.close_expired() == 1
+    assert registry.due() == []
