@@ -22,6 +22,12 @@ ENV_COMPRESS_ABOVE_BYTES: Final = "COMPRESS_ABOVE_BYTES"
 ENV_WS_MESSAGES_PER_SECOND: Final = "WS_MESSAGES_PER_SECOND"
 ENV_WS_BURST: Final = "WS_BURST"
 
+# SSE over Lambda response streaming (the sse package, run by uvicorn behind the Lambda Web Adapter).
+ENV_SSE_POLL_INTERVAL_MS: Final = "SSE_POLL_INTERVAL_MS"  # how often an open stream reads the store
+ENV_SSE_HEARTBEAT_SECONDS: Final = "SSE_HEARTBEAT_SECONDS"
+ENV_SSE_MAX_STREAM_SECONDS: Final = "SSE_MAX_STREAM_SECONDS"  # a stream ends itself before the timeout
+ENV_SSE_RETRY_MS: Final = "SSE_RETRY_MS"  # the retry: hint sent when a stream ends itself
+
 # Token verification ($connect authorizer, SSE).
 ENV_AUTH_MODE: Final = "AUTH_MODE"  # "hs256" (secret in Secrets Manager) or "oidc" (issuer's JWKS)
 ENV_AUTH_AUDIENCE: Final = "AUTH_AUDIENCE"
@@ -42,6 +48,7 @@ OUTPUT_EVENTS_TABLE: Final = "EventsTableName"
 OUTPUT_EVENT_BUS: Final = "EventBusName"
 OUTPUT_WEBSOCKET_URL: Final = "WebSocketUrl"
 OUTPUT_CONNECTIONS_TABLE: Final = "ConnectionsTableName"
+OUTPUT_SSE_URL: Final = "SseUrl"
 OUTPUT_AUTH_SECRET_ARN: Final = "AuthSecretArn"  # noqa: S105 - a name, not a secret
 
 # The publish functions' timeout; a publisher stops trying to commit a little before it.
@@ -72,5 +79,9 @@ HANDLER_PUBLISH_EVENTBRIDGE: Final = "handlers.publish_eventbridge.handler"
 HANDLER_WS_AUTHORIZER: Final = "handlers.ws_authorizer.handler"
 HANDLER_WEBSOCKET: Final = "handlers.websocket.handler"  # $connect, $disconnect, $default and actions
 HANDLER_FANOUT_WORKER: Final = "handlers.fanout_worker.handler"
+# The SSE function's handler is the adapter's start script, which execs uvicorn on the ASGI app.
+SSE_START_SCRIPT: Final = "sse/run.sh"
+SSE_APP: Final = "sse.app:app"
+SSE_PORT: Final = 8080  # the Lambda Web Adapter's default AWS_LWA_PORT
 HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes connections whose token expired
 SWEEP_INTERVAL_MINUTES: Final = 1

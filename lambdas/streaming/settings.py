@@ -197,3 +197,53 @@ class AuthSettings:
         if self.jwks_url:
             env[c.ENV_AUTH_JWKS_URL] = self.jwks_url
         return env
+
+
+@dataclass(frozen=True)
+class SseSettings:
+    """An open SSE stream: how often it polls the store, heartbeats, and when it ends itself."""
+
+    poll_interval_ms: int
+    heartbeat_seconds: int
+    max_stream_seconds: int  # below the function's timeout, so the stream ends with a retry: hint
+    retry_ms: int
+    compress_above_bytes: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 50 <= self.poll_interval_ms <= 60_000:
+            problems.append("the SSE poll interval must be 50..60000 ms")
+        if not 1 <= self.heartbeat_seconds <= 300:
+            problems.append("the SSE heartbeat must be 1..300 seconds")
+        if not 5 <= self.max_stream_seconds <= 900:
+            problems.append("an SSE stream lasts 5..900 seconds (Lambda's 15-minute limit)")
+        if not 0 <= self.retry_ms <= 60_000:
+            problems.append("the SSE retry hint must be 0..60000 ms")
+        if self.compress_above_bytes < 256:
+            problems.append("compression must start at 256 bytes or more")
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> SseSettings:
+        try:
+            return cls(
+                poll_interval_ms=int(env[c.ENV_SSE_POLL_INTERVAL_MS]),
+                heartbeat_seconds=int(env[c.ENV_SSE_HEARTBEAT_SECONDS]),
+                max_stream_seconds=int(env[c.ENV_SSE_MAX_STREAM_SECONDS]),
+                retry_ms=int(env[c.ENV_SSE_RETRY_MS]),
+                compress_above_bytes=int(env[c.ENV_COMPRESS_ABOVE_BYTES]),
+            )
+        except KeyError as missing:
+            raise ConfigurationError(f"environment variable {missing} is not set") from None
+        except ValueError as error:
+            raise ConfigurationError(f"environment is malformed: {error}") from None
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            c.ENV_SSE_POLL_INTERVAL_MS: str(self.poll_interval_ms),
+            c.ENV_SSE_HEARTBEAT_SECONDS: str(self.heartbeat_seconds),
+            c.ENV_SSE_MAX_STREAM_SECONDS: str(self.max_stream_seconds),
+            c.ENV_SSE_RETRY_MS: str(self.retry_ms),
+            c.ENV_COMPRESS_ABOVE_BYTES: str(self.compress_above_bytes),
+        }
