@@ -1,5 +1,6 @@
-"""How delivered events are encoded: optional compression of large payloads, and batch frames sized
-for API Gateway (32 KB frames, 128 KB messages). Shared by the WebSocket fan-out and SSE."""
+"""How delivered events are encoded: optional compression of large payloads, batch frames sized for
+API Gateway (32 KB frames, 128 KB messages), and Server-Sent Events framing. Shared by the WebSocket
+fan-out and SSE."""
 
 from __future__ import annotations
 
@@ -72,3 +73,23 @@ def events_message(encoded_events: Iterable[str], position: Mapping[str, int]) -
 
 def _frame(batch: list[str], position: Mapping[str, int]) -> bytes:
     return events_message(batch, position).encode()
+
+
+def sse_message(
+    *, data: str, event: str | None = None, event_id: str | None = None, retry_ms: int | None = None
+) -> bytes:
+    """One Server-Sent Events message (WHATWG HTML, "server-sent events"). `data` is one line of JSON."""
+    lines = []
+    if retry_ms is not None:
+        lines.append(f"retry: {retry_ms}")
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    lines.append(f"data: {data}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def sse_comment(text: str) -> bytes:
+    """A comment line: ignored by clients, keeps proxies and idle timers from closing the stream."""
+    return f": {text}\n\n".encode()

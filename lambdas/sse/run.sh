@@ -1,0 +1,5 @@
+#!/bin/sh
+# The Lambda Web Adapter (AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap) starts this, then proxies each
+# invocation to the port and streams the response back (AWS_LWA_INVOKE_MODE=response_stream).
+# No access log: a browser's EventSource sends its token in the query string.
+exec python -m uvicorn sse.app:app --host 127.0.0.1 --port "${PORT:-8080}" --no-access-log --log-level warning

@@ -1,0 +1,170 @@
+"""An SSE subscription: replay after the cursor, then live tail, with heartbeats and a planned end.
+
+Every event goes out with `id:` = the cursor after it, so a native EventSource resumes by itself
+(Last-Event-ID) with no gap and no duplicate, and the same cursor resumes a WebSocket replay.
+
+The live tail is shared by every subscription a process serves: one `Tailer` reads the stream heads
+every poll interval and, when a head moves, reads the new events once and keeps the latest in
+memory. Subscriptions at the tail take their events from there; one behind it (resuming from an older
+cursor) reads the store until it has caught up. In Lambda each execution environment serves one
+stream, so this costs one head read per interval per open stream; the local stack serves every stream
+from one process, and the store sees one reader however many streams are open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+
+from streaming import codec
+from streaming import cursor as cursors
+from streaming.events import Envelope, format_ts
+from streaming.store import EventStore
+
+PAGE_SIZE = 100
+KEEP_PER_STREAM = 1000  # recent events kept in memory per stream
+
+
+class Tailer:
+    def __init__(self, store: EventStore, streams_by_type: Mapping[str, str], interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._types_of: dict[str, frozenset[str]] = {}
+        for event_type, stream in streams_by_type.items():
+            self._types_of[stream] = self._types_of.get(stream, frozenset()) | {event_type}
+        self._heads: dict[str, int] = {}
+        self._recent: dict[str, deque[Envelope]] = {}
+        self._since: dict[str, int] = {}  # memory holds every event of the stream after this seq
+        self._changed = asyncio.Condition()
+        self._poller: asyncio.Task[None] | None = None
+        self.head_reads = 0
+        self.event_reads = 0
+
+    async def heads(self) -> dict[str, int]:
+        if self._poller is None:
+            await self._refresh()
+            self._poller = asyncio.create_task(self._poll())
+        return dict(self._heads)
+
+    def recent_after(
+        self, position: Mapping[str, int], types: frozenset[str], streams: Iterable[str]
+    ) -> tuple[list[Envelope], dict[str, int]] | None:
+        """The events of `types` after `position` from memory, in seq order per stream and by time
+        across streams, and where each stream then stands; None if memory does not reach back."""
+        found: list[list[Envelope]] = []
+        reached: dict[str, int] = {}
+        for stream in streams:
+            after = position.get(stream, 0)
+            if stream not in self._since or after < self._since[stream]:
+                return None
+            recent = self._recent[stream]
+            found.append([e for e in recent if e.seq > after and e.type in types])
+            reached[stream] = max(after, self._heads.get(stream, 0), recent[-1].seq if recent else 0)
+        merged = list(heapq.merge(*found, key=lambda e: (e.ts, e.stream, e.seq)))
+        return merged, reached
+
+    async def wait_beyond(self, position: Mapping[str, int], streams: frozenset[str], timeout: float) -> None:
+        """Return when a head of `streams` is beyond `position`, or after `timeout` seconds."""
+        await self.heads()
+
+        def moved() -> bool:
+            return any(self._heads.get(stream, 0) > position.get(stream, 0) for stream in streams)
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(moved), timeout)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            with contextlib.suppress(Exception):  # a failed read: the next interval tries again
+                await self._refresh()
+
+    async def _refresh(self) -> None:
+        heads = await asyncio.to_thread(self._store.heads)
+        self.head_reads += 1
+        for stream, head in heads.items():
+            if stream not in self._since:  # memory starts at the head it first saw
+                self._since[stream], self._recent[stream] = head, deque(maxlen=KEEP_PER_STREAM)
+            elif head > self._heads.get(stream, 0):
+                await self._read_new(stream, self._heads[stream], head)
+        if heads != self._heads:
+            self._heads = heads
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _read_new(self, stream: str, after: int, head: int) -> None:
+        recent = self._recent[stream]
+        position = {stream: max(after, recent[-1].seq if recent else 0)}  # after a failed read: no repeat
+        while position[stream] < head:
+            page = await asyncio.to_thread(self._store.after, position, self._types_of[stream], PAGE_SIZE)
+            self.event_reads += 1
+            recent.extend(page.events)
+            if page.cursor.get(stream, 0) <= position[stream]:
+                break  # nothing more to read (expired meanwhile)
+            position = {stream: page.cursor[stream]}
+        if len(recent) == recent.maxlen:  # the oldest kept events were dropped
+            self._since[stream] = recent[0].seq - 1
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    role: str
+    types: frozenset[str]
+    streams: frozenset[str]
+    position: dict[str, int]  # where the subscriber is: everything up to it was delivered before
+    heartbeat_seconds: float
+    max_stream_seconds: float
+    retry_ms: int
+    compress_above: int
+
+
+async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> AsyncIterator[bytes]:
+    """The bytes of one SSE response: catch up, tail, heartbeat, and end before `max_stream_seconds`."""
+    position = dict(plan.position)
+    started = time.monotonic()
+    ends_at = started + plan.max_stream_seconds
+    yield _heartbeat(await tailer.heads(), position, plan.retry_ms)
+    next_heartbeat = started + plan.heartbeat_seconds
+    while time.monotonic() < ends_at:
+        recent = tailer.recent_after(position, plan.types, plan.streams)
+        if recent is not None:
+            events, reached = recent
+            more = False
+        else:  # behind what the tailer keeps: read the store
+            page = await asyncio.to_thread(store.after, position, plan.types, PAGE_SIZE)
+            events, reached, more = page.events, page.cursor, page.more
+            if page.truncated:
+                truncated = codec.dumps({"cursor": cursors.encode(position)})
+                yield codec.sse_message(event="truncated", data=truncated)
+        for event in events:
+            position[event.stream] = event.seq
+            data = codec.dumps(codec.encode_event(event, plan.compress_above))
+            yield codec.sse_message(event_id=cursors.encode(position), event=event.type, data=data)
+        for stream, seq in reached.items():  # also past events of types this subscriber does not see
+            position[stream] = max(position.get(stream, 0), seq)
+        if more:
+            continue
+        now = time.monotonic()
+        if now >= next_heartbeat:
+            yield codec.sse_comment("heartbeat")
+            yield _heartbeat(await tailer.heads(), position)
+            next_heartbeat = now + plan.heartbeat_seconds
+        await tailer.wait_beyond(position, plan.streams, max(0.0, min(next_heartbeat, ends_at) - now))
+    # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
+    end = codec.dumps({"reconnect": True})
+    yield codec.sse_message(retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end)
+
+
+def _heartbeat(heads: Mapping[str, int], position: Mapping[str, int], retry_ms: int | None = None) -> bytes:
+    """A heartbeat carries the server time and the heads (a head beyond the cursor: something to come),
+    and the cursor so far as its id, so a reconnect resumes from here even when nothing arrived."""
+    body = {"server_time": format_ts(int(time.time() * 1000)), "heads": dict(heads)}
+    return codec.sse_message(
+        retry_ms=retry_ms, event="heartbeat", event_id=cursors.encode(position), data=codec.dumps(body)
+    )
