@@ -1,0 +1,130 @@
+"""SSE subscriptions on moto: ids that resume, role and type filtering, heartbeats, the planned end,
+and one shared tailer reading new events once for every subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from streaming import cursor as cursors
+from streaming.tail import StreamPlan, Tailer, subscription
+from tests.conftest import example, signal
+
+pytestmark = pytest.mark.events
+
+
+def parse(raw: bytes) -> list[dict[str, Any]]:
+    """Messages of an SSE body: fields per message; comment lines as {"comment": text}."""
+    messages = []
+    for block in raw.decode().split("\n\n"):
+        if not block:
+            continue
+        fields: dict[str, Any] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            fields["comment" if name == "" else name] = value
+        messages.append(fields)
+    return messages
+
+
+def plan(settings, position, *, role="admin", types=None, seconds=0.5, heartbeat=60.0) -> StreamPlan:
+    visible = settings.roles.visible(role, types)
+    return StreamPlan(
+        role=role,
+        types=visible,
+        streams=frozenset(settings.streams_by_type[t] for t in visible),
+        position=dict(position),
+        heartbeat_seconds=heartbeat,
+        max_stream_seconds=seconds,
+        retry_ms=1500,
+        compress_above=8192,
+    )
+
+
+async def collect(store, tailer, stream_plan, while_open=None) -> list[dict[str, Any]]:
+    chunks = []
+    task = asyncio.ensure_future(_drain(subscription(store, tailer, stream_plan), chunks))
+    if while_open is not None:
+        await asyncio.sleep(0.15)
+        await asyncio.to_thread(while_open)
+    await task
+    return parse(b"".join(chunks))
+
+
+async def _drain(body, chunks) -> None:
+    async for chunk in body:
+        chunks.append(chunk)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_replay_then_end_each_event_id_resuming_exactly_after_it(store, publisher, settings):
+    published = publisher.publish([signal() for _ in range(3)], "tests")
+    tailer = Tailer(store, settings.streams_by_type, interval=0.05)
+    messages = run(collect(store, tailer, plan(settings, {})))
+    first, *events, end = messages
+    assert (first["event"], first["retry"]) == ("heartbeat", "1500")
+    assert [m["event"] for m in events] == ["signal.created"] * 3
+    assert [json.loads(m["data"])["id"] for m in events] == [r.id for r in published]
+    for message in events:
+        seq = json.loads(message["data"])["seq"]
+        assert cursors.decode(message["id"])["market"] == seq
+    assert (end["event"], end["retry"], json.loads(end["data"])) == ("end", "1500", {"reconnect": True})
+    assert cursors.decode(end["id"])["market"] == 3
+    again = run(
+        collect(
+            store,
+            Tailer(store, settings.streams_by_type, 0.05),
+            plan(settings, cursors.decode(events[1]["id"])),
+        )
+    )
+    assert [json.loads(m["data"])["seq"] for m in again if m["event"] == "signal.created"] == [3]
+
+
+def test_a_viewer_gets_only_what_its_role_may_see_of_what_it_asked(store, publisher, settings):
+    publisher.publish([example(t, settings) for t in sorted(settings.streams_by_type)], "tests")
+    tailer = Tailer(store, settings.streams_by_type, interval=0.05)
+    messages = run(
+        collect(store, tailer, plan(settings, {}, role="viewer", types=["signal.created", "risk.alert"]))
+    )
+    assert [m["event"] for m in messages if m["event"] not in ("heartbeat", "end")] == ["signal.created"]
+
+
+def test_live_events_come_from_one_shared_read_for_every_subscription(store, publisher, settings):
+    async def scenario():
+        tailer = Tailer(store, settings.streams_by_type, interval=0.05)
+        start = await tailer.heads()
+        stream_plan = plan(settings, start, seconds=1.0)
+        later = [signal() for _ in range(2)]
+
+        async def publish_later():
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(publisher.publish, later, "tests")
+
+        results = await asyncio.gather(
+            *(collect(store, tailer, stream_plan) for _ in range(5)), publish_later()
+        )
+        return results[:5], tailer, later
+
+    results, tailer, later = run(scenario())
+    for messages in results:
+        live = [json.loads(m["data"])["id"] for m in messages if m["event"] == "signal.created"]
+        assert live == [event["id"] for event in later]
+    assert tailer.event_reads <= 2  # one read per head change, not one per subscription
+
+
+def test_heartbeats_carry_server_time_heads_and_the_cursor_so_far(store, publisher, settings):
+    publisher.publish([signal()], "tests")
+    tailer = Tailer(store, settings.streams_by_type, interval=0.05)
+    messages = run(collect(store, tailer, plan(settings, {}, seconds=0.7, heartbeat=0.2)))
+    beats = [m for m in messages if m.get("event") == "heartbeat"]
+    assert len(beats) >= 3
+    assert any(m.get("comment") == "heartbeat" for m in messages)
+    body = json.loads(beats[-1]["data"])
+    assert body["heads"]["market"] == 1 and body["server_time"].endswith("Z")
+    assert cursors.decode(beats[-1]["id"])["market"] == 1
