@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS, STREAM_NAME_PATTERN
 from streaming.events import EventCatalog
-from streaming.settings import AuthSettings, DeliverySettings, Settings
+from streaming.settings import AuthSettings, DeliverySettings, Settings, SseSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "staging", "prod")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 _HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$")
+# An SSE stream ends itself at least this long before its function's timeout.
+SSE_TIMEOUT_MARGIN_SECONDS = 30
 
 
 class RateLimits(BaseModel):
@@ -62,6 +64,35 @@ class AuthConfig(BaseModel):
         return self
 
 
+class SseConfig(BaseModel):
+    """SSE over Lambda response streaming: one function invocation per open stream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    poll_interval_ms: int = Field(
+        default=500, ge=50, le=60_000, description="how often a stream reads the store"
+    )
+    heartbeat_seconds: int = Field(default=15, ge=1, le=300)
+    max_stream_seconds: int = Field(
+        default=840, ge=5, description="a stream ends itself (retry: hint) this long after it opened"
+    )
+    timeout_seconds: int = Field(default=900, ge=35, le=900, description="the function's; Lambda allows 900")
+    retry_ms: int = Field(default=1000, ge=0, le=60_000, description="the retry: hint a stream ends with")
+    reserved_concurrency: int | None = Field(
+        default=None, ge=1, description="most streams open at once (each holds one function): caps cost"
+    )
+    memory_mb: int = Field(default=256, ge=128, le=10_240)
+
+    @model_validator(mode="after")
+    def _stream_ends_before_the_function_does(self) -> SseConfig:
+        """A stream must end itself, flush and say retry: before Lambda cuts the invocation off."""
+        if self.max_stream_seconds > self.timeout_seconds - SSE_TIMEOUT_MARGIN_SECONDS:
+            raise ValueError(
+                f"max_stream_seconds ({self.max_stream_seconds}) must be at least "
+                f"{SSE_TIMEOUT_MARGIN_SECONDS} s below timeout_seconds ({self.timeout_seconds})"
+            )
+        return self
+
+
 class EnvironmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +123,8 @@ class EnvironmentConfig(BaseModel):
     alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     log_retention_days: Literal[1, 3, 7, 14, 30, 90, 180, 365, 731, 1827]
     powertools_layer_version: int = Field(ge=1)
+    web_adapter_layer_version: int = Field(ge=1, description="the public LambdaAdapterLayerArm64 layer")
+    sse: SseConfig = SseConfig()
 
     @property
     def stack_name(self) -> str:
@@ -178,6 +211,16 @@ class EnvironmentConfig(BaseModel):
             allowed_origins=tuple(self.allowed_origins),
             secret_arn=secret_arn if hs256 else "",
             jwks_url="" if hs256 else (self.auth.jwks_url or ""),
+        )
+
+    def sse_settings(self) -> SseSettings:
+        """What the SSE app reads from its environment."""
+        return SseSettings(
+            poll_interval_ms=self.sse.poll_interval_ms,
+            heartbeat_seconds=self.sse.heartbeat_seconds,
+            max_stream_seconds=self.sse.max_stream_seconds,
+            retry_ms=self.sse.retry_ms,
+            compress_above_bytes=self.compress_above_bytes,
         )
 
 

@@ -8,9 +8,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from stacks.config import ENVIRONMENTS, ROOT, load
+from stacks.config import ENVIRONMENTS, ROOT, SseConfig, load
+from streaming import constants as c
 from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS
-from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, Settings
+from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, Settings, SseSettings
 
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"]
 
@@ -179,3 +180,93 @@ def test_auth_settings_round_trip_through_the_environment(auth):
     config = load("staging", with_defaults(auth=auth) if auth else None)
     settings = config.auth_settings("arn:aws:secretsmanager:eu-west-1:1:secret:key")
     assert AuthSettings.from_env(settings.to_env()) == settings
+
+
+SSE_DEFAULTS = {
+    "poll_interval_ms": 500,
+    "heartbeat_seconds": 15,
+    "max_stream_seconds": 840,
+    "timeout_seconds": 900,
+    "retry_ms": 1000,
+    "reserved_concurrency": None,
+    "memory_mb": 256,
+}
+
+
+def with_sse(**sse):
+    return with_defaults(sse={**SSE_DEFAULTS, **sse})
+
+
+def test_sse_defaults_in_cdk_json_are_the_models_own():
+    assert load("dev").sse.model_dump() == SSE_DEFAULTS == SseConfig().model_dump()
+    context = copy.deepcopy(CONTEXT)
+    context["defaults"].pop("sse")
+    assert load("dev", context).sse == load("dev").sse
+
+
+def test_prod_caps_how_many_sse_streams_are_open_at_once():
+    # Each open stream holds one function invocation: the reservation caps cost and keeps SSE from
+    # taking the concurrency the publishers and the WebSocket functions need.
+    assert load("prod").sse.reserved_concurrency == 100
+    assert load("prod").sse.model_dump() == {**SSE_DEFAULTS, "reserved_concurrency": 100}
+
+
+def test_a_stream_may_end_exactly_30_seconds_before_the_timeout():
+    sse = load("dev", with_sse(max_stream_seconds=570, timeout_seconds=600)).sse
+    assert (sse.max_stream_seconds, sse.timeout_seconds) == (570, 600)
+
+
+@pytest.mark.parametrize(
+    ("sse", "message"),
+    [
+        # The stream must end itself (and send its retry: hint) well before Lambda stops the function.
+        ({"max_stream_seconds": 871}, "at least 30 s below timeout_seconds"),
+        ({"max_stream_seconds": 900}, "at least 30 s below timeout_seconds"),
+        ({"timeout_seconds": 600}, "at least 30 s below timeout_seconds"),
+        ({"timeout_seconds": 901}, "timeout_seconds"),  # Lambda's 15-minute limit
+        ({"reserved_concurrency": 0}, "reserved_concurrency"),
+        ({"poll_interval_ms": 10}, "poll_interval_ms"),
+        ({"heartbeat_seconds": 0}, "heartbeat_seconds"),
+        ({"retry_ms": -1}, "retry_ms"),
+        ({"memory_mb": 64}, "memory_mb"),
+        ({"keepalive_seconds": 15}, "Extra inputs"),
+    ],
+)
+def test_bad_sse_configuration_is_refused_at_synth(sse, message):
+    with pytest.raises(ValidationError, match=message):
+        load("dev", with_sse(**sse))
+
+
+def test_the_web_adapter_layer_version_is_required():
+    context = copy.deepcopy(CONTEXT)
+    context["defaults"].pop("web_adapter_layer_version")
+    with pytest.raises(ValidationError, match="web_adapter_layer_version"):
+        load("dev", context)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_sse_settings_come_from_the_sse_block_and_round_trip(environment):
+    config = load(environment)
+    settings = config.sse_settings()
+    assert (
+        settings.poll_interval_ms,
+        settings.heartbeat_seconds,
+        settings.max_stream_seconds,
+        settings.retry_ms,
+        settings.compress_above_bytes,
+    ) == (
+        config.sse.poll_interval_ms,
+        config.sse.heartbeat_seconds,
+        config.sse.max_stream_seconds,
+        config.sse.retry_ms,
+        config.compress_above_bytes,  # the top-level key, shared with the WebSocket delivery
+    )
+    env = settings.to_env()
+    assert env[c.ENV_SSE_MAX_STREAM_SECONDS] == "840" and env[c.ENV_COMPRESS_ABOVE_BYTES] == "8192"
+    assert SseSettings.from_env(env) == settings
+
+
+def test_sse_settings_follow_a_changed_configuration():
+    sse = {"poll_interval_ms": 250, "heartbeat_seconds": 5, "max_stream_seconds": 300, "retry_ms": 0}
+    settings = SseSettings.from_env(load("dev", with_sse(**sse)).sse_settings().to_env())
+    assert {key: getattr(settings, key) for key in sse} == sse
