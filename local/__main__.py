@@ -1,8 +1,9 @@
 """`make run`: the local stack on loopback, running the deployed handler modules unchanged.
 
 Starts moto (DynamoDB, EventBridge, Secrets Manager), creates the tables, bus and signing secret the
-stack declares, then serves the publish endpoint (with the publish and fan-out functions) here and the
-WebSocket gateway (with the WebSocket functions) in a process of its own, writes
+stack declares, then serves the publish endpoint (with the publish and fan-out functions) and the SSE
+app (under uvicorn, as in Lambda) here and the WebSocket gateway (with the WebSocket functions) in a
+process of its own, writes
 .local/endpoints.json (the keys of the deployed stack's outputs) and prints the URLs.
 """
 
@@ -49,12 +50,17 @@ def main() -> None:
     parser.add_argument("--moto-port", type=int, default=4566)
     parser.add_argument("--publish-port", type=int, default=8001)
     parser.add_argument("--websocket-port", type=int, default=8002)
+    parser.add_argument("--sse-port", type=int, default=8003)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument(
         "--fanout-chunk-connections",
         type=int,
         help="audience size above which chunks go to the fan-out worker (default: cdk.json's dev value)",
     )
+    parser.add_argument(
+        "--sse-max-stream-seconds", type=int, help="end SSE streams sooner (default: cdk.json's dev value)"
+    )
+    parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
@@ -63,11 +69,13 @@ def main() -> None:
     moto, moto_url = start_moto(args.host, args.moto_port)
     publish_socket = listen(args.host, args.publish_port)
     gateway_socket = listen(args.host, args.websocket_port)
+    sse_socket = listen(args.host, args.sse_port)
     lambda_socket = listen(args.host, 0)  # Lambda's Invoke API, for the fan-out hand-off
     host = url_host(args.host)
     publish_url = f"http://{host}:{publish_socket.getsockname()[1]}/"
     gateway_url = f"http://{host}:{gateway_socket.getsockname()[1]}"
     websocket_url = f"ws://{host}:{gateway_socket.getsockname()[1]}/"
+    sse_url = f"http://{host}:{sse_socket.getsockname()[1]}/"
     lambda_url = f"http://{host}:{lambda_socket.getsockname()[1]}"
 
     # The handlers' boto3 clients go to moto, and Lambda's Invoke API (the fan-out hand-off) here.
@@ -90,11 +98,21 @@ def main() -> None:
     delivery = config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/{STAGE}", FANOUT_WORKER)
     if args.fanout_chunk_connections:
         delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
-    os.environ.update(
-        **config.runtime_settings(TABLE).to_env(),
-        **delivery.to_env(),
-        **config.auth_settings(secret_arn).to_env(),
+    sse = config.sse_settings()
+    if args.sse_max_stream_seconds:
+        sse = replace(sse, max_stream_seconds=args.sse_max_stream_seconds)
+    if args.sse_heartbeat_seconds:
+        sse = replace(sse, heartbeat_seconds=args.sse_heartbeat_seconds)
+    os.environ.update(  # one environment for every local function: the deployed ones each get a part
+        {
+            **config.runtime_settings(TABLE).to_env(),
+            **delivery.to_env(),
+            **config.auth_settings(secret_arn).to_env(),
+            **sse.to_env(),
+        }
     )
+
+    from sse.app import app as sse_app  # the same app the SSE function runs behind the adapter
 
     from handlers import fanout_worker, publish_http
     from local.publish_endpoint import publish_app
@@ -127,6 +145,7 @@ def main() -> None:
         {
             c.OUTPUT_PUBLISH_URL: publish_url,
             c.OUTPUT_WEBSOCKET_URL: websocket_url,
+            c.OUTPUT_SSE_URL: sse_url,
             c.OUTPUT_EVENTS_TABLE: TABLE,
             c.OUTPUT_CONNECTIONS_TABLE: CONNECTIONS_TABLE,
             c.OUTPUT_EVENT_BUS: BUS,
@@ -138,6 +157,7 @@ def main() -> None:
     print(f"{LOCAL_STACK} is up (Ctrl-C stops it)", flush=True)
     print(f"  publish API (SigV4, service lambda): {publish_url}", flush=True)
     print(f"  WebSocket API:                       {websocket_url}", flush=True)
+    print(f"  SSE:                                 {sse_url}events", flush=True)
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
     print("  a token: make token ROLE=viewer SUB=alice", flush=True)
@@ -148,8 +168,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with contextlib.suppress(KeyboardInterrupt):
+            lambda_api = invoke_app({FANOUT_WORKER: worker})
             asyncio.run(
-                serve((publisher, publish_socket), (invoke_app({FANOUT_WORKER: worker}), lambda_socket))
+                serve((publisher, publish_socket), (sse_app, sse_socket), (lambda_api, lambda_socket))
             )
     finally:
         gateway.terminate()

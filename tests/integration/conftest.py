@@ -46,6 +46,8 @@ def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
             "0",
             "--websocket-port",
             "0",
+            "--sse-port",
+            "0",
             *options,
         ],
         stdout=log,

@@ -1,0 +1,235 @@
+"""SSE end to end on the local stack: the deployed app under uvicorn, read with a spec-conformant
+parser (httpx-sse) and with curl -N; cursors shared with the WebSocket API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import websockets
+from httpx_sse import ServerSentEvent, connect_sse
+
+from local.publish import local_client
+from local.state import LocalState
+from local.token import issue
+from stacks.config import load
+from tests.conftest import example, signal
+from tests.integration.conftest import outputs, running_local_stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
+STREAM_SECONDS = 6  # streams end themselves this soon, so the planned end is seen in a test
+HEARTBEAT_SECONDS = 1
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[LocalState]:
+    with running_local_stack(
+        tmp_path_factory.mktemp("sse"),
+        "--sse-max-stream-seconds",
+        str(STREAM_SECONDS),
+        "--sse-heartbeat-seconds",
+        str(HEARTBEAT_SECONDS),
+    ) as state:
+        yield state
+
+
+def url(stack: LocalState) -> str:
+    return outputs(stack)["SseUrl"] + "events"
+
+
+def publish(stack: LocalState, events: Any) -> Any:
+    return local_client(stack).publish(events)
+
+
+def read(
+    stack: LocalState,
+    role: str,
+    *,
+    until: int,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    on_open: Any = None,
+) -> list[ServerSentEvent]:
+    """Domain events (not heartbeats) of one stream: read until `until` of them arrived and the next
+    heartbeat after them (so nothing else was on the way), or the stream ended."""
+    token = issue(stack, role, f"{role}-sse")
+    received: list[ServerSentEvent] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=STREAM_SECONDS + 5)) as client,
+        connect_sse(
+            client,
+            "GET",
+            url(stack),
+            params=params,
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
+        ) as source,
+    ):
+        assert source.response.status_code == 200, source.response.read()
+        for sse in source.iter_sse():
+            if not sse.data:  # a comment-only block (": heartbeat"), which httpx-sse still yields
+                continue
+            if sse.event == "heartbeat" and on_open is not None:
+                on_open()
+                on_open = None
+            elif sse.event == "heartbeat" and len(received) >= until:
+                break
+            elif sse.event == "end":
+                received.append(sse)
+                break
+            elif sse.event != "heartbeat":
+                received.append(sse)
+    return received
+
+
+def domain(events: list[ServerSentEvent]) -> list[dict[str, Any]]:
+    return [json.loads(e.data) for e in events if e.event not in ("end", "truncated")]
+
+
+@pytest.mark.connections
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("no token", 401, "invalid_token"),
+        ("expired", 401, "token_expired"),
+        ("bad signature", 401, "invalid_token"),
+        ("foreign origin", 403, "origin_not_allowed"),
+        ("forbidden type", 403, "type_not_allowed"),
+        ("unknown type", 400, "unknown_type"),
+        ("bad cursor", 400, "invalid_cursor"),
+    ],
+)
+def test_refusals_answer_json_with_a_stable_code_before_any_stream(stack, case, status, code):
+    config = load("dev")
+    now = int(time.time())
+    claims = {"iss": config.auth.issuer, "aud": config.auth.audience, "sub": "m", "role": "viewer"}
+    token = {
+        "no token": "",
+        "expired": jwt.encode({**claims, "exp": now - 120}, stack.jwt_secret(), algorithm="HS256"),
+        "bad signature": jwt.encode({**claims, "exp": now + 60}, "x" * 40, algorithm="HS256"),
+    }.get(case, issue(stack, "viewer", "v"))
+    params = {"token": token}
+    headers = {"Origin": "https://evil.example"} if case == "foreign origin" else {}
+    if case == "forbidden type":
+        params["types"] = "signal.created,risk.alert"
+    if case == "unknown type":
+        params["types"] = "order.filled"
+    if case == "bad cursor":
+        params["cursor"] = "c1.not-ours"
+    answer = httpx.get(url(stack), params=params, headers=headers, timeout=10)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
+    if token:
+        assert token not in (stack.directory / "stack.log").read_text()
+
+
+@pytest.mark.events
+def test_each_role_streams_exactly_the_types_it_may_see(stack, settings):
+    roles = load("dev").roles
+    all_types = sorted(settings.streams_by_type)
+    start = local_client(stack).streams()["streams"]
+    cursor = _cursor(start)
+    publish(stack, [example(t, settings) for t in all_types])
+    for role, allowed in roles.items():
+        received = read(stack, role, until=len(allowed), params={"cursor": cursor})
+        assert sorted(e["type"] for e in domain(received)) == sorted(allowed), role
+
+
+@pytest.mark.reconnect
+@pytest.mark.events
+def test_a_cut_stream_resumed_with_last_event_id_gets_exactly_the_missing_events(stack):
+    cursor = _cursor(local_client(stack).streams()["streams"])
+    first = [signal() for _ in range(3)]
+    publish(stack, first)
+    before = read(stack, "viewer", until=3, params={"cursor": cursor, "types": "signal.created"})
+    assert [e["id"] for e in domain(before)] == [e["id"] for e in first]
+    missed = [signal() for _ in range(4)]
+    for event in missed:
+        publish(stack, event)
+    after = read(
+        stack, "viewer", until=4, params={"types": "signal.created"}, headers={"Last-Event-ID": before[-1].id}
+    )
+    assert [e["id"] for e in domain(after)] == [e["id"] for e in missed]
+
+
+@pytest.mark.reconnect
+@pytest.mark.events
+def test_cursors_cross_between_websocket_and_sse_both_ways(stack):
+    async def websocket_cursor_then_replay(cursor: str | None) -> tuple[str, list[str]]:
+        token = issue(stack, "analyst", "both-ways")
+        ws_url = outputs(stack)["WebSocketUrl"]
+        async with websockets.connect(ws_url, subprotocols=["streaming.v1", f"token.{token}"]) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "types": ["signal.created"]}))
+            replayed: list[str] = []
+            if cursor is not None:
+                await ws.send(json.dumps({"action": "replay", "cursor": cursor, "types": ["signal.created"]}))
+            last_cursor = ""
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if message["type"] == "subscribed" and cursor is None:
+                    return message["cursor"], []
+                if message["type"] == "events":
+                    replayed += [e["id"] for e in message["events"]]
+                    last_cursor = message["cursor"]
+                if message["type"] == "replay":
+                    return last_cursor, replayed
+
+    ws_cursor, _ = asyncio.run(websocket_cursor_then_replay(None))
+    later = [signal() for _ in range(2)]
+    publish(stack, later)
+    over_sse = read(stack, "analyst", until=2, params={"cursor": ws_cursor, "types": "signal.created"})
+    assert [e["id"] for e in domain(over_sse)] == [e["id"] for e in later]
+
+    even_later = [signal() for _ in range(2)]
+    publish(stack, even_later)
+    _, over_ws = asyncio.run(websocket_cursor_then_replay(over_sse[-1].id))
+    assert over_ws == [e["id"] for e in even_later]
+
+
+@pytest.mark.reconnect
+@pytest.mark.events
+def test_the_planned_end_sends_retry_and_a_resume_from_it_loses_nothing(stack):
+    cursor = _cursor(local_client(stack).streams()["streams"])
+    during = [signal() for _ in range(2)]
+    received = read(
+        stack,
+        "viewer",
+        until=10**6,  # read to the planned end
+        params={"cursor": cursor, "types": "signal.created"},
+        on_open=lambda: publish(stack, during[0]),
+    )
+    end = received[-1]
+    assert end.event == "end" and end.retry is not None and end.retry > 0
+    assert [e["id"] for e in domain(received)] == [during[0]["id"]]
+    publish(stack, during[1])  # published between the planned end and the reconnect
+    resumed = read(
+        stack, "viewer", until=1, params={"types": "signal.created"}, headers={"Last-Event-ID": end.id}
+    )
+    assert [e["id"] for e in domain(resumed)] == [during[1]["id"]]
+
+
+@pytest.mark.connections
+def test_curl_sees_the_retry_hint_heartbeat_comments_and_heartbeat_events(stack):
+    token = issue(stack, "viewer", "curl")
+    result = subprocess.run(
+        ["curl", "-N", "-s", "--max-time", "3", "-H", f"Authorization: Bearer {token}", url(stack)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    body = result.stdout
+    assert body.startswith("retry: ")
+    assert ": heartbeat\n" in body
+    beats = [json.loads(line[len("data: ") :]) for line in body.splitlines() if line.startswith("data: ")]
+    assert beats and all({"server_time", "heads"} <= set(beat) for beat in beats)
+
+
+def _cursor(heads: dict[str, int]) -> str:
+    from streaming import cursor as cursors
+
+    return cursors.encode(heads)
