@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
 # pip's view of that platform, for wheels of the runtime dependencies.
 PIP_PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.13")
-PACKAGES = ("streaming", "handlers")
+# Copied with their files' modes (shutil.copytree copies with copy2): the SSE start script sse/run.sh
+# must stay executable, Lambda runs it as the handler.
+PACKAGES = ("streaming", "handlers", "sse")
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 
 
@@ -68,10 +71,13 @@ def build_asset(output: Path, source: Path = LAMBDA_SOURCE) -> None:
             ],
             check=True,
         )
+        # Console scripts (uvicorn's) name this machine's interpreter; the start script runs `python -m`.
+        shutil.rmtree(output / "bin", ignore_errors=True)
 
 
 def lambda_code() -> lambda_.Code:
-    """One asset for every handler: lambdas/streaming and lambdas/handlers plus bundled requirements."""
+    """One asset for every handler: lambdas/streaming, lambdas/handlers and lambdas/sse plus bundled
+    requirements."""
     return lambda_.Code.from_asset(
         str(LAMBDA_SOURCE),
         bundling=BundlingOptions(
@@ -105,6 +111,8 @@ class PythonFunctionFactory(Construct):
         description: str,
         environment: dict[str, str],
         timeout: Duration,
+        memory_size: int = 512,
+        extra_layers: Sequence[lambda_.ILayerVersion] = (),
         **kwargs: Any,
     ) -> lambda_.Function:
         log_group = retained_log_group(scope, f"{construct_id}Logs", self._config)
@@ -116,8 +124,8 @@ class PythonFunctionFactory(Construct):
             code=self._code,
             handler=handler,
             description=description,
-            layers=[self._powertools],
-            memory_size=512,
+            layers=[self._powertools, *extra_layers],
+            memory_size=memory_size,
             timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
