@@ -11,6 +11,7 @@ from stacks.config import EnvironmentConfig
 from stacks.constructs.event_store import EventStore
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.publish_api import PublishApi
+from stacks.constructs.sse_stream import SseStream
 from stacks.constructs.websocket_api import WebSocketApi
 from stacks.nag import acknowledge_reviewed_findings
 from streaming import constants as c
@@ -21,7 +22,8 @@ class StreamingStack(Stack):
         super().__init__(
             scope,
             config.stack_name,
-            description=f"Real-time event streaming ({config.name}): event store, publish API, WebSocket API",
+            description=f"Real-time event streaming ({config.name}): event store, publish API, "
+            "WebSocket API, SSE",
             termination_protection=config.deletion_protection,
             **kwargs,
         )
@@ -34,6 +36,9 @@ class StreamingStack(Stack):
         publish = PublishApi(self, "PublishApi", config=config, functions=functions, store=store)
         for publisher in (publish.http_function, publish.eventbridge_function):
             live.attach_publisher(publisher)
+        SseStream(
+            self, "SseStream", config=config, functions=functions, store=store, signing_key=live.signing_key
+        )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)
         acknowledge_reviewed_findings(self)

@@ -10,6 +10,7 @@ from aws_cdk.assertions import Template
 
 from app import build_app
 from stacks.config import ENVIRONMENTS, load
+from tests.infra.templates import OidcInKnownAccount, Stack
 
 
 class Synthesized:
@@ -36,3 +37,13 @@ def synthesized(tmp_path_factory) -> Synthesized:
 @pytest.fixture(params=ENVIRONMENTS)
 def environment(request) -> str:
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def stack(synthesized, environment) -> Stack:
+    return Stack(synthesized.template(environment))
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory) -> OidcInKnownAccount:
+    return OidcInKnownAccount(tmp_path_factory.mktemp("oidc"))

@@ -1,17 +1,28 @@
 """Each handler imports from the built asset, with only what Lambda provides beside it:
-the Python runtime (boto3) and the Powertools layer (Powertools, pydantic, fastjsonschema, X-Ray SDK)."""
+the Python runtime (boto3) and the Powertools layer (Powertools, pydantic, fastjsonschema, X-Ray SDK).
+The SSE function's handler is a start script: the app it starts imports the same way, and uvicorn from
+the asset serves the app's readiness path."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
+import socket
+import stat
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from stacks.constructs.sse_stream import READINESS_CHECK_PATH
+from streaming import constants as c
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("synth")]
 
@@ -73,8 +84,13 @@ def host_stand_ins(asset: Path, tmp_path: Path) -> Path:
     return stand_ins
 
 
-def test_compiled_modules_are_built_for_lambda_arm64(synthesized):
+def built_asset(synthesized) -> Path:
     [asset] = {path for path in synthesized.outdir.glob("asset.*") if (path / "handlers").is_dir()}
+    return asset
+
+
+def test_compiled_modules_are_built_for_lambda_arm64(synthesized):
+    asset = built_asset(synthesized)
     for library in asset.rglob("*.so"):
         assert library.name.endswith((".cpython-313-aarch64-linux-gnu.so", ".abi3.so")), library.name
         header = library.read_bytes()[:20]
@@ -87,33 +103,100 @@ def test_compiled_modules_are_built_for_lambda_arm64(synthesized):
         ), library.name
 
 
+def entry_points(handler: str) -> list[tuple[str, str]]:
+    """(module, attribute) a handler needs: module.function, or for the SSE start script the ASGI app it
+    starts and uvicorn's entry point, which the script runs as `python -m uvicorn`."""
+    if handler == c.SSE_START_SCRIPT:
+        module, _, app = c.SSE_APP.partition(":")
+        return [(module, app), ("uvicorn.main", "main")]
+    module, _, name = handler.rpartition(".")
+    return [(module, name)]
+
+
 def test_every_handler_imports_from_the_built_asset(synthesized, environment, tmp_path):
     functions = synthesized.assertions(environment).find_resources("AWS::Lambda::Function")
     handlers = sorted({function["Properties"]["Handler"] for function in functions.values()})
-    [asset] = {path for path in synthesized.outdir.glob("asset.*") if (path / "handlers").is_dir()}
+    assert c.SSE_START_SCRIPT in handlers
+    entries = sorted({entry for handler in handlers for entry in entry_points(handler)})
+    asset = built_asset(synthesized)
     assert not (asset / "tests").exists() and not list(asset.rglob("__pycache__"))
     search_path = [str(host_stand_ins(asset, tmp_path)), str(asset), str(lambda_provided(tmp_path))]
     script = (
         "import importlib, json, sys\n"
         f"sys.path[:0] = {search_path!r}\n"
-        "for handler in json.loads(sys.argv[1]):\n"
-        "    module, _, name = handler.rpartition('.')\n"
-        "    assert callable(getattr(importlib.import_module(module), name)), handler\n"
-        f"    assert importlib.import_module(module).__file__.startswith({str(asset)!r}), handler\n"
+        "for module, name in json.loads(sys.argv[1]):\n"
+        "    assert callable(getattr(importlib.import_module(module), name)), (module, name)\n"
+        f"    assert importlib.import_module(module).__file__.startswith({str(asset)!r}), module\n"
         "print('imported', len(json.loads(sys.argv[1])))\n"
     )
     # -I -S: no site-packages, user paths or PYTHONPATH, only the asset (with stand-ins for its compiled
     # modules) and what Lambda provides; -B: no bytecode written into the asset.
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-B", "-c", script, json.dumps(handlers)], capture_output=True, text=True
+        [sys.executable, "-I", "-S", "-B", "-c", script, json.dumps(entries)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"imported {len(handlers)}"
+    assert result.stdout.strip() == f"imported {len(entries)}"
+
+
+def test_the_sse_start_script_ships_executable_and_starts_the_app(synthesized):
+    asset = built_asset(synthesized)
+    start_script = asset / c.SSE_START_SCRIPT
+    # Lambda runs the handler script as another user than the one who built the asset: executable by all.
+    mode = stat.S_IMODE(start_script.stat().st_mode)
+    assert mode & 0o555 == 0o555, oct(mode)
+    text = start_script.read_text()
+    assert text.startswith("#!/bin/")
+    assert c.SSE_APP in text and "uvicorn" in text and "PORT" in text
+    # pip's console scripts name this machine's interpreter; they are not shipped.
+    assert not (asset / "bin").exists()
+
+
+def test_uvicorn_from_the_asset_serves_the_readiness_path(synthesized, tmp_path):
+    """What the adapter polls before it passes on the first request: GET /healthz on the app's port.
+    Loopback only; the server is stopped at the end."""
+    asset = built_asset(synthesized)
+    search_path = [str(host_stand_ins(asset, tmp_path)), str(asset), str(lambda_provided(tmp_path))]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = (
+        "import sys\n"
+        f"sys.path[:0] = {search_path!r}\n"
+        "import uvicorn\n"
+        f"uvicorn.run({c.SSE_APP!r}, host='127.0.0.1', port={port}, log_level='warning')\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-B", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        while answer is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}{READINESS_CHECK_PATH}", timeout=2
+                ) as response:
+                    answer = (response.status, response.read())
+            except urllib.error.HTTPError as refused:  # serving, but not the readiness path
+                answer = (refused.code, b"")
+            except OSError:  # not listening yet
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        try:
+            _, stderr = server.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, stderr = server.communicate()
+    assert answer is not None and answer[0] == 200, stderr
 
 
 def test_pyjwt_in_the_asset_verifies_oidc_signatures(synthesized, tmp_path):
     """RS256/ES256 need cryptography; without it PyJWT imports fine and refuses every OIDC token."""
-    [asset] = {path for path in synthesized.outdir.glob("asset.*") if (path / "handlers").is_dir()}
+    asset = built_asset(synthesized)
     assert "cryptography" in compiled_distributions(asset)
     search_path = [str(host_stand_ins(asset, tmp_path)), str(asset), str(lambda_provided(tmp_path))]
     script = (
@@ -128,7 +211,7 @@ def test_pyjwt_in_the_asset_verifies_oidc_signatures(synthesized, tmp_path):
 
 
 def test_event_schemas_ship_in_the_asset(synthesized):
-    [asset] = {path for path in synthesized.outdir.glob("asset.*") if (path / "handlers").is_dir()}
+    asset = built_asset(synthesized)
     shipped = sorted(path.name for path in (asset / "streaming" / "schemas").glob("*.json"))
     source = sorted(
         path.name for path in (Path(__file__).parents[2] / "lambdas/streaming/schemas").glob("*.json")

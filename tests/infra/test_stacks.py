@@ -16,6 +16,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from app import build_app
 from stacks import nag
 from stacks.config import ENVIRONMENTS, load
+from streaming.constants import SSE_START_SCRIPT
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("synth")]
 ASSET_HASH = re.compile(r"[0-9a-f]{64}")
@@ -67,17 +68,19 @@ def test_publish_url_requires_iam_and_is_an_output(synthesized, environment):
 
 def test_functions_run_python_313_on_arm64_with_the_powertools_layer(synthesized, environment):
     functions = synthesized.assertions(environment).find_resources("AWS::Lambda::Function")
-    # two publishers; WebSocket authorizer, route handler, fan-out worker, expiry sweeper
-    assert len(functions) == 6
+    # two publishers; WebSocket authorizer, route handler, fan-out worker, expiry sweeper; SSE
+    assert len(functions) == 7
     config = load(environment)
     for function in functions.values():
         props = function["Properties"]
         assert (props["Runtime"], props["Architectures"]) == ("python3.13", ["arm64"])
         assert props["TracingConfig"] == {"Mode": "Active"}
-        [layer] = props["Layers"]
+        # Powertools first; the SSE function has the Lambda Web Adapter besides (test_sse_stream.py).
+        layer, *others = props["Layers"]
         assert f"AWSLambdaPowertoolsPythonV3-python313-arm64:{config.powertools_layer_version}" in json.dumps(
             layer
         )
+        assert len(others) == (1 if props["Handler"] == SSE_START_SCRIPT else 0)
         env = props["Environment"]["Variables"]
         assert json.loads(env["ROLE_MATRIX"]) == config.roles
         assert env["REPLAY_WINDOW_SECONDS"] == str(config.replay_window_seconds)

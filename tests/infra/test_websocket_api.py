@@ -4,17 +4,13 @@ and outputs."""
 
 from __future__ import annotations
 
-import copy
 import json
-from typing import Any
 
 import pytest
-from aws_cdk import App, Environment, Validations
-from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import ROOT, load
-from stacks.streaming_stack import StreamingStack
+from stacks.config import load
 from streaming import constants as c
+from tests.infra.templates import Stack, flatten
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("synth")]
 
@@ -48,6 +44,7 @@ TABLE_ACTIONS = {
     c.HANDLER_FANOUT_WORKER: ({"dynamodb:GetItem"}, DELIVERY),  # reads the events it is handed by position
     c.HANDLER_WS_AUTHORIZER: (set(), set()),
     c.HANDLER_WS_SWEEPER: (set(), SWEEPER),  # never reads the events table
+    c.SSE_START_SCRIPT: ({"dynamodb:GetItem", "dynamodb:Query"}, set()),  # SSE: replay and polling only
 }
 # handler -> the @connections methods it calls (lambdas/streaming/session.py, fanout.py); every other
 # function none, and nobody GET.
@@ -69,77 +66,6 @@ ACCESS_LOG_VARIABLES = {
     "$context.authorizer.principalId",
     "$context.integrationLatency",
 }
-
-
-def flatten(reference: Any) -> str:
-    """A CloudFormation value as one string, references in <>, the way cdk-nag shows them."""
-    if isinstance(reference, str):
-        return reference
-    if "Fn::Join" in reference:
-        delimiter, parts = reference["Fn::Join"]
-        return delimiter.join(flatten(part) for part in parts)
-    if "Ref" in reference:
-        return f"<{reference['Ref']}>"
-    if "Fn::GetAtt" in reference:
-        return f"<{reference['Fn::GetAtt'][0]}.{reference['Fn::GetAtt'][1]}>"
-    raise AssertionError(f"unexpected reference {reference}")
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-class Stack:
-    """One synthesized template, indexed by what the assertions ask about."""
-
-    def __init__(self, template: dict[str, Any]) -> None:
-        self.resources = template["Resources"]
-        self.outputs = template["Outputs"]
-
-    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
-
-    def one(self, resource_type: str) -> tuple[str, dict[str, Any]]:
-        [(logical_id, resource)] = self.of_type(resource_type).items()
-        return logical_id, resource["Properties"]
-
-    def functions(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """handler -> (logical id, properties)"""
-        found = {
-            fn["Properties"]["Handler"]: (logical_id, fn["Properties"])
-            for logical_id, fn in self.of_type("AWS::Lambda::Function").items()
-        }
-        assert len(found) == len(self.of_type("AWS::Lambda::Function")), "one function per handler"
-        return found
-
-    def environment(self, handler: str) -> dict[str, Any]:
-        return self.functions()[handler][1]["Environment"]["Variables"]  # type: ignore[no-any-return]
-
-    def grants(self, handler: str) -> set[tuple[str, str]]:
-        """Every (action, resource) the handler's role is allowed, however statements were merged."""
-        role = self.functions()[handler][1]["Role"]["Fn::GetAtt"][0]
-        allowed = set()
-        for policy in self.of_type("AWS::IAM::Policy").values():
-            if {"Ref": role} not in policy["Properties"]["Roles"]:
-                continue
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-                assert statement["Effect"] == "Allow"
-                for action in as_list(statement["Action"]):
-                    for resource in as_list(statement["Resource"]):
-                        allowed.add((action, flatten(resource)))
-        return allowed
-
-    def table(self, output_key: str) -> str:
-        return self.outputs[output_key]["Value"]["Ref"]  # type: ignore[no-any-return]
-
-    @property
-    def api(self) -> str:
-        return self.one("AWS::ApiGatewayV2::Api")[0]
-
-
-@pytest.fixture
-def stack(synthesized, environment) -> Stack:
-    return Stack(synthesized.template(environment))
 
 
 def test_api_selects_routes_by_the_action_field(stack):
@@ -303,14 +229,18 @@ def test_sweeper_may_only_delete_connections_and_close_them(stack, environment):
     assert c.ENV_FANOUT_FUNCTION not in env and c.ENV_AUTH_MODE not in env
 
 
-def test_hs256_signing_key_is_generated_and_only_the_authorizer_reads_it(stack):
+def test_hs256_signing_key_is_generated_and_only_the_token_verifiers_read_it(stack):
     secret_id, secret = stack.one("AWS::SecretsManager::Secret")
     assert secret["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
+    verifiers = (c.HANDLER_WS_AUTHORIZER, c.SSE_START_SCRIPT)  # $connect, and the SSE app
     for handler in stack.functions():
         secrets = {grant for grant in stack.grants(handler) if grant[0].startswith("secretsmanager:")}
         expected = {("secretsmanager:GetSecretValue", f"<{secret_id}>")}
-        assert secrets == (expected if handler == c.HANDLER_WS_AUTHORIZER else set()), handler
-    assert stack.environment(c.HANDLER_WS_AUTHORIZER)[c.ENV_AUTH_SECRET_ARN] == {"Ref": secret_id}
+        assert secrets == (expected if handler in verifiers else set()), handler
+        env = stack.environment(handler)
+        assert env.get(c.ENV_AUTH_SECRET_ARN) == ({"Ref": secret_id} if handler in verifiers else None), (
+            handler
+        )
     assert stack.outputs[c.OUTPUT_AUTH_SECRET_ARN]["Value"] == {"Ref": secret_id}
 
 
@@ -360,31 +290,6 @@ def test_outputs_name_the_wss_url_and_the_connections_table(stack, environment):
     connections = stack.table(c.OUTPUT_CONNECTIONS_TABLE)
     assert stack.resources[connections]["Type"] == "AWS::DynamoDB::GlobalTable"
     assert connections != stack.table(c.OUTPUT_EVENTS_TABLE)
-
-
-class OidcInKnownAccount:
-    """prod with OIDC tokens, deployed to a known account and region (ARNs then hold literals, which
-    the cdk-nag acknowledgements must still match). Bundling is skipped: only the template matters."""
-
-    def __init__(self, outdir) -> None:
-        context = copy.deepcopy(json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"])
-        context["environments"]["prod"]["auth"] = {
-            "mode": "oidc",
-            "issuer": "https://idp.example.com/tenant",
-            "audience": "streaming",
-            "role_claim": "role",
-        }
-        self.config = load("prod", context)
-        app = App(outdir=str(outdir), context={"aws:cdk:bundling-stacks": []})
-        StreamingStack(app, self.config, env=Environment(account="123456789012", region="eu-west-1"))
-        Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-        self.outdir = outdir
-        self.stack = Stack(app.synth().get_stack_by_name(self.config.stack_name).template)
-
-
-@pytest.fixture(scope="module")
-def oidc(tmp_path_factory) -> OidcInKnownAccount:
-    return OidcInKnownAccount(tmp_path_factory.mktemp("oidc"))
 
 
 def test_oidc_needs_no_signing_key(oidc):

@@ -1,0 +1,122 @@
+"""Server-Sent Events over Lambda response streaming: the `sse` ASGI app under uvicorn, started and
+proxied by the AWS Lambda Web Adapter layer, behind a public Function URL that streams. The app checks
+its own tokens (Bearer header or short-lived `token` query parameter), as the WebSocket authorizer does.
+
+Each open stream holds one function invocation until it ends itself (`sse.max_stream_seconds`), so
+`sse.reserved_concurrency` is the cap on open streams and on what they cost."""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, CfnOutput, Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from stacks.config import EnvironmentConfig
+from stacks.constructs.event_store import EventStore
+from stacks.constructs.lambda_code import PythonFunctionFactory
+from streaming import constants as c
+
+# The adapter's public layers (github.com/aws/aws-lambda-web-adapter, "Zip Packages").
+WEB_ADAPTER_LAYER_ACCOUNT = "753240598075"
+WEB_ADAPTER_LAYER_NAME = "LambdaAdapterLayerArm64"
+# The app answers GET /healthz; the adapter waits for it before passing the first request on.
+READINESS_CHECK_PATH = "/healthz"
+# What a browser may send: the token, the resume position EventSource sends by itself, and the two
+# headers fetch() streaming clients commonly set. Nothing is exposed beyond the CORS-safelisted headers.
+CORS_ALLOWED_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", "Cache-Control")
+
+
+def adapter_environment() -> dict[str, str]:
+    """How the adapter starts and reaches the app: it wraps the runtime's bootstrap, waits for the
+    readiness path on the app's port, and streams each response back as it is written."""
+    port = str(c.SSE_PORT)
+    return {
+        "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+        "AWS_LWA_INVOKE_MODE": "response_stream",
+        "AWS_LWA_PORT": port,
+        "PORT": port,  # what the start script passes to uvicorn
+        "AWS_LWA_READINESS_CHECK_PATH": READINESS_CHECK_PATH,
+    }
+
+
+class SseStream(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        functions: PythonFunctionFactory,
+        store: EventStore,
+        signing_key: secretsmanager.ISecret | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self.function = self._build_function(functions, store, signing_key)
+        # Replay and stream heads, then polling for new events: reads only, and no connection registry.
+        store.grant_read_access(self.function)
+        if signing_key is not None:
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["secretsmanager:GetSecretValue"], resources=[signing_key.secret_arn]
+                )
+            )
+        self.url = self._build_url()
+
+        CfnOutput(self, c.OUTPUT_SSE_URL, key=c.OUTPUT_SSE_URL, value=self.url.url)
+
+    def _build_function(
+        self,
+        functions: PythonFunctionFactory,
+        store: EventStore,
+        signing_key: secretsmanager.ISecret | None,
+    ) -> lambda_.Function:
+        config = self._config
+        secret_arn = signing_key.secret_arn if signing_key is not None else ""
+        parts = (
+            config.runtime_settings(store.table.table_name).to_env(),
+            config.auth_settings(secret_arn).to_env(),
+            config.sse_settings().to_env(),
+            adapter_environment(),
+        )
+        environment: dict[str, str] = {}
+        for part in parts:
+            clash = set(environment) & set(part)
+            if clash:
+                raise ValueError(f"SSE environment variables set twice: {sorted(clash)}")
+            environment.update(part)
+        web_adapter = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "WebAdapterLayer",
+            f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{WEB_ADAPTER_LAYER_ACCOUNT}:layer:"
+            f"{WEB_ADAPTER_LAYER_NAME}:{config.web_adapter_layer_version}",
+        )
+        return functions.function(
+            self,
+            "Function",
+            handler=c.SSE_START_SCRIPT,
+            description="GET /events as Server-Sent Events over response streaming (uvicorn behind the "
+            "Lambda Web Adapter)",
+            environment=environment,
+            timeout=Duration.seconds(config.sse.timeout_seconds),
+            memory_size=config.sse.memory_mb,
+            extra_layers=[web_adapter],
+            reserved_concurrent_executions=config.sse.reserved_concurrency,
+        )
+
+    def _build_url(self) -> lambda_.FunctionUrl:
+        return self.function.add_function_url(
+            # Public: the app verifies the token, the role and the Origin itself, and audit-logs refusals.
+            auth_type=lambda_.FunctionUrlAuthType.NONE,
+            invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM,
+            cors=lambda_.FunctionUrlCorsOptions(
+                allowed_origins=list(self._config.allowed_origins),
+                # The Function URL answers preflight (OPTIONS) requests itself from this configuration;
+                # AllowMethods cannot name OPTIONS (CloudFormation allows GET, PUT, HEAD, POST, PATCH,
+                # DELETE and *).
+                allowed_methods=[lambda_.HttpMethod.GET],
+                allowed_headers=list(CORS_ALLOWED_HEADERS),
+            ),
+        )
