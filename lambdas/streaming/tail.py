@@ -41,14 +41,15 @@ class Tailer:
         self._recent: dict[str, deque[Envelope]] = {}
         self._since: dict[str, int] = {}  # memory holds every event of the stream after this seq
         self._changed = asyncio.Condition()
+        self._ready = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self.head_reads = 0
         self.event_reads = 0
 
     async def heads(self) -> dict[str, int]:
-        if self._poller is None:
-            await self._refresh()
+        if self._poller is None:  # exactly one poller, however many subscriptions start at once
             self._poller = asyncio.create_task(self._poll())
+        await self._ready.wait()
         return dict(self._heads)
 
     def recent_after(
@@ -81,9 +82,10 @@ class Tailer:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
             with contextlib.suppress(Exception):  # a failed read: the next interval tries again
                 await self._refresh()
+            self._ready.set()
+            await asyncio.sleep(self._interval)
 
     async def _refresh(self) -> None:
         heads = await asyncio.to_thread(self._store.heads)
@@ -104,7 +106,7 @@ class Tailer:
         while position[stream] < head:
             page = await asyncio.to_thread(self._store.after, position, self._types_of[stream], PAGE_SIZE)
             self.event_reads += 1
-            recent.extend(page.events)
+            recent.extend(e for e in page.events if not recent or e.seq > recent[-1].seq)
             if page.cursor.get(stream, 0) <= position[stream]:
                 break  # nothing more to read (expired meanwhile)
             position = {stream: page.cursor[stream]}
