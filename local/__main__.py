@@ -61,6 +61,7 @@ def main() -> None:
         "--sse-max-stream-seconds", type=int, help="end SSE streams sooner (default: cdk.json's dev value)"
     )
     parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
+    parser.add_argument("--sse-poll-interval-ms", type=int, help="default: cdk.json's dev value")
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
@@ -103,6 +104,8 @@ def main() -> None:
         sse = replace(sse, max_stream_seconds=args.sse_max_stream_seconds)
     if args.sse_heartbeat_seconds:
         sse = replace(sse, heartbeat_seconds=args.sse_heartbeat_seconds)
+    if args.sse_poll_interval_ms:
+        sse = replace(sse, poll_interval_ms=args.sse_poll_interval_ms)
     os.environ.update(  # one environment for every local function: the deployed ones each get a part
         {
             **config.runtime_settings(TABLE).to_env(),

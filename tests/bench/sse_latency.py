@@ -1,0 +1,189 @@
+"""SSE: publish-to-receive latency at N open streams on the local stack, and the store requests one
+open stream costs per minute at the configured poll interval.
+
+Part 1 runs one subscription in this process, as one Lambda execution environment would, against moto
+on loopback, and counts the DynamoDB requests it makes while idle and while one event per second
+arrives. Part 2 starts the local stack, opens N streams (httpx-sse, viewer tokens, signal.created),
+publishes events one after another and records, per delivery, the time from the start of the publish
+request to the event's arrival. Loopback only, bounded by counts and time; prints tables for
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from local.aws import create_events_table, moto_client, start_moto
+from local.publish import local_client
+from local.state import LocalState
+from local.token import issue
+from stacks.config import load
+from streaming.publish import Publisher
+from streaming.store import EventStore
+from streaming.tail import StreamPlan, Tailer, subscription
+from tests.conftest import signal
+from tests.integration.conftest import outputs, running_local_stack
+
+
+class CountingClient:
+    """A boto3 DynamoDB client that counts the requests made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.exceptions = client.exceptions
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+
+        def counted(**kwargs: Any) -> Any:
+            with self._lock:
+                self.requests += 1
+            return call(**kwargs)
+
+        return counted
+
+
+def requests_per_minute(seconds: float, events_per_second: float) -> float:
+    """One subscription's DynamoDB requests per minute, with `events_per_second` published meanwhile."""
+    config = load("dev")
+    table = f"bench-events-{events_per_second:g}"  # moto's tables live as long as this process
+    settings = config.runtime_settings(table)
+    server, url = start_moto()
+    try:
+        raw = moto_client("dynamodb", url)
+        create_events_table(raw, table)
+        counting = CountingClient(raw)
+        store = EventStore(counting, table, settings.streams_by_type, settings.replay_window_seconds)
+        publisher = Publisher(settings, EventStore(raw, table, settings.streams_by_type, 86400))
+        sse = config.sse_settings()
+        tailer = Tailer(store, settings.streams_by_type, sse.poll_interval_ms / 1000)
+        visible = settings.roles.visible("viewer")
+        plan = StreamPlan(
+            role="viewer",
+            types=visible,
+            streams=frozenset(settings.streams_by_type[t] for t in visible),
+            position={},
+            heartbeat_seconds=sse.heartbeat_seconds,
+            max_stream_seconds=seconds,
+            retry_ms=sse.retry_ms,
+            compress_above=sse.compress_above_bytes,
+        )
+
+        async def run() -> None:
+            async def publish() -> None:
+                while events_per_second:
+                    await asyncio.sleep(1 / events_per_second)
+                    await asyncio.to_thread(publisher.publish, signal(), "bench")
+
+            producer = asyncio.create_task(publish())
+            async for _ in subscription(store, tailer, plan):
+                pass
+            producer.cancel()
+
+        asyncio.run(run())
+        return counting.requests / seconds * 60
+    finally:
+        server.shutdown()
+
+
+async def latency(state: LocalState, streams: int, events: int, poll_ms: int) -> dict[str, Any]:
+    url = outputs(state)["SseUrl"] + "events"
+    publisher = local_client(state)
+    arrivals: dict[str, list[float]] = {}
+    ready = asyncio.Semaphore(0)
+
+    async def listen(client: httpx.AsyncClient, index: int) -> None:
+        token = issue(state, "viewer", f"bench-{index}")
+        headers = {"Authorization": f"Bearer {token}"}
+        params = {"types": "signal.created"}
+        async with aconnect_sse(client, "GET", url, headers=headers, params=params) as source:
+            async for sse in source.aiter_sse():
+                if sse.event == "heartbeat":
+                    ready.release()
+                elif sse.event == "signal.created":
+                    arrivals.setdefault(json.loads(sse.data)["id"], []).append(time.time())
+
+    limits = httpx.Limits(max_connections=streams + 10)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None), limits=limits) as client:
+        listeners = [asyncio.create_task(listen(client, i)) for i in range(streams)]
+        for _ in range(streams):
+            await asyncio.wait_for(ready.acquire(), 60)
+        published: dict[str, float] = {}
+        for index in range(events + 2):  # the first two are warm-up, not counted
+            # A random moment within the poll interval: publishing right after the previous arrival
+            # would always land just after a poll and measure the whole interval every time.
+            await asyncio.sleep(random.uniform(0, poll_ms / 1000))
+            event = signal()
+            event_id = event["id"]
+            published[event_id] = time.time()
+            await asyncio.to_thread(publisher.publish, event)
+            deadline = time.monotonic() + 30
+            while len(arrivals.get(event_id, [])) < streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            if index < 2:
+                arrivals.pop(event_id, None)
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+    latencies = sorted((t - published[i]) * 1000 for i, times in arrivals.items() for t in times)
+    return {
+        "streams": streams,
+        "events": events,
+        "delivered": f"{len(latencies)}/{streams * events}",
+        "p50": statistics.median(latencies),
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "max": latencies[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=30, help="length of each request-count run")
+    parser.add_argument("--poll-ms", type=int, nargs="+", help="poll intervals to measure (default: config)")
+    args = parser.parse_args()
+    if args.streams > 500 or args.events > 200 or args.seconds > 120:
+        parser.error("keep the benchmark bounded: at most 500 streams, 200 events, 120 s")
+    interval = load("dev").sse_settings().poll_interval_ms
+    idle = requests_per_minute(args.seconds, 0)
+    busy = requests_per_minute(args.seconds, 1)
+    rows = []
+    for poll_ms in args.poll_ms or [interval]:
+        with (
+            tempfile.TemporaryDirectory() as directory,
+            running_local_stack(Path(directory), "--sse-poll-interval-ms", str(poll_ms)) as state,
+        ):
+            rows.append((poll_ms, asyncio.run(latency(state, args.streams, args.events, poll_ms))))
+    print(f"one open stream, poll interval {interval} ms, {args.seconds:g} s per run, {os.cpu_count()} cores")
+    print("| published meanwhile | DynamoDB requests per stream-minute |")
+    print("|---|---|")
+    print(f"| nothing | {idle:.0f} |")
+    print(f"| 1 event/s | {busy:.0f} |")
+    print()
+    print("| poll interval ms | streams | events | delivered | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|---|---|")
+    for poll_ms, row in rows:
+        print(
+            f"| {poll_ms} | {row['streams']} | {row['events']} | {row['delivered']} | {row['p50']:.1f} "
+            f"| {row['p99']:.1f} | {row['max']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
