@@ -51,6 +51,7 @@ bench: install
 	$(PY) -m tests.bench.store_throughput
 	$(PY) -m tests.bench.fanout_throughput
 	$(PY) -m tests.bench.websocket_latency
+	$(PY) -m tests.bench.sse_latency
 
 clean:
 	rm -rf cdk.out .local .pytest_cache .mypy_cache .ruff_cache
