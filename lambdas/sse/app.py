@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from functools import cache
 
 from starlette.applications import Starlette
@@ -51,8 +52,21 @@ async def events(request: Request) -> Response:
         )
         return JSONResponse(refused.to_body(), status_code=refused.status)
     logger.info("sse stream", extra={"role": plan.role, "types": sorted(plan.types), "query": redact(query)})
-    body = subscription(services().store, _tailer(), plan)
+    body = _logged(subscription(services().store, _tailer(), plan))
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _logged(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream, and one log line when it ends: by its planned end, or cancelled because the client
+    went away (Starlette then cancels the response, and this stream stops reading the store)."""
+    started, planned = time.monotonic(), False
+    try:
+        async for chunk in body:
+            planned = chunk.startswith(b"retry: ") and b"event: end" in chunk
+            yield chunk
+    finally:
+        how = "planned end" if planned else "client left"
+        logger.info("sse stream closed", extra={"how": how, "seconds": round(time.monotonic() - started, 1)})
 
 
 def _plan(request: Request, query: dict[str, str]) -> StreamPlan:

@@ -233,3 +233,14 @@ def _cursor(heads: dict[str, int]) -> str:
     from streaming import cursor as cursors
 
     return cursors.encode(heads)
+
+
+@pytest.mark.connections
+def test_a_client_that_leaves_ends_its_stream_on_the_server(stack):
+    log = stack.directory / "stack.log"
+    before = log.read_text().count('"client left"')
+    read(stack, "viewer", until=0)  # reads the first heartbeat after nothing, then hangs up
+    deadline = time.monotonic() + 10
+    while log.read_text().count('"client left"') == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log.read_text().count('"client left"') > before
