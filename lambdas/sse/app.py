@@ -28,6 +28,7 @@ from streaming.settings import SseSettings
 from streaming.tail import StreamPlan, Tailer, subscription
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MIN_TOKEN_SECONDS = 3
 
 
 @cache
@@ -43,33 +44,43 @@ def _tailer() -> Tailer:
 
 async def events(request: Request) -> Response:
     query = dict(request.query_params)
+    client = {"query": redact(query), "source_ip": request.client.host if request.client else None}
     try:
-        plan = await asyncio.to_thread(_plan, request, query)
+        plan, subject = await asyncio.to_thread(_plan, request, query)
     except StreamingError as refused:
-        logger.warning(
-            "sse refused",
-            extra={"code": refused.error.code, "reason": refused.message, "query": redact(query)},
-        )
+        logger.warning("sse refused", extra={"code": refused.error.code, "reason": refused.message, **client})
         return JSONResponse(refused.to_body(), status_code=refused.status)
-    logger.info("sse stream", extra={"role": plan.role, "types": sorted(plan.types), "query": redact(query)})
-    body = _logged(subscription(services().store, _tailer(), plan))
+    except Exception:  # the store or the signing key unavailable: a server fault, said as one
+        logger.exception("sse failed", extra=client)
+        failure = StreamingError(ErrorCode.INTERNAL_ERROR, "internal error; try again")
+        return JSONResponse(failure.to_body(), status_code=failure.status)
+    logger.info(
+        "sse stream", extra={"subject": subject, "role": plan.role, "types": sorted(plan.types), **client}
+    )
+    body = _logged(subscription(services().store, _tailer(), plan), subject)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _logged(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The stream, and one log line when it ends: by its planned end, or cancelled because the client
-    went away (Starlette then cancels the response, and this stream stops reading the store)."""
-    started, planned = time.monotonic(), False
+async def _logged(body: AsyncIterator[bytes], subject: str) -> AsyncIterator[bytes]:
+    """The stream, and one log line when it ends: by its planned end, by a failure, or because the
+    client went away. (uvicorn reports a client leaving and Starlette then cancels the stream; whether
+    the Lambda Web Adapter passes that on is not verified: if not, a stream runs to its planned end.)"""
+    started, how = time.monotonic(), "client left"
     try:
         async for chunk in body:
-            planned = chunk.startswith(b"retry: ") and b"event: end" in chunk
+            if chunk.startswith(b"retry: ") and b"event: end" in chunk:
+                how = "planned end"
             yield chunk
+    except Exception:
+        how = "failed"
+        logger.exception("sse stream failed", extra={"subject": subject})
+        raise
     finally:
-        how = "planned end" if planned else "client left"
-        logger.info("sse stream closed", extra={"how": how, "seconds": round(time.monotonic() - started, 1)})
+        seconds = round(time.monotonic() - started, 1)
+        logger.info("sse stream closed", extra={"subject": subject, "how": how, "seconds": seconds})
 
 
-def _plan(request: Request, query: dict[str, str]) -> StreamPlan:
+def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str]:
     """Who asks, for what, from where; StreamingError with the code to answer otherwise."""
     token_verifier, auth = verifier()
     if not origin_allowed(request.headers.get("origin"), auth.allowed_origins):
@@ -78,8 +89,13 @@ def _plan(request: Request, query: dict[str, str]) -> StreamPlan:
     try:
         principal = token_verifier.verify(token)
     except AuthError as refused:
+        if refused.reason.startswith("signing key unavailable"):
+            raise RuntimeError(refused.reason) from None  # our fault, not the token's
         code = ErrorCode.TOKEN_EXPIRED if refused.reason == "token expired" else ErrorCode.INVALID_TOKEN
         raise StreamingError(code, refused.reason) from None
+    token_left = principal.expires_at - time.time()
+    if token_left < MIN_TOKEN_SECONDS:  # accepted within the verifier's leeway, but no stream is worth it
+        raise StreamingError(ErrorCode.TOKEN_EXPIRED, "token expired or about to")
     base = services()
     roles, streams_by_type = base.settings.roles, base.settings.streams_by_type
     requested = [t for t in query.get("types", "").split(",") if t] or None
@@ -93,14 +109,15 @@ def _plan(request: Request, query: dict[str, str]) -> StreamPlan:
     types = roles.visible(principal.role, requested)
     streams = frozenset(streams_by_type[t] for t in types)
     resume = request.headers.get("last-event-id") or query.get("cursor")
-    if resume:
-        position = cursors.decode(resume)
-    else:  # live from now on
-        position = {stream: seq for stream, seq in base.store.heads().items() if stream in streams}
+    heads = base.store.heads()
+    position = cursors.decode(resume) if resume else {s: seq for s, seq in heads.items() if s in streams}
+    ahead = sorted(s for s, seq in position.items() if seq > heads.get(s, 0))
+    if ahead:  # a cursor from a table that was reset, or from another deployment
+        raise StreamingError(ErrorCode.INVALID_CURSOR, f"cursor is ahead of streams {ahead}")
     settings = _settings()
     # Never past the token: a stream whose token expires ends, and the client reconnects with a new one.
-    lifetime = min(settings.max_stream_seconds, max(1, principal.expires_at - int(time.time())))
-    return StreamPlan(
+    lifetime = min(settings.max_stream_seconds, token_left)
+    plan = StreamPlan(
         role=principal.role,
         types=types,
         streams=streams,
@@ -109,7 +126,9 @@ def _plan(request: Request, query: dict[str, str]) -> StreamPlan:
         max_stream_seconds=lifetime,
         retry_ms=settings.retry_ms,
         compress_above=settings.compress_above_bytes,
+        ends_because="planned" if lifetime == settings.max_stream_seconds else "token_expiring",
     )
+    return plan, principal.subject
 
 
 async def healthz(request: Request) -> Response:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from streaming import codec
 from streaming import cursor as cursors
 from streaming.events import Envelope, format_ts
+from streaming.observability import logger
 from streaming.store import EventStore
 
 PAGE_SIZE = 100
@@ -82,8 +83,10 @@ class Tailer:
 
     async def _poll(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # a failed read: the next interval tries again
+            try:
                 await self._refresh()
+            except Exception as error:  # the next interval tries again
+                logger.warning("tailer could not read the heads", extra={"error": type(error).__name__})
             self._ready.set()
             await asyncio.sleep(self._interval)
 
@@ -91,10 +94,16 @@ class Tailer:
         heads = await asyncio.to_thread(self._store.heads)
         self.head_reads += 1
         for stream, head in heads.items():
-            if stream not in self._since:  # memory starts at the head it first saw
-                self._since[stream], self._recent[stream] = head, deque(maxlen=KEEP_PER_STREAM)
-            elif head > self._heads.get(stream, 0):
-                await self._read_new(stream, self._heads[stream], head)
+            known = self._heads.get(stream, 0)
+            if stream not in self._since or head - known > KEEP_PER_STREAM:
+                self._forget(stream, head)  # first sight, or a backlog (after a freeze) not worth reading
+            elif head > known:
+                try:
+                    await self._read_new(stream, known, head)
+                except Exception as error:
+                    # Subscriptions behind the new head read the store themselves until memory is back.
+                    logger.warning("tailer could not read new events", extra={"error": type(error).__name__})
+                    self._forget(stream, head)
         if heads != self._heads:
             self._heads = heads
             async with self._changed:
@@ -107,11 +116,15 @@ class Tailer:
             page = await asyncio.to_thread(self._store.after, position, self._types_of[stream], PAGE_SIZE)
             self.event_reads += 1
             recent.extend(e for e in page.events if not recent or e.seq > recent[-1].seq)
+            if len(recent) == recent.maxlen:  # the oldest were dropped: say so before the next await
+                self._since[stream] = max(self._since[stream], recent[0].seq - 1)
             if page.cursor.get(stream, 0) <= position[stream]:
                 break  # nothing more to read (expired meanwhile)
             position = {stream: page.cursor[stream]}
-        if len(recent) == recent.maxlen:  # the oldest kept events were dropped
-            self._since[stream] = recent[0].seq - 1
+
+    def _forget(self, stream: str, head: int) -> None:
+        """Memory of `stream` starts over at `head`: anyone behind it reads the store."""
+        self._since[stream], self._recent[stream] = head, deque(maxlen=KEEP_PER_STREAM)
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,12 @@ class StreamPlan:
     max_stream_seconds: float
     retry_ms: int
     compress_above: int
+    ends_because: str = "planned"  # or "token_expiring": reconnect with a new token
+
+
+def _visible(heads: Mapping[str, int], plan: StreamPlan) -> dict[str, int]:
+    """Heads of the streams the subscriber sees, and no others."""
+    return {stream: seq for stream, seq in heads.items() if stream in plan.streams}
 
 
 async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> AsyncIterator[bytes]:
@@ -131,7 +150,7 @@ async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> A
     position = dict(plan.position)
     started = time.monotonic()
     ends_at = started + plan.max_stream_seconds
-    yield _heartbeat(await tailer.heads(), position, plan.retry_ms)
+    yield _heartbeat(_visible(await tailer.heads(), plan), position, plan.retry_ms)
     next_heartbeat = started + plan.heartbeat_seconds
     while time.monotonic() < ends_at:
         recent = tailer.recent_after(position, plan.types, plan.streams)
@@ -155,11 +174,11 @@ async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> A
         now = time.monotonic()
         if now >= next_heartbeat:
             yield codec.sse_comment("heartbeat")
-            yield _heartbeat(await tailer.heads(), position)
+            yield _heartbeat(_visible(await tailer.heads(), plan), position)
             next_heartbeat = now + plan.heartbeat_seconds
         await tailer.wait_beyond(position, plan.streams, max(0.0, min(next_heartbeat, ends_at) - now))
     # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
-    end = codec.dumps({"reconnect": True})
+    end = codec.dumps({"reconnect": True, "reason": plan.ends_because})
     yield codec.sse_message(retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end)
 
 

@@ -236,11 +236,45 @@ def _cursor(heads: dict[str, int]) -> str:
 
 
 @pytest.mark.connections
-def test_a_client_that_leaves_ends_its_stream_on_the_server(stack):
+def test_a_client_that_leaves_ends_its_stream_on_the_server_and_its_token_is_never_logged(stack):
+    token = issue(stack, "viewer", "leaver")
+    with (
+        httpx.Client(timeout=10) as client,
+        connect_sse(client, "GET", url(stack), params={"token": token}) as source,
+    ):
+        assert next(source.iter_sse()).event == "heartbeat"  # open; then hang up
     log = stack.directory / "stack.log"
-    before = log.read_text().count('"client left"')
-    read(stack, "viewer", until=0)  # reads the first heartbeat after nothing, then hangs up
     deadline = time.monotonic() + 10
-    while log.read_text().count('"client left"') == before and time.monotonic() < deadline:
+    closed: list[dict[str, Any]] = []
+    while not closed and time.monotonic() < deadline:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if '"sse stream closed"' in line]
+        closed = [entry for entry in lines if entry.get("subject") == "leaver"]
         time.sleep(0.1)
-    assert log.read_text().count('"client left"') > before
+    assert closed and closed[0]["how"] == "client left"
+    assert token not in log.read_text()
+
+
+@pytest.mark.connections
+def test_a_token_about_to_expire_is_refused_and_one_expiring_soon_ends_the_stream_then(stack):
+    almost = issue(stack, "viewer", "almost", ttl_seconds=2)
+    answer = httpx.get(url(stack), params={"token": almost}, timeout=10)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (401, "token_expired")
+    soon = issue(stack, "viewer", "soon", ttl_seconds=5)  # shorter than the stream (6 s)
+    ends = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=20)) as client,
+        connect_sse(client, "GET", url(stack), params={"token": soon}) as source,
+    ):
+        for sse in source.iter_sse():
+            if sse.event == "end":
+                ends.append(json.loads(sse.data))
+                break
+    assert ends == [{"reconnect": True, "reason": "token_expiring"}]
+
+
+def test_a_cursor_ahead_of_the_streams_is_refused(stack):
+    from streaming import cursor as cursors
+
+    ahead = cursors.encode({"market": 10**9})
+    answer = httpx.get(url(stack), params={"token": issue(stack, "viewer", "v"), "cursor": ahead}, timeout=10)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_cursor")

@@ -74,7 +74,8 @@ def test_replay_then_end_each_event_id_resuming_exactly_after_it(store, publishe
     for message in events:
         seq = json.loads(message["data"])["seq"]
         assert cursors.decode(message["id"])["market"] == seq
-    assert (end["event"], end["retry"], json.loads(end["data"])) == ("end", "1500", {"reconnect": True})
+    assert (end["event"], end["retry"]) == ("end", "1500")
+    assert json.loads(end["data"]) == {"reconnect": True, "reason": "planned"}
     assert cursors.decode(end["id"])["market"] == 3
     again = run(
         collect(
@@ -128,3 +129,40 @@ def test_heartbeats_carry_server_time_heads_and_the_cursor_so_far(store, publish
     body = json.loads(beats[-1]["data"])
     assert body["heads"]["market"] == 1 and body["server_time"].endswith("Z")
     assert cursors.decode(beats[-1]["id"])["market"] == 1
+
+
+def test_memory_that_dropped_events_while_reading_never_serves_a_gap(store, publisher, settings, monkeypatch):
+    import streaming.tail as tail
+
+    monkeypatch.setattr(tail, "KEEP_PER_STREAM", 5)
+    monkeypatch.setattr(tail, "PAGE_SIZE", 2)
+    seen_mid_read: list[Any] = []
+
+    class Observed:
+        """The store, and what a subscriber at the start would be served between two page reads."""
+
+        def __init__(self, tailer_of: dict[str, Tailer], start: dict[str, int]) -> None:
+            self.tailer_of, self.start = tailer_of, start
+
+        def heads(self) -> dict[str, int]:
+            return store.heads()
+
+        def after(self, *args: Any) -> Any:
+            seen_mid_read.append(
+                self.tailer_of["it"].recent_after(self.start, frozenset({"signal.created"}), ["market"])
+            )
+            return store.after(*args)
+
+    async def scenario():
+        holder: dict[str, Tailer] = {}
+        start = store.heads()
+        observed = Observed(holder, start)
+        tailer = holder["it"] = Tailer(observed, settings.streams_by_type, interval=3600)  # type: ignore[arg-type]
+        await tailer.heads()
+        publisher.publish([signal() for _ in range(8)], "tests")  # read in 4 pages of 2; keeps 5
+        await tailer._refresh()
+        return tailer.recent_after(start, frozenset({"signal.created"}), ["market"])
+
+    assert run(scenario()) is None  # memory no longer reaches back: the subscriber reads the store
+    for served in seen_mid_read:  # and never, between pages, a memory with a hole in it
+        assert served is None or [e.seq for e in served[0]] == list(range(1, len(served[0]) + 1))
