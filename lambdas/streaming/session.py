@@ -111,7 +111,7 @@ class Session:
         connection_id = connection.connection_id
         if isinstance(request, protocol.Subscribe):
             allowed = self._roles.allowed(connection.role)
-            position = self._store.heads()  # read first: live delivery is complete after these
+            position = self._store.heads(allowed)  # read first: live delivery is complete after these
             try:
                 types = self._registry.subscribe(connection, request.types, position)
             except LookupError:
@@ -126,7 +126,9 @@ class Session:
                 return
             answer = protocol.unsubscribed(types, request.request_id)
         elif isinstance(request, protocol.Ping):
-            answer = protocol.pong(self._store.heads(), request.request_id)
+            answer = protocol.pong(
+                self._store.heads(self._roles.allowed(connection.role)), request.request_id
+            )
         else:
             page, base = self._replay(connection, request)
             for frame in codec.event_frames(page.events, base, self._compress_above):
@@ -160,7 +162,7 @@ class Session:
             connection.connection_id,
             connection.role,
             self._roles.allowed(connection.role),
-            self._store.heads(),
+            self._store.heads(self._roles.allowed(connection.role)),  # only the streams it may see
             connection.expires_at,
         )
 

@@ -28,7 +28,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -369,9 +369,12 @@ class EventStore:
             return None
         return _envelope(item)
 
-    def heads(self) -> dict[str, int]:
-        """The last seq of every stream (0 for an empty stream)."""
-        return {stream: self._read_head(stream).seq for stream in sorted(set(self._streams_by_type.values()))}
+    def heads(self, types: Iterable[str] | None = None) -> dict[str, int]:
+        """The last seq of every stream (0 for an empty stream), or of the streams of `types`."""
+        streams = (
+            self._streams_of(frozenset(types)) if types is not None else set(self._streams_by_type.values())
+        )
+        return {stream: self._read_head(stream).seq for stream in sorted(streams)}
 
     def _scan_forward(
         self, stream: str, start: int, types: frozenset[str], limit: int, now_s: float

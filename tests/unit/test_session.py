@@ -106,7 +106,7 @@ def test_the_first_message_is_preceded_by_a_welcome_and_later_ones_are_not(
     welcome = first[0]
     assert welcome["connection_id"] == "C1" and welcome["role"] == "analyst"
     assert welcome["allowed_types"] == sorted(settings.roles.allowed("analyst"))
-    assert welcome["heads"] == {"market": 1, "ops": 0, "risk": 1}
+    assert welcome["heads"] == {"market": 1, "ops": 0}  # not risk: an analyst does not see it
     assert welcome["expires_at"] == connection.expires_at
     assert welcome["server_time"].endswith("Z")
     assert [m["type"] for m in send(session, management, {"action": "ping"})] == ["pong"]
@@ -117,7 +117,7 @@ def test_ping_answers_pong_with_the_heads_and_the_request_id(session, management
     greeted(session, management, clock)
     publisher.publish([signal(), signal()], "tests")
     (pong,) = send(session, management, {"action": "ping", "id": "p2"})
-    assert (pong["type"], pong["id"], pong["heads"]) == ("pong", "p2", {"market": 2, "ops": 0, "risk": 0})
+    assert (pong["type"], pong["id"], pong["heads"]) == ("pong", "p2", {"market": 2})  # a viewer's streams
 
 
 def test_subscribe_narrows_to_the_role_and_starts_at_the_heads(
@@ -133,15 +133,15 @@ def test_subscribe_narrows_to_the_role_and_starts_at_the_heads(
         "id": "s1",
         "types": ["signal.created"],
         "denied": ["risk.alert"],
-        "cursor": cursors.encode({"market": 2, "ops": 0, "risk": 1}),
+        "cursor": cursors.encode({"market": 2}),  # the viewer's streams only: it never sees risk
     }
     (subscriber,) = registry.subscribers("signal.created")
-    assert subscriber.base == {"market": 2, "ops": 0, "risk": 1}
+    assert subscriber.base == {"market": 2}
     assert list(registry.subscribers("risk.alert")) == []
     publisher.publish([signal()], "tests")
     (again,) = send(session, management, {"action": "subscribe", "types": ["proposal.created"]})
     assert again["types"] == ["proposal.created", "signal.created"] and again["denied"] == []
-    assert cursors.decode(again["cursor"]) == {"market": 3, "ops": 0, "risk": 1}
+    assert cursors.decode(again["cursor"]) == {"market": 3}
     assert registry.get("C1").types == {"signal.created", "proposal.created"}
 
 
