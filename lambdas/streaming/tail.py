@@ -7,8 +7,8 @@ The live tail is shared by every subscription a process serves: one `Tailer` rea
 every poll interval and, when a head moves, reads the new events once and keeps the latest in
 memory. Subscriptions at the tail take their events from there; one behind it (resuming from an older
 cursor) reads the store until it has caught up. In Lambda each execution environment serves one
-stream, so this costs one head read per interval per open stream; the local stack serves every stream
-from one process, and the store sees one reader however many streams are open.
+stream, so this costs one read per interval per stream head the subscriber needs; the local stack
+serves every stream from one process, and the store sees one reader however many streams are open.
 """
 
 from __future__ import annotations
@@ -41,11 +41,22 @@ class Tailer:
         self._heads: dict[str, int] = {}
         self._recent: dict[str, deque[Envelope]] = {}
         self._since: dict[str, int] = {}  # memory holds every event of the stream after this seq
+        self._wanted: frozenset[str] = frozenset()  # the streams its subscriptions have asked for
         self._changed = asyncio.Condition()
+        self._refreshing = asyncio.Lock()
         self._ready = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self.head_reads = 0
         self.event_reads = 0
+
+    async def watch(self, streams: frozenset[str]) -> None:
+        """Read these streams' heads from now on (only those: a viewer's stream costs one read per
+        interval, not three), at once if the poller is already running."""
+        if streams <= self._wanted:
+            return
+        self._wanted |= streams
+        if self._poller is not None:
+            await self._refresh()
 
     async def heads(self) -> dict[str, int]:
         if self._poller is None:  # exactly one poller, however many subscriptions start at once
@@ -91,7 +102,12 @@ class Tailer:
             await asyncio.sleep(self._interval)
 
     async def _refresh(self) -> None:
-        heads = await asyncio.to_thread(self._store.heads)
+        async with self._refreshing:  # the poller and a new watch never read at the same time
+            await self._refresh_heads()
+
+    async def _refresh_heads(self) -> None:
+        wanted = [event_type for stream in self._wanted for event_type in self._types_of.get(stream, ())]
+        heads = await asyncio.to_thread(self._store.heads, wanted)
         self.head_reads += 1
         for stream, head in heads.items():
             known = self._heads.get(stream, 0)
@@ -148,6 +164,7 @@ def _visible(heads: Mapping[str, int], plan: StreamPlan) -> dict[str, int]:
 async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> AsyncIterator[bytes]:
     """The bytes of one SSE response: catch up, tail, heartbeat, and end before `max_stream_seconds`."""
     position = dict(plan.position)
+    await tailer.watch(plan.streams)
     started = time.monotonic()
     ends_at = started + plan.max_stream_seconds
     yield _heartbeat(_visible(await tailer.heads(), plan), position, plan.retry_ms)

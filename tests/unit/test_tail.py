@@ -144,8 +144,8 @@ def test_memory_that_dropped_events_while_reading_never_serves_a_gap(store, publ
         def __init__(self, tailer_of: dict[str, Tailer], start: dict[str, int]) -> None:
             self.tailer_of, self.start = tailer_of, start
 
-        def heads(self) -> dict[str, int]:
-            return store.heads()
+        def heads(self, *args: Any) -> dict[str, int]:
+            return store.heads(*args)
 
         def after(self, *args: Any) -> Any:
             seen_mid_read.append(
@@ -158,6 +158,7 @@ def test_memory_that_dropped_events_while_reading_never_serves_a_gap(store, publ
         start = store.heads()
         observed = Observed(holder, start)
         tailer = holder["it"] = Tailer(observed, settings.streams_by_type, interval=3600)  # type: ignore[arg-type]
+        await tailer.watch(frozenset({"market"}))
         await tailer.heads()
         publisher.publish([signal() for _ in range(8)], "tests")  # read in 4 pages of 2; keeps 5
         await tailer._refresh()
@@ -166,3 +167,24 @@ def test_memory_that_dropped_events_while_reading_never_serves_a_gap(store, publ
     assert run(scenario()) is None  # memory no longer reaches back: the subscriber reads the store
     for served in seen_mid_read:  # and never, between pages, a memory with a hole in it
         assert served is None or [e.seq for e in served[0]] == list(range(1, len(served[0]) + 1))
+
+
+def test_the_tailer_reads_only_the_heads_its_subscriptions_need(store, settings):
+    reads: list[Any] = []
+    original = store.heads
+
+    def counted(types: Any = None) -> dict[str, int]:
+        reads.append(sorted(types) if types is not None else None)
+        return original(types)
+
+    store.heads = counted  # type: ignore[method-assign]
+
+    async def scenario() -> dict[str, int]:
+        tailer = Tailer(store, settings.streams_by_type, interval=3600)
+        await tailer.watch(frozenset({"market"}))
+        return await tailer.heads()
+
+    assert run(scenario()) == {"market": 0}
+    assert reads and all(
+        types and {settings.streams_by_type[t] for t in types} == {"market"} for types in reads
+    )
