@@ -99,7 +99,7 @@ def main() -> None:
     delivery = config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/{STAGE}", FANOUT_WORKER)
     if args.fanout_chunk_connections:
         delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
-    sse = config.sse_settings()
+    sse = config.sse_settings(CONNECTIONS_TABLE)
     if args.sse_max_stream_seconds:
         sse = replace(sse, max_stream_seconds=args.sse_max_stream_seconds)
     if args.sse_heartbeat_seconds:

@@ -81,6 +81,9 @@ class SseConfig(BaseModel):
         default=None, ge=1, description="most streams open at once (each holds one function): caps cost"
     )
     memory_mb: int = Field(default=256, ge=128, le=10_240)
+    max_streams_per_subject: int = Field(
+        default=5, ge=1, le=100, description="open streams one token subject may hold at once"
+    )
 
     @model_validator(mode="after")
     def _stream_ends_before_the_function_does(self) -> SseConfig:
@@ -213,14 +216,16 @@ class EnvironmentConfig(BaseModel):
             jwks_url="" if hs256 else (self.auth.jwks_url or ""),
         )
 
-    def sse_settings(self) -> SseSettings:
-        """What the SSE app reads from its environment."""
+    def sse_settings(self, connections_table: str) -> SseSettings:
+        """What the SSE app reads from its environment; open streams are counted in `connections_table`."""
         return SseSettings(
             poll_interval_ms=self.sse.poll_interval_ms,
             heartbeat_seconds=self.sse.heartbeat_seconds,
             max_stream_seconds=self.sse.max_stream_seconds,
             retry_ms=self.sse.retry_ms,
             compress_above_bytes=self.compress_above_bytes,
+            max_streams_per_subject=self.sse.max_streams_per_subject,
+            streams_table=connections_table,
         )
 
 

@@ -37,7 +37,13 @@ class StreamingStack(Stack):
         for publisher in (publish.http_function, publish.eventbridge_function):
             live.attach_publisher(publisher)
         SseStream(
-            self, "SseStream", config=config, functions=functions, store=store, signing_key=live.signing_key
+            self,
+            "SseStream",
+            config=config,
+            functions=functions,
+            store=store,
+            signing_key=live.signing_key,
+            connections=live.connections,
         )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)

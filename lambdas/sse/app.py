@@ -22,8 +22,9 @@ from starlette.routing import Route
 from streaming import cursor as cursors
 from streaming.auth import AuthError, origin_allowed, redact, token_from_request
 from streaming.errors import ErrorCode, StreamingError
+from streaming.leases import StreamLeases
 from streaming.observability import logger
-from streaming.runtime import services, verifier
+from streaming.runtime import dynamodb, services, verifier
 from streaming.settings import SseSettings
 from streaming.tail import StreamPlan, Tailer, subscription
 
@@ -37,6 +38,11 @@ def _settings() -> SseSettings:
 
 
 @cache
+def _leases() -> StreamLeases:
+    return StreamLeases(dynamodb(), _settings().streams_table)
+
+
+@cache
 def _tailer() -> Tailer:
     base = services()
     return Tailer(base.store, base.settings.streams_by_type, _settings().poll_interval_ms / 1000)
@@ -46,7 +52,7 @@ async def events(request: Request) -> Response:
     query = dict(request.query_params)
     client = {"query": redact(query), "source_ip": request.client.host if request.client else None}
     try:
-        plan, subject = await asyncio.to_thread(_plan, request, query)
+        plan, subject, lease = await asyncio.to_thread(_plan, request, query)
     except StreamingError as refused:
         logger.warning("sse refused", extra={"code": refused.error.code, "reason": refused.message, **client})
         return JSONResponse(refused.to_body(), status_code=refused.status)
@@ -57,11 +63,11 @@ async def events(request: Request) -> Response:
     logger.info(
         "sse stream", extra={"subject": subject, "role": plan.role, "types": sorted(plan.types), **client}
     )
-    body = _logged(subscription(services().store, _tailer(), plan), subject)
+    body = _logged(subscription(services().store, _tailer(), plan), subject, lease)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _logged(body: AsyncIterator[bytes], subject: str) -> AsyncIterator[bytes]:
+async def _logged(body: AsyncIterator[bytes], subject: str, lease: str) -> AsyncIterator[bytes]:
     """The stream, and one log line when it ends: by its planned end, by a failure, or because the
     client went away. (uvicorn reports a client leaving and Starlette then cancels the stream; whether
     the Lambda Web Adapter passes that on is not verified: if not, a stream runs to its planned end.)"""
@@ -76,11 +82,13 @@ async def _logged(body: AsyncIterator[bytes], subject: str) -> AsyncIterator[byt
         logger.exception("sse stream failed", extra={"subject": subject})
         raise
     finally:
+        # Not awaited: a stream cancelled because its client left cannot await anything here.
+        asyncio.get_running_loop().run_in_executor(None, _leases().release, subject, lease)
         seconds = round(time.monotonic() - started, 1)
         logger.info("sse stream closed", extra={"subject": subject, "how": how, "seconds": seconds})
 
 
-def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str]:
+def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str, str]:
     """Who asks, for what, from where; StreamingError with the code to answer otherwise."""
     token_verifier, auth = verifier()
     if not origin_allowed(request.headers.get("origin"), auth.allowed_origins):
@@ -128,7 +136,13 @@ def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str]:
         compress_above=settings.compress_above_bytes,
         ends_because="planned" if lifetime == settings.max_stream_seconds else "token_expiring",
     )
-    return plan, principal.subject
+    lease = _leases().acquire(principal.subject, settings.max_streams_per_subject, lifetime)
+    if lease is None:
+        raise StreamingError(
+            ErrorCode.TOO_MANY_STREAMS,
+            f"this token's subject has {settings.max_streams_per_subject} streams open already",
+        )
+    return plan, principal.subject, lease
 
 
 async def healthz(request: Request) -> Response:

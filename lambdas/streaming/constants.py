@@ -27,6 +27,7 @@ ENV_SSE_POLL_INTERVAL_MS: Final = "SSE_POLL_INTERVAL_MS"  # how often an open st
 ENV_SSE_HEARTBEAT_SECONDS: Final = "SSE_HEARTBEAT_SECONDS"
 ENV_SSE_MAX_STREAM_SECONDS: Final = "SSE_MAX_STREAM_SECONDS"  # a stream ends itself before the timeout
 ENV_SSE_RETRY_MS: Final = "SSE_RETRY_MS"  # the retry: hint sent when a stream ends itself
+ENV_SSE_MAX_STREAMS_PER_SUBJECT: Final = "SSE_MAX_STREAMS_PER_SUBJECT"  # leases in the connections table
 
 # Token verification ($connect authorizer, SSE).
 ENV_AUTH_MODE: Final = "AUTH_MODE"  # "hs256" (secret in Secrets Manager) or "oidc" (issuer's JWKS)

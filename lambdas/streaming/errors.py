@@ -31,6 +31,7 @@ class ErrorCode(Enum):
     NOT_FOUND = ("not_found", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     ID_CONFLICT = ("id_conflict", 409)
+    TOO_MANY_STREAMS = ("too_many_streams", 429)
     PUBLISH_IN_PROGRESS = ("publish_in_progress", 409)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     BATCH_TOO_LARGE = ("batch_too_large", 413)

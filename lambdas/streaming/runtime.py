@@ -52,7 +52,7 @@ class Delivery:
 @cache
 def services() -> Services:
     settings = Settings.from_env()
-    store = store_from_settings(settings, _dynamodb())
+    store = store_from_settings(settings, dynamodb())
     return Services(settings, store, Publisher(settings, store))
 
 
@@ -62,7 +62,7 @@ def delivery() -> Delivery:
     settings = DeliverySettings.from_env()
     session = boto3.session.Session()
     management = ManagementApi(settings.management_url, session.region_name, session.get_credentials())
-    registry = ConnectionRegistry(_dynamodb(), settings.connections_table, base.settings.roles)
+    registry = ConnectionRegistry(dynamodb(), settings.connections_table, base.settings.roles)
     fanout = FanOut(
         registry,
         management,
@@ -119,5 +119,5 @@ def _invoker(function_name: str) -> Dispatch:
 
 
 @cache
-def _dynamodb() -> Any:
+def dynamodb() -> Any:
     return boto3.client("dynamodb", config=_CLIENT_CONFIG)

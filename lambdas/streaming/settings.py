@@ -208,9 +208,13 @@ class SseSettings:
     max_stream_seconds: int  # below the function's timeout, so the stream ends with a retry: hint
     retry_ms: int
     compress_above_bytes: int
+    max_streams_per_subject: int  # open streams one token subject may hold at once
+    streams_table: str  # where the open streams are counted: the connections table
 
     def __post_init__(self) -> None:
         problems = []
+        if not 1 <= self.max_streams_per_subject <= 100 or not self.streams_table:
+            problems.append("SSE needs 1..100 streams per subject and the connections table to count them in")
         if not 50 <= self.poll_interval_ms <= 60_000:
             problems.append("the SSE poll interval must be 50..60000 ms")
         if not 1 <= self.heartbeat_seconds <= 300:
@@ -233,6 +237,8 @@ class SseSettings:
                 max_stream_seconds=int(env[c.ENV_SSE_MAX_STREAM_SECONDS]),
                 retry_ms=int(env[c.ENV_SSE_RETRY_MS]),
                 compress_above_bytes=int(env[c.ENV_COMPRESS_ABOVE_BYTES]),
+                max_streams_per_subject=int(env[c.ENV_SSE_MAX_STREAMS_PER_SUBJECT]),
+                streams_table=env[c.ENV_CONNECTIONS_TABLE],
             )
         except KeyError as missing:
             raise ConfigurationError(f"environment variable {missing} is not set") from None
@@ -246,4 +252,6 @@ class SseSettings:
             c.ENV_SSE_MAX_STREAM_SECONDS: str(self.max_stream_seconds),
             c.ENV_SSE_RETRY_MS: str(self.retry_ms),
             c.ENV_COMPRESS_ABOVE_BYTES: str(self.compress_above_bytes),
+            c.ENV_SSE_MAX_STREAMS_PER_SUBJECT: str(self.max_streams_per_subject),
+            c.ENV_CONNECTIONS_TABLE: self.streams_table,
         }

@@ -8,6 +8,7 @@ Each open stream holds one function invocation until it ends itself (`sse.max_st
 from __future__ import annotations
 
 from aws_cdk import Aws, CfnOutput, Duration
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -26,6 +27,8 @@ READINESS_CHECK_PATH = "/healthz"
 # What a browser may send: the token, the resume position EventSource sends by itself, and the two
 # headers fetch() streaming clients commonly set. Nothing is exposed beyond the CORS-safelisted headers.
 CORS_ALLOWED_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", "Cache-Control")
+# Stream leases in the connections table: count a subject's (Query), take one (PutItem), return it.
+LEASE_ACTIONS = ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem")
 
 
 def adapter_environment() -> dict[str, str]:
@@ -51,12 +54,15 @@ class SseStream(Construct):
         functions: PythonFunctionFactory,
         store: EventStore,
         signing_key: secretsmanager.ISecret | None,
+        connections: dynamodb.ITableV2,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
-        self.function = self._build_function(functions, store, signing_key)
-        # Replay and stream heads, then polling for new events: reads only, and no connection registry.
+        self.function = self._build_function(functions, store, signing_key, connections)
+        # Replay and stream heads, then polling for new events: reads only.
         store.grant_read_access(self.function)
+        # Each open stream holds a lease (`sse#<subject>` items), counted per token subject.
+        connections.grant(self.function, *LEASE_ACTIONS)
         if signing_key is not None:
             self.function.add_to_role_policy(
                 iam.PolicyStatement(
@@ -72,13 +78,14 @@ class SseStream(Construct):
         functions: PythonFunctionFactory,
         store: EventStore,
         signing_key: secretsmanager.ISecret | None,
+        connections: dynamodb.ITableV2,
     ) -> lambda_.Function:
         config = self._config
         secret_arn = signing_key.secret_arn if signing_key is not None else ""
         parts = (
             config.runtime_settings(store.table.table_name).to_env(),
             config.auth_settings(secret_arn).to_env(),
-            config.sse_settings().to_env(),
+            config.sse_settings(connections.table_name).to_env(),
             adapter_environment(),
         )
         environment: dict[str, str] = {}

@@ -70,7 +70,7 @@ def requests_per_minute(seconds: float, events_per_second: float) -> float:
         counting = CountingClient(raw)
         store = EventStore(counting, table, settings.streams_by_type, settings.replay_window_seconds)
         publisher = Publisher(settings, EventStore(raw, table, settings.streams_by_type, 86400))
-        sse = config.sse_settings()
+        sse = config.sse_settings(table)
         tailer = Tailer(store, settings.streams_by_type, sse.poll_interval_ms / 1000)
         visible = settings.roles.visible("viewer")
         plan = StreamPlan(
@@ -160,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.streams > 500 or args.events > 200 or args.seconds > 120:
         parser.error("keep the benchmark bounded: at most 500 streams, 200 events, 120 s")
-    interval = load("dev").sse_settings().poll_interval_ms
+    interval = load("dev").sse.poll_interval_ms
     idle = requests_per_minute(args.seconds, 0)
     busy = requests_per_minute(args.seconds, 1)
     rows = []

@@ -77,11 +77,16 @@ def test_environment_starts_the_adapter_and_configures_the_app(stack, environmen
     secret_id, _ = stack.one("AWS::SecretsManager::Secret")
     runtime = config.runtime_settings("events").to_env()
     auth = config.auth_settings("secret").to_env()
-    sse = config.sse_settings().to_env()
-    # Nothing but the adapter's variables and the app's settings; nothing about the WebSocket API.
+    sse = config.sse_settings("connections").to_env()
+    # Nothing but the adapter's variables and the app's settings; of the WebSocket API only the table
+    # where open streams are counted.
     assert set(env) == set(ADAPTER_ENVIRONMENT) | set(runtime) | set(auth) | set(sse)
     assert {k: env[k] for k in ADAPTER_ENVIRONMENT} == ADAPTER_ENVIRONMENT
-    assert {k: env[k] for k in sse} == sse
+    assert {k: env[k] for k in sse if k != c.ENV_CONNECTIONS_TABLE} == {
+        k: v for k, v in sse.items() if k != c.ENV_CONNECTIONS_TABLE
+    }
+    assert env[c.ENV_CONNECTIONS_TABLE] == {"Ref": stack.table(c.OUTPUT_CONNECTIONS_TABLE)}
+    assert env[c.ENV_SSE_MAX_STREAMS_PER_SUBJECT] == str(config.sse.max_streams_per_subject)
     assert sse[c.ENV_SSE_MAX_STREAM_SECONDS] == str(config.sse.max_stream_seconds)
     assert sse[c.ENV_COMPRESS_ABOVE_BYTES] == str(config.compress_above_bytes)
     assert {k: env[k] for k in auth if k != c.ENV_AUTH_SECRET_ARN} == {
@@ -94,7 +99,7 @@ def test_environment_starts_the_adapter_and_configures_the_app(stack, environmen
     assert {k: env[k] for k in runtime if k != c.ENV_EVENTS_TABLE} == {
         k: v for k, v in runtime.items() if k != c.ENV_EVENTS_TABLE
     }
-    for websocket_only in (c.ENV_CONNECTIONS_TABLE, c.ENV_MANAGEMENT_URL, c.ENV_FANOUT_FUNCTION):
+    for websocket_only in (c.ENV_MANAGEMENT_URL, c.ENV_FANOUT_FUNCTION):
         assert websocket_only not in env
 
 
@@ -145,12 +150,16 @@ def test_anyone_may_call_the_url_but_nobody_may_invoke_the_function_directly(sta
     ]
 
 
-def test_the_function_may_only_read_events_and_the_signing_key(stack):
+def test_the_function_may_only_read_events_the_signing_key_and_its_stream_leases(stack):
     secret_id, _ = stack.one("AWS::SecretsManager::Secret")
     events = stack.table(c.OUTPUT_EVENTS_TABLE)
+    connections = stack.table(c.OUTPUT_CONNECTIONS_TABLE)
     assert stack.grants(c.SSE_START_SCRIPT) == {
         ("dynamodb:GetItem", f"<{events}.Arn>"),
         ("dynamodb:Query", f"<{events}.Arn>"),
+        ("dynamodb:Query", f"<{connections}.Arn>"),
+        ("dynamodb:PutItem", f"<{connections}.Arn>"),
+        ("dynamodb:DeleteItem", f"<{connections}.Arn>"),
         ("secretsmanager:GetSecretValue", f"<{secret_id}>"),
         *XRAY,
     }
@@ -194,9 +203,13 @@ def test_oidc_sse_verifies_with_the_jwks_and_reads_no_secret(oidc):
     )
     assert c.ENV_AUTH_SECRET_ARN not in env
     events = oidc.stack.table(c.OUTPUT_EVENTS_TABLE)
+    connections = oidc.stack.table(c.OUTPUT_CONNECTIONS_TABLE)
     assert oidc.stack.grants(c.SSE_START_SCRIPT) == {
         ("dynamodb:GetItem", f"<{events}.Arn>"),
         ("dynamodb:Query", f"<{events}.Arn>"),
+        ("dynamodb:Query", f"<{connections}.Arn>"),
+        ("dynamodb:PutItem", f"<{connections}.Arn>"),
+        ("dynamodb:DeleteItem", f"<{connections}.Arn>"),
         *XRAY,
     }
     # Account and region known: the layer ARN keeps the pseudo parameters either way.

@@ -44,7 +44,11 @@ TABLE_ACTIONS = {
     c.HANDLER_FANOUT_WORKER: ({"dynamodb:GetItem"}, DELIVERY),  # reads the events it is handed by position
     c.HANDLER_WS_AUTHORIZER: (set(), set()),
     c.HANDLER_WS_SWEEPER: (set(), SWEEPER),  # never reads the events table
-    c.SSE_START_SCRIPT: ({"dynamodb:GetItem", "dynamodb:Query"}, set()),  # SSE: replay and polling only
+    # SSE: replay and polling; stream leases per token subject.
+    c.SSE_START_SCRIPT: (
+        {"dynamodb:GetItem", "dynamodb:Query"},
+        {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+    ),
 }
 # handler -> the @connections methods it calls (lambdas/streaming/session.py, fanout.py); every other
 # function none, and nobody GET.

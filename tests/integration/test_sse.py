@@ -4,6 +4,7 @@ parser (httpx-sse) and with curl -N; cursors shared with the WebSocket API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -278,3 +279,28 @@ def test_a_cursor_ahead_of_the_streams_is_refused(stack):
     ahead = cursors.encode({"market": 10**9})
     answer = httpx.get(url(stack), params={"token": issue(stack, "viewer", "v"), "cursor": ahead}, timeout=10)
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
+@pytest.mark.connections
+def test_one_subject_may_hold_only_so_many_streams_at_once(stack):
+    limit = load("dev").sse.max_streams_per_subject
+    token = issue(stack, "viewer", "greedy")
+    with httpx.Client(timeout=httpx.Timeout(5, read=20)) as client:
+        with contextlib.ExitStack() as open_streams:
+            streams = [
+                open_streams.enter_context(client.stream("GET", url(stack), params={"token": token}))
+                for _ in range(limit)
+            ]
+            assert all(stream.status_code == 200 for stream in streams)
+            refused = client.get(url(stack), params={"token": token})
+            assert (refused.status_code, refused.json()["error"]["code"]) == (429, "too_many_streams")
+            other = issue(stack, "viewer", "someone-else")
+            with client.stream("GET", url(stack), params={"token": other}) as allowed:
+                assert allowed.status_code == 200
+        # The streams are closed: each returns its lease.
+        deadline, status = time.monotonic() + 10, 429
+        while status == 429 and time.monotonic() < deadline:
+            with client.stream("GET", url(stack), params={"token": token}) as again:
+                status = again.status_code
+            time.sleep(0.2)
+        assert status == 200

@@ -190,6 +190,7 @@ SSE_DEFAULTS = {
     "retry_ms": 1000,
     "reserved_concurrency": None,
     "memory_mb": 256,
+    "max_streams_per_subject": 5,
 }
 
 
@@ -247,7 +248,9 @@ def test_the_web_adapter_layer_version_is_required():
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_sse_settings_come_from_the_sse_block_and_round_trip(environment):
     config = load(environment)
-    settings = config.sse_settings()
+    settings = config.sse_settings("connections")
+    assert settings.streams_table == "connections"
+    assert settings.max_streams_per_subject == config.sse.max_streams_per_subject
     assert (
         settings.poll_interval_ms,
         settings.heartbeat_seconds,
@@ -268,5 +271,5 @@ def test_sse_settings_come_from_the_sse_block_and_round_trip(environment):
 
 def test_sse_settings_follow_a_changed_configuration():
     sse = {"poll_interval_ms": 250, "heartbeat_seconds": 5, "max_stream_seconds": 300, "retry_ms": 0}
-    settings = SseSettings.from_env(load("dev", with_sse(**sse)).sse_settings().to_env())
+    settings = SseSettings.from_env(load("dev", with_sse(**sse)).sse_settings("t").to_env())
     assert {key: getattr(settings, key) for key in sse} == sse
