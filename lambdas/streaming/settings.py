@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,6 +17,18 @@ from streaming.roles import RoleMatrix
 
 class ConfigurationError(RuntimeError):
     """The function's environment is incomplete or inconsistent; it cannot serve anything."""
+
+
+@contextmanager
+def _read_environment() -> Iterator[None]:
+    """A variable missing or malformed while settings are read from the environment: a
+    ConfigurationError that says which."""
+    try:
+        yield
+    except KeyError as missing:
+        raise ConfigurationError(f"environment variable {missing} is not set") from None
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"environment is malformed: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        try:
+        with _read_environment():
             return cls(
                 events_table=env[c.ENV_EVENTS_TABLE],
                 streams_by_type=json.loads(env[c.ENV_EVENT_STREAMS]),
@@ -58,10 +71,6 @@ class Settings:
                 max_event_bytes=int(env[c.ENV_MAX_EVENT_BYTES]),
                 max_batch_events=int(env[c.ENV_MAX_BATCH_EVENTS]),
             )
-        except KeyError as missing:
-            raise ConfigurationError(f"environment variable {missing} is not set") from None
-        except (ValueError, TypeError, AttributeError) as error:
-            raise ConfigurationError(f"environment is malformed: {error}") from None
 
     def to_env(self) -> dict[str, str]:
         """The inverse of from_env: what the stack and the local stack put into a function's environment."""
@@ -115,7 +124,7 @@ class DeliverySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> DeliverySettings:
-        try:
+        with _read_environment():
             return cls(
                 connections_table=env[c.ENV_CONNECTIONS_TABLE],
                 management_url=env[c.ENV_MANAGEMENT_URL],
@@ -125,10 +134,6 @@ class DeliverySettings:
                 messages_per_second=float(env[c.ENV_WS_MESSAGES_PER_SECOND]),
                 burst=int(env[c.ENV_WS_BURST]),
             )
-        except KeyError as missing:
-            raise ConfigurationError(f"environment variable {missing} is not set") from None
-        except ValueError as error:
-            raise ConfigurationError(f"environment is malformed: {error}") from None
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -169,7 +174,7 @@ class AuthSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AuthSettings:
-        try:
+        with _read_environment():
             return cls(
                 mode=env[c.ENV_AUTH_MODE],
                 audience=env[c.ENV_AUTH_AUDIENCE],
@@ -179,10 +184,6 @@ class AuthSettings:
                 secret_arn=env.get(c.ENV_AUTH_SECRET_ARN, ""),
                 jwks_url=env.get(c.ENV_AUTH_JWKS_URL, ""),
             )
-        except KeyError as missing:
-            raise ConfigurationError(f"environment variable {missing} is not set") from None
-        except (ValueError, TypeError) as error:
-            raise ConfigurationError(f"environment is malformed: {error}") from None
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -230,7 +231,7 @@ class SseSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> SseSettings:
-        try:
+        with _read_environment():
             return cls(
                 poll_interval_ms=int(env[c.ENV_SSE_POLL_INTERVAL_MS]),
                 heartbeat_seconds=int(env[c.ENV_SSE_HEARTBEAT_SECONDS]),
@@ -240,10 +241,6 @@ class SseSettings:
                 max_streams_per_subject=int(env[c.ENV_SSE_MAX_STREAMS_PER_SUBJECT]),
                 streams_table=env[c.ENV_CONNECTIONS_TABLE],
             )
-        except KeyError as missing:
-            raise ConfigurationError(f"environment variable {missing} is not set") from None
-        except ValueError as error:
-            raise ConfigurationError(f"environment is malformed: {error}") from None
 
     def to_env(self) -> dict[str, str]:
         return {
