@@ -136,15 +136,17 @@ class DeliverySettings:
             )
 
     def to_env(self) -> dict[str, str]:
-        return {
+        env = {
             c.ENV_CONNECTIONS_TABLE: self.connections_table,
             c.ENV_MANAGEMENT_URL: self.management_url,
-            c.ENV_FANOUT_FUNCTION: self.fanout_function,
             c.ENV_FANOUT_CHUNK_CONNECTIONS: str(self.fanout_chunk_connections),
             c.ENV_COMPRESS_ABOVE_BYTES: str(self.compress_above_bytes),
             c.ENV_WS_MESSAGES_PER_SECOND: str(self.messages_per_second),
             c.ENV_WS_BURST: str(self.burst),
         }
+        if self.fanout_function:  # only functions that hand chunks on name the worker
+            env[c.ENV_FANOUT_FUNCTION] = self.fanout_function
+        return env
 
 
 @dataclass(frozen=True)

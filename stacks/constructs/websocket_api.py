@@ -221,9 +221,7 @@ class WebSocketApi(Construct):
 
     def _environment_without_fanout(self, runtime: dict[str, str]) -> dict[str, str]:
         """For a function that delivers (or closes connections) itself and never hands chunks on."""
-        environment = {**runtime, **self._delivery_environment(fanout_function="")}
-        environment.pop(c.ENV_FANOUT_FUNCTION)
-        return environment
+        return {**runtime, **self._delivery_environment(fanout_function="")}
 
     def _build_fanout_worker(
         self, functions: PythonFunctionFactory, runtime: dict[str, str]
