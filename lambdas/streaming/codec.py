@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streaming import cursor as cursors
@@ -43,36 +43,44 @@ def decode_event(body: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def encoded_event(event: Envelope, compress_above: int) -> bytes:
+    """The envelope as it goes on the wire inside an `events` message."""
+    return dumps(encode_event(event, compress_above)).encode()
+
+
 def event_frames(
-    events: Sequence[Envelope], base: Mapping[str, int], compress_above: int, limit: int = FRAME_BYTES
+    events: Sequence[Envelope],
+    base: Mapping[str, int],
+    compress_above: int,
+    limit: int = FRAME_BYTES,
+    encoded: Mapping[tuple[str, int], bytes] | None = None,
 ) -> list[bytes]:
     """`events` (in seq order per stream) as `events` messages of at most `limit` bytes each; an
-    event larger than that travels alone. Each message's cursor is `base` advanced past its events."""
+    event larger than that travels alone. Each message's cursor is `base` advanced past its events.
+    `encoded` holds events already encoded (`encoded_event`) by a caller that frames the same events
+    for many connections, so each is encoded (and compressed) once, not once per connection."""
+    encoded = {} if encoded is None else encoded
     frames: list[bytes] = []
     position = dict(base)
-    batch: list[str] = []
+    batch: list[bytes] = []
     size = 0
     for event in events:
-        encoded = dumps(encode_event(event, compress_above))
-        length = len(encoded.encode())  # bytes, not characters: data need not be ASCII
-        if batch and size + length + 1 > limit - _CURSOR_ALLOWANCE:
+        body = encoded.get((event.stream, event.seq)) or encoded_event(event, compress_above)
+        if batch and size + len(body) + 1 > limit - _CURSOR_ALLOWANCE:
             frames.append(_frame(batch, position))
             batch, size = [], 0
-        batch.append(encoded)
-        size += length + 1
+        batch.append(body)
+        size += len(body) + 1
         position[event.stream] = max(position.get(event.stream, 0), event.seq)
     if batch:
         frames.append(_frame(batch, position))
     return frames
 
 
-def events_message(encoded_events: Iterable[str], position: Mapping[str, int]) -> str:
+def _frame(batch: list[bytes], position: Mapping[str, int]) -> bytes:
     """An `events` message (docs/protocol.md) from already encoded envelopes."""
-    return f'{{"type":"events","events":[{",".join(encoded_events)}],"cursor":"{cursors.encode(position)}"}}'
-
-
-def _frame(batch: list[str], position: Mapping[str, int]) -> bytes:
-    return events_message(batch, position).encode()
+    cursor = cursors.encode(position).encode()
+    return b'{"type":"events","events":[' + b",".join(batch) + b'],"cursor":"' + cursor + b'"}'
 
 
 def sse_message(

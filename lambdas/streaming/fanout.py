@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streaming.codec import event_frames
+from streaming.codec import encoded_event, event_frames
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.observability import logger
@@ -145,14 +145,22 @@ class FanOut:
         """Post every recipient's frames, connections in parallel, each connection's frames in order."""
         started = time.perf_counter()
         report = Report()
-        for outcome in self._executor.map(self._send_one, recipients):
+        recipients = list(recipients)
+        # Each event encoded (and compressed) once, here, for every connection that gets it.
+        distinct = {
+            (event.stream, event.seq): event for recipient in recipients for event in recipient.events
+        }
+        encoded = {
+            position: encoded_event(event, self._compress_above) for position, event in distinct.items()
+        }
+        for outcome in self._executor.map(lambda recipient: self._send_one(recipient, encoded), recipients):
             report.add(outcome)
         report.post_ms = (time.perf_counter() - started) * 1000
         return report
 
-    def _send_one(self, recipient: Recipient) -> Report:
+    def _send_one(self, recipient: Recipient, encoded: Mapping[tuple[str, int], bytes]) -> Report:
         report = Report(connections=1)
-        frames = event_frames(recipient.events, recipient.base, self._compress_above)
+        frames = event_frames(recipient.events, recipient.base, self._compress_above, encoded=encoded)
         for frame in frames:
             report.frames += 1
             status = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)

@@ -385,3 +385,20 @@ def test_expired_subscriptions_get_nothing(registry, clock, make_fanout):
     poster = FakePoster()
     make_fanout(poster).deliver([big_event(1)])
     assert [cid for cid, _ in poster.posts] == ["NEW"]
+
+
+def test_an_event_is_encoded_once_however_many_connections_get_it(registry, clock, make_fanout, monkeypatch):
+    for connection_id in ("A", "B", "C"):
+        connect(registry, clock, connection_id, "viewer", ["proposal.updated"])
+    calls: list[str] = []
+    encode = codec.encode_event
+
+    def counted(event: Envelope, compress_above: int) -> dict[str, Any]:
+        calls.append(event.id)
+        return encode(event, compress_above)
+
+    monkeypatch.setattr(codec, "encode_event", counted)
+    poster = FakePoster()
+    make_fanout(poster, compress_above=256).deliver([big_event(1), big_event(2)])
+    assert sorted(calls) == sorted({e.id for e in (big_event(1), big_event(2))})
+    assert all(len(poster.events(connection_id)) == 2 for connection_id in ("A", "B", "C"))
