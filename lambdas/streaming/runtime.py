@@ -50,10 +50,14 @@ class Delivery:
 
 
 @cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@cache
 def services() -> Services:
-    settings = Settings.from_env()
-    store = store_from_settings(settings, dynamodb())
-    return Services(settings, store, Publisher(settings, store))
+    store = store_from_settings(settings(), dynamodb())
+    return Services(settings(), store, Publisher(settings(), store))
 
 
 @cache
@@ -94,7 +98,8 @@ def verifier() -> tuple[TokenVerifier, AuthSettings]:
         algorithms=("RS256", "ES256") if oidc else ("HS256",),
     )
     keys = jwks_keys(auth.jwks_url) if oidc else _secret_key(auth.secret_arn)
-    return TokenVerifier(policy, keys, services().settings.role_grants), auth
+    # The roles only: the authorizer needs no store, so it builds none on its cold start.
+    return TokenVerifier(policy, keys, settings().role_grants), auth
 
 
 def _secret_key(secret_arn: str) -> Any:

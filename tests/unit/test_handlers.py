@@ -11,6 +11,7 @@ import pytest
 from handlers import publish_eventbridge, publish_http
 from local.aws import create_connections_table
 from local.lambda_runtime import LocalContext, function_url_event
+from streaming import runtime
 from streaming.runtime import delivery, services
 from tests.conftest import CONNECTIONS_TABLE, TABLE, example, signal
 
@@ -22,9 +23,11 @@ def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
     create_connections_table(dynamodb, CONNECTIONS_TABLE)
     for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
         monkeypatch.setenv(name, value)
+    runtime.settings.cache_clear()
     services.cache_clear()
     delivery.cache_clear()
     yield
+    runtime.settings.cache_clear()
     services.cache_clear()
     delivery.cache_clear()
 
