@@ -46,12 +46,17 @@ def lambda_provided(tmp_path: Path) -> Path:
     provided = tmp_path / "provided"
     provided.mkdir()
     for name in RUNTIME_MODULES + LAYER_MODULES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, name
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        (provided / source.name).symlink_to(source)
+        link_from_this_venv(name, provided)
     return provided
+
+
+def link_from_this_venv(module: str, into: Path) -> None:
+    """Link this venv's copy of a top-level module (its package directory, or its single file)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    origin = Path(spec.origin)
+    source = origin.parent if origin.name == "__init__.py" else origin
+    (into / source.name).symlink_to(source)
 
 
 def compiled_distributions(asset: Path) -> dict[str, tuple[str, set[str]]]:
@@ -76,11 +81,7 @@ def host_stand_ins(asset: Path, tmp_path: Path) -> Path:
     for name, (version, tops) in compiled_distributions(asset).items():
         assert importlib.metadata.version(name) == version, f"this venv needs {name}=={version}"
         for top in tops:
-            spec = importlib.util.find_spec(top)
-            assert spec is not None and spec.origin is not None, top
-            origin = Path(spec.origin)
-            source = origin.parent if origin.name == "__init__.py" else origin
-            (stand_ins / source.name).symlink_to(source)
+            link_from_this_venv(top, stand_ins)
     return stand_ins
 
 
