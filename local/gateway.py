@@ -111,15 +111,17 @@ class Gateway:
             await websocket.close(code=1008)
             return
         subprotocol = (answer.get("headers") or {}).get("Sec-WebSocket-Protocol")
-        await websocket.accept(subprotocol=subprotocol)
-        connection = _Connection(websocket, source_ip, headers.get("user-agent", ""))
-        self._connections[connection_id] = connection
         status, reason = 1005, "Client closed"
         try:
+            # $connect has registered the connection: from here on, however it ends, $disconnect runs
+            # (also for a client that left while it was being authorized: accepting it then fails).
+            await websocket.accept(subprotocol=subprotocol)
+            connection = _Connection(websocket, source_ip, headers.get("user-agent", ""))
+            self._connections[connection_id] = connection
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    status = message.get("code", 1005)
+                    status, reason = _closed_by(message)
                     break
                 body = message.get("text")
                 if body is None:
@@ -134,12 +136,15 @@ class Gateway:
                 event = self._event(context | authorizer, body=body)
                 # Invocations overlap, as in Lambda: answers may come out of order.
                 self._background.spawn(self._route(websocket, event))
-        except WebSocketDisconnect as closed:
-            status = closed.code
+        except WebSocketDisconnect as closed:  # the client went away while the gateway was sending
+            status, reason = closed.code, closed.reason or _LOST
+        except OSError:  # uvicorn's ClientDisconnected: gone before the handshake's answer
+            status, reason = 1006, _LOST
         finally:
             self._connections.pop(connection_id, None)
             context = self._context(connection_id, "$disconnect", "DISCONNECT", source_ip, headers)
             context |= authorizer | {"disconnectStatusCode": status, "disconnectReason": reason}
+            # Its handler logs the one line that says how the connection ended.
             await asyncio.to_thread(self._routes.invoke, self._event(context, headers=headers))
 
     async def _route(self, websocket: WebSocket, event: dict[str, Any]) -> None:
@@ -154,7 +159,7 @@ class Gateway:
                 "connectionId": context["connectionId"],
                 "requestId": context["requestId"],
             }
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(*_GONE):
                 await websocket.send_text(json.dumps(failure))
 
     # -- the @connections management API -------------------------------------------------------------
@@ -185,16 +190,21 @@ class Gateway:
                     "lastActiveAt": _iso(connection.last_active_at),
                 }
             )
-        if request.method == "DELETE":
-            await connection.websocket.close(code=1000)
-            return Response(status_code=204)
-        if len(body) > MESSAGE_BYTES:
+        if len(body) > MESSAGE_BYTES and request.method == "POST":
             return JSONResponse({"message": "Message too long"}, status_code=413)
+        # The client can leave at any moment, also between the lookup above and the send below (its
+        # $disconnect is then on the way): that is a 410, as API Gateway answers, never a failure.
         try:
-            await connection.websocket.send_text(body.decode())
-        except UnicodeDecodeError:
-            await connection.websocket.send_bytes(body)
-        except (RuntimeError, OSError):  # closed while we were sending
+            if request.method == "DELETE":
+                await connection.websocket.close(code=1000)
+                return Response(status_code=204)
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                await connection.websocket.send_bytes(body)
+            else:
+                await connection.websocket.send_text(text)
+        except _GONE:
             return JSONResponse({"message": "Gone"}, status_code=410)
         return Response(status_code=200)
 
@@ -255,6 +265,20 @@ class Gateway:
         if body is not None:
             event["body"] = body
         return event
+
+
+# What sending to a client that has left raises: Starlette's WebSocketDisconnect (1006) for uvicorn's
+# ClientDisconnected, an OSError before the handshake completed, a RuntimeError after a close was sent.
+_GONE = (WebSocketDisconnect, OSError, RuntimeError)
+_LOST = "Connection lost"
+
+
+def _closed_by(message: Mapping[str, Any]) -> tuple[int, str]:
+    """The status and reason of an ASGI disconnect. uvicorn reports a connection that was lost without
+    a close frame as 1005 with no reason; RFC 6455 (7.1.5) calls that 1006."""
+    if "reason" not in message and message.get("code", 1005) == 1005:
+        return 1006, _LOST
+    return int(message.get("code", 1005)), str(message.get("reason") or "Client closed")
 
 
 def _route_of(body: str) -> str:

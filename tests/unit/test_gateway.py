@@ -14,9 +14,10 @@ from aws_lambda_powertools.utilities.parser.models import (
 )
 from botocore.credentials import Credentials
 from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
 
-from local.gateway import Gateway
+from local.gateway import Gateway, _closed_by, _Connection
 from local.lambda_runtime import LocalFunction
 from local.state import LocalCredentials
 from streaming.management import ManagementApi
@@ -58,14 +59,26 @@ def routes() -> Recorder:
 
 
 @pytest.fixture
-def client(routes: Recorder) -> TestClient:
-    gateway = Gateway(
+def gateway(routes: Recorder) -> Gateway:
+    return Gateway(
         LocalFunction("ws-authorizer", authorizer),
         LocalFunction("websocket", routes, concurrency=4),
         LocalCredentials("local", "local"),
         host="127.0.0.1:8002",
     )
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> TestClient:
     return TestClient(gateway.app(), client=("203.0.113.9", 50000))
+
+
+def signed(method: str, path: str, body: bytes = b"") -> dict[str, str]:
+    class Frozen:
+        def get_frozen_credentials(self) -> Credentials:
+            return Credentials("local", "local")
+
+    return ManagementApi("http://testserver/local", "us-east-1", Frozen())._sign(method, path, body)
 
 
 def test_connect_messages_and_disconnect_arrive_in_api_gateways_shapes(client, routes):
@@ -107,13 +120,41 @@ def test_a_denied_handshake_never_reaches_the_routes(client, routes):
 
 def test_the_management_api_refuses_unsigned_requests_and_answers_410_for_unknown_connections(client):
     assert client.post("/local/@connections/abc%3D", content=b"{}").status_code == 403
-
-    class Frozen:
-        def get_frozen_credentials(self) -> Credentials:
-            return Credentials("local", "local")
-
-    headers = ManagementApi("http://testserver/local", "us-east-1", Frozen())._sign(
-        "POST", "/local/@connections/abc%3D", b"{}"
-    )
+    headers = signed("POST", "/local/@connections/abc%3D", b"{}")
     answer = client.post("/local/@connections/abc%3D", content=b"{}", headers=headers)
     assert answer.status_code == 410
+
+
+def departed() -> WebSocket:
+    """A connection whose client has just left, before the gateway noticed (its $disconnect is on the
+    way): sending raises what uvicorn raises then, which Starlette turns into WebSocketDisconnect 1006."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    async def send(message: Any) -> None:
+        raise ClientDisconnected()
+
+    websocket = WebSocket({"type": "websocket", "path": "/", "headers": []}, receive, send)
+    websocket.client_state = websocket.application_state = WebSocketState.CONNECTED
+    return websocket
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_posting_to_or_closing_a_client_that_has_just_left_answers_410_and_raises_nothing(
+    gateway, client, method
+):
+    gateway._connections["gone="] = _Connection(departed(), "203.0.113.9", "test")
+    body = b'{"type":"pong"}' if method == "POST" else b""
+    headers = signed(method, "/local/@connections/gone%3D", body)
+    # TestClient re-raises what the app raises: before, WebSocketDisconnect(1006) escaped the handler
+    # and uvicorn logged "Exception in ASGI application" with its traceback.
+    answer = client.request(method, "/local/@connections/gone%3D", content=body, headers=headers)
+    assert answer.status_code == 410
+
+
+def test_a_connection_lost_without_a_close_frame_is_reported_as_1006():
+    assert _closed_by({"type": "websocket.disconnect", "code": 1005}) == (1006, "Connection lost")
+    assert _closed_by({"type": "websocket.disconnect", "code": 1000, "reason": ""}) == (1000, "Client closed")
+    assert _closed_by({"type": "websocket.disconnect", "code": 1001, "reason": "bye"}) == (1001, "bye")
+    assert _closed_by({"type": "websocket.disconnect", "code": 1012}) == (1012, "Client closed")
