@@ -23,9 +23,10 @@ from pathlib import Path
 
 import boto3
 
+from local import console
 from local.aws import REGION, create_connections_table, create_events_table, start_moto
 from local.gateway import STAGE
-from local.lambda_runtime import LocalFunction, invoke_app
+from local.lambda_runtime import LocalFunction, function_app, invoke_app, isolate_invocations
 from local.serving import listen, serve, url_host
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
@@ -36,6 +37,7 @@ CONNECTIONS_TABLE = "streaming-local-connections"
 BUS = "streaming-local"
 SECRET = "streaming-local-token-key"  # noqa: S105 - the name of the secret
 FANOUT_WORKER = "streaming-local-fanout"
+SSE_FUNCTION = "sse"
 # The handlers' identity: moto takes any credentials, the gateway checks @connections signatures.
 HANDLER_CREDENTIALS = LocalCredentials("local", "local")
 CONCURRENCY = 4  # execution environments per WebSocket and fan-out function
@@ -65,6 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
+    console.install()
 
     state = LocalState(args.state_dir)
     moto, moto_url = start_moto(args.host, args.moto_port)
@@ -120,6 +123,11 @@ def main() -> None:
     from handlers import fanout_worker, publish_http
     from local.publish_endpoint import publish_app
 
+    isolate_invocations()
+    sse_function = function_app(
+        sse_app, SSE_FUNCTION, memory_mb=config.sse.memory_mb, timeout_seconds=config.sse.timeout_seconds
+    )
+
     publisher = publish_app(LocalFunction("publish-http", publish_http.handler), state.credentials())
     worker = LocalFunction(
         FANOUT_WORKER,
@@ -173,7 +181,7 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             lambda_api = invoke_app({FANOUT_WORKER: worker})
             asyncio.run(
-                serve((publisher, publish_socket), (sse_app, sse_socket), (lambda_api, lambda_socket))
+                serve((publisher, publish_socket), (sse_function, sse_socket), (lambda_api, lambda_socket))
             )
     finally:
         gateway.terminate()

@@ -38,7 +38,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from local.lambda_runtime import ACCOUNT, LocalFunction
+from local import console
+from local.lambda_runtime import ACCOUNT, LocalFunction, isolate_invocations
 from local.serving import Background, every, exit_with_parent, serve
 from local.sigv4 import verify
 from local.state import LocalCredentials
@@ -302,8 +303,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="execution environments per function")
     parser.add_argument("--sweep-seconds", type=float, default=5.0)
     args = parser.parse_args()
+    console.install()
 
     from handlers import websocket, ws_authorizer, ws_sweeper
+
+    isolate_invocations()
 
     gateway = Gateway(
         authorizer=LocalFunction("ws-authorizer", ws_authorizer.handler, concurrency=args.concurrency),

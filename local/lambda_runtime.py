@@ -1,15 +1,24 @@
 """Runs the deployed handler modules locally the way Lambda would: one invocation at a time per
-function (one execution environment), with a context object and Function URL v2.0 events."""
+function (one execution environment), with a context object and Function URL v2.0 events.
+
+In Lambda every execution environment is a process of its own; locally the functions share a process
+and run in threads, and so share the one Powertools logger of `streaming.observability`. Each
+invocation (and each request of the SSE app) therefore keeps the keys its log lines carry in a
+context of its own (`isolate_invocations`): a line says which function wrote it, not which function
+last ran.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from local.serving import Background
 
@@ -59,7 +69,78 @@ class LocalFunction:
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         with self._environments:
-            return self._handler(event, LocalContext(self.name, timeout_seconds=self._timeout))
+            context = LocalContext(self.name, timeout_seconds=self._timeout)
+            return copy_context().run(self._run, event, context)
+
+    def _run(self, event: dict[str, Any], context: LocalContext) -> dict[str, Any]:
+        _invocation.set({})  # the handler's inject_lambda_context then adds its keys to this one
+        return self._handler(event, context)
+
+
+# -- Powertools state per invocation ----------------------------------------------------------------
+
+# Per invocation, the attributes of Powertools' shared objects that it changes: {(object id, name):
+# value}. None outside any invocation (at import, in the handlers' own thread pools), where the
+# objects' own attributes apply.
+_invocation: ContextVar[dict[tuple[int, str], Any] | None] = ContextVar("local_invocation", default=None)
+
+
+class _PerInvocation:
+    """Stands for an attribute of a shared object: inside an invocation, reads start from a copy of
+    the object's own value and writes stay in the invocation. A data descriptor, so Powertools'
+    reassignments (the logger's clear_state at the start of each invocation) are caught too."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        state = _invocation.get()
+        if instance is None or state is None:
+            return self if instance is None else instance.__dict__[self.name]
+        key = (id(instance), self.name)
+        if key not in state:
+            state[key] = copy.copy(instance.__dict__[self.name])
+        return state[key]
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        state = _invocation.get()
+        if state is None:
+            instance.__dict__[self.name] = value
+        else:
+            state[(id(instance), self.name)] = value
+
+
+def _per_invocation(instance: Any, *names: str) -> None:
+    cls = type(instance)
+    if not all(isinstance(cls.__dict__.get(name), _PerInvocation) for name in names):
+        attributes = {name: _PerInvocation() for name in names}
+        instance.__class__ = type(f"PerInvocation{cls.__name__}", (cls,), attributes)
+
+
+def isolate_invocations() -> None:
+    """Give every local invocation its own log keys and metrics (call once the handlers are imported)."""
+    from streaming.observability import logger, metrics
+
+    # The keys every log line carries; the metrics, dimensions and metadata the next flush prints.
+    _per_invocation(logger.registered_formatter, "log_format")
+    _per_invocation(metrics.provider, "metric_set", "dimension_set", "metadata_set", "dimension_sets")
+
+
+def function_app(app: ASGIApp, name: str, *, memory_mb: int, timeout_seconds: int) -> ASGIApp:
+    """An ASGI app run as a function behind the Lambda Web Adapter (the SSE app): each HTTP request is
+    one invocation, and its log lines carry that function's context, as a handler's do."""
+    from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
+
+    from streaming.observability import logger
+
+    async def invocation(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # each request runs in a task (and context) of its own
+            context = LocalContext(name, timeout_seconds=timeout_seconds, memory_limit_in_mb=memory_mb)
+            _invocation.set({})
+            logger.append_keys(**build_lambda_context_model(context).__dict__)
+        await app(scope, receive, send)
+
+    return invocation
 
 
 def function_url_event(

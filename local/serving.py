@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from local import console
+
 if TYPE_CHECKING:
     from local.lambda_runtime import LocalFunction
 
@@ -56,7 +58,9 @@ async def serve(*apps: tuple[ASGIApp, socket.socket], also: Awaitable[Any] | Non
 
 
 async def every(function: LocalFunction, seconds: float) -> None:
-    """What an EventBridge schedule does for a deployed function."""
+    """What an EventBridge schedule does for a deployed function. An invocation that did nothing
+    prints nothing (local.console): every few seconds, its zero metrics would fill the console."""
+    console.scheduled.set(True)  # this task's context, which its invocations' threads inherit
     while True:
         await asyncio.sleep(seconds)
         event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}

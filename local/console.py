@@ -1,0 +1,85 @@
+"""The local stack's standard output: what a CloudWatch log group shows per function, on one console.
+
+- Whole lines. A local process runs several functions' invocations at once in threads, and Powertools
+  prints a metrics document and its newline in two writes: without a lock per line, two documents
+  share a line and the next line is empty.
+- A scheduled invocation that did nothing prints nothing. The deployed sweeper emits its
+  `ExpiredConnectionsClosed` datapoint every minute, zero included (a zero is what an alarm on it
+  needs); locally it runs every few seconds and its zeros would fill the console.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from contextvars import ContextVar
+from typing import TextIO, cast
+
+# Set for the invocations a schedule makes (local.serving.every); threads started with
+# asyncio.to_thread inherit it, so it covers exactly what those invocations print.
+scheduled: ContextVar[bool] = ContextVar("scheduled_invocation", default=False)
+
+
+class Console:
+    """A text stream in front of the process's stdout (the part of TextIO that print, logging and
+    uvicorn use)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.encoding = stream.encoding
+        self.errors = stream.errors
+        self._lock = threading.Lock()
+        self._partial = threading.local()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        pending: str = getattr(self._partial, "text", "") + text
+        *lines, self._partial.text = pending.split("\n")
+        shown = [line + "\n" for line in lines if not (scheduled.get() and is_idle_metrics(line))]
+        if shown:
+            with self._lock:
+                self.stream.write("".join(shown))
+                self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        pending: str = getattr(self._partial, "text", "")
+        self._partial.text = ""
+        with self._lock:
+            if pending:
+                self.stream.write(pending)
+            self.stream.flush()
+
+
+def is_idle_metrics(line: str) -> bool:
+    """An embedded-metric-format document whose every metric is zero."""
+    if not line.startswith('{"_aws":'):
+        return False
+    try:
+        document = json.loads(line)
+        names = [
+            metric["Name"]
+            for directive in document["_aws"]["CloudWatchMetrics"]
+            for metric in directive["Metrics"]
+        ]
+        values = [document[name] for name in names]
+    except (ValueError, KeyError, TypeError):
+        return False
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    return bool(names) and all(v == 0 for v in flat)
+
+
+def install() -> None:
+    """Make this process's stdout a Console (before the handlers create their logger, which keeps the
+    stream it found)."""
+    if not isinstance(sys.stdout, Console):
+        sys.stdout = cast(TextIO, Console(sys.stdout))
