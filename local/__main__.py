@@ -1,10 +1,12 @@
 """`make run`: the local stack on loopback, running the deployed handler modules unchanged.
 
 Starts moto (DynamoDB, EventBridge, Secrets Manager), creates the tables, bus and signing secret the
-stack declares, then serves the publish endpoint (with the publish and fan-out functions) and the SSE
-app (under uvicorn, as in Lambda) here and the WebSocket gateway (with the WebSocket functions) in a
-process of its own, writes
-.local/endpoints.json (the keys of the deployed stack's outputs) and prints the URLs.
+stack declares, then serves the publish endpoint (with the publish and fan-out functions), the SSE
+app (under uvicorn, as in Lambda) and Lambda's Invoke API (the fan-out worker and the EventBridge
+function, which moto's bus cannot invoke) here and the WebSocket gateway (with the WebSocket
+functions) in a process of its own, writes endpoints.json in the state directory (.local/ unless
+--state-dir says otherwise; the keys of the deployed stack's outputs and a few local ones) and prints
+the URLs. It runs the `dev` environment's configuration from cdk.json.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ BUS = "streaming-local"
 SECRET = "streaming-local-token-key"  # noqa: S105 - the name of the secret
 FANOUT_WORKER = "streaming-local-fanout"
 SSE_FUNCTION = "sse"
+# Invoked through the local Lambda endpoint (LambdaEndpointUrl) with EventBridge's events: moto's bus
+# has no Lambda target.
+EVENTBRIDGE_FUNCTION = "streaming-local-publish-eventbridge"
 # The handlers' identity: moto takes any credentials, the gateway checks @connections signatures.
 HANDLER_CREDENTIALS = LocalCredentials("local", "local")
 CONCURRENCY = 4  # execution environments per WebSocket and fan-out function
@@ -120,7 +125,7 @@ def main() -> None:
 
     from sse.app import app as sse_app  # the same app the SSE function runs behind the adapter
 
-    from handlers import fanout_worker, publish_http
+    from handlers import fanout_worker, publish_eventbridge, publish_http
     from local.publish_endpoint import publish_app
 
     isolate_invocations()
@@ -134,6 +139,9 @@ def main() -> None:
         fanout_worker.handler,
         timeout_seconds=c.FANOUT_TIMEOUT_SECONDS,
         concurrency=CONCURRENCY,
+    )
+    eventbridge = LocalFunction(
+        EVENTBRIDGE_FUNCTION, publish_eventbridge.handler, timeout_seconds=c.PUBLISH_TIMEOUT_SECONDS
     )
     # The gateway process inherits this environment and its listening socket.
     gateway = subprocess.Popen(
@@ -163,6 +171,8 @@ def main() -> None:
             c.OUTPUT_AUTH_SECRET_ARN: secret_arn,
             "Region": REGION,
             "AwsEndpointUrl": moto_url,
+            "LambdaEndpointUrl": lambda_url,
+            "EventBridgeFunctionName": EVENTBRIDGE_FUNCTION,
         }
     )
     print(f"{LOCAL_STACK} is up (Ctrl-C stops it)", flush=True)
@@ -170,6 +180,7 @@ def main() -> None:
     print(f"  WebSocket API:                       {websocket_url}", flush=True)
     print(f"  SSE:                                 {sse_url}events", flush=True)
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
+    print(f"  Lambda Invoke API (EventBridge fn):  {lambda_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
     print("  a token: make token ROLE=viewer SUB=alice", flush=True)
     # Everything loaded so far (moto's and botocore's models) lives as long as the process: keep it
@@ -179,7 +190,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            lambda_api = invoke_app({FANOUT_WORKER: worker})
+            lambda_api = invoke_app({FANOUT_WORKER: worker, EVENTBRIDGE_FUNCTION: eventbridge})
             asyncio.run(
                 serve((publisher, publish_socket), (sse_function, sse_socket), (lambda_api, lambda_socket))
             )

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import copy
 import json
+import logging
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from local.serving import Background
 
 ACCOUNT = "000000000000"
+_log = logging.getLogger("local.lambda")
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -205,7 +207,9 @@ def function_url_event(
 
 def invoke_app(functions: Mapping[str, LocalFunction]) -> Starlette:
     """Lambda's Invoke API (POST /2015-03-31/functions/{name}/invocations) for the local functions, so
-    boto3's `invoke` (a publish function handing a chunk to the fan-out worker) works unchanged."""
+    boto3's `invoke` works unchanged: a publish function handing a chunk to the fan-out worker, and
+    tests playing EventBridge for the EventBridge function (moto's bus has no Lambda target). A handler
+    that raises is answered as Lambda answers it: 200, `X-Amz-Function-Error: Unhandled` and the error."""
     background = Background()
 
     async def invoke(request: Request) -> Response:
@@ -214,8 +218,17 @@ def invoke_app(functions: Mapping[str, LocalFunction]) -> Starlette:
             return JSONResponse({"Type": "User", "Message": "Function not found"}, status_code=404)
         event = json.loads(await request.body() or b"{}")
         if request.headers.get("x-amz-invocation-type") == "Event":
-            background.spawn(asyncio.to_thread(function.invoke, event))
+            background.spawn(asyncio.to_thread(_invoked, function, event))
             return Response(status_code=202)
-        return JSONResponse(await asyncio.to_thread(function.invoke, event))
+        result, failed = await asyncio.to_thread(_invoked, function, event)
+        return JSONResponse(result, headers={"X-Amz-Function-Error": "Unhandled"} if failed else None)
 
     return Starlette(routes=[Route("/2015-03-31/functions/{name}/invocations", invoke, methods=["POST"])])
+
+
+def _invoked(function: LocalFunction, event: dict[str, Any]) -> tuple[Any, bool]:
+    try:
+        return function.invoke(event), False
+    except Exception as error:  # what Lambda's runtime logs, and returns to a synchronous caller
+        _log.exception("%s: unhandled %s", function.name, type(error).__name__)
+        return {"errorMessage": str(error), "errorType": type(error).__name__}, True

@@ -1,5 +1,5 @@
 """The local Lambda runtime: functions sharing one process keep their own log keys and metrics, as
-functions in their own execution environments do."""
+functions in their own execution environments do; the Invoke API answers failures as Lambda does."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from local.lambda_runtime import LocalFunction, function_app, isolate_invocations
+from local.lambda_runtime import LocalFunction, function_app, invoke_app, isolate_invocations
 from streaming.observability import logger, metrics
 
 
@@ -85,3 +85,18 @@ def test_an_asgi_function_logs_with_its_own_name_after_another_function_ran(log_
     [entry] = logged(log_lines, "sse stream")
     assert (entry["function_name"], entry["function_memory_size"]) == ("sse", 256)
     assert "route" not in entry  # nothing of publish-http's invocation
+
+
+def test_the_invoke_api_answers_a_failed_invocation_as_lambda_does():
+    def failing(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise ValueError("detail-type is not a known event type")
+
+    client = TestClient(invoke_app({"f": LocalFunction("f", failing)}))
+    answer = client.post("/2015-03-31/functions/f/invocations", content=b"{}")
+    assert answer.status_code == 200
+    assert answer.headers["x-amz-function-error"] == "Unhandled"
+    assert answer.json() == {
+        "errorMessage": "detail-type is not a known event type",
+        "errorType": "ValueError",
+    }
+    assert client.post("/2015-03-31/functions/nope/invocations", content=b"{}").status_code == 404
