@@ -20,7 +20,7 @@ from streaming.observability import metrics
 
 def test_a_line_written_in_two_parts_is_not_split_by_another_threads_line():
     out = io.StringIO()
-    console = Console(out)  # type: ignore[arg-type]
+    console = Console(out)
     first_half_written, other_line_written = threading.Event(), threading.Event()
 
     def emf_document() -> None:  # what print() does: the text, then the newline, in two writes
@@ -43,7 +43,7 @@ def test_a_line_written_in_two_parts_is_not_split_by_another_threads_line():
 
 
 def test_a_scheduled_invocation_prints_its_metrics_only_when_something_happened(monkeypatch):
-    console = Console(io.StringIO())  # type: ignore[arg-type]
+    console = Console(io.StringIO())
     monkeypatch.setattr(sys, "stdout", console)
     closed_per_run = [0, 0, 2, 0]
     runs: list[int] = []
