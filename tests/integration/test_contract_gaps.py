@@ -32,8 +32,10 @@ from websockets.typing import Subprotocol
 from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
+from stacks.config import load
 from streaming import constants as c
 from streaming import cursor as cursors
+from streaming.codec import decode_event
 from tests.conftest import example, signal
 from tests.integration.conftest import outputs, running_local_stack
 
@@ -282,6 +284,39 @@ def test_an_event_eventbridge_cannot_store_fails_the_invocation_so_it_is_retried
     )
     assert answer["FunctionError"] == "Unhandled"
     assert json.loads(answer["Payload"].read())["errorType"] == "StreamingError"
+
+
+# -- compression ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.events
+def test_a_large_event_arrives_gzip_flagged_over_websocket_and_sse_alike(stack, settings):
+    # docs/events.md: `encoding` on delivered envelopes whose data exceeds compress_above_bytes.
+    changes = {f"note_{i}": "x" * 600 for i in range(20)}  # about 12 KB of data, over the 8 KB default
+    raw = example("proposal.updated", settings)
+    raw["data"] = {**raw["data"], "changes": changes}
+    assert len(json.dumps(raw["data"])) > load("dev").compress_above_bytes
+    reader = SseReader(stack, "viewer", "proposal.updated")
+    reader.start()
+    assert reader.opened.wait(TIMEOUT) and reader.failure is None, reader.failure
+
+    async def scenario() -> list[dict[str, Any]]:
+        socket = await open_socket(stack, "viewer")
+        await socket.send(action="subscribe", types=["proposal.updated"], id="s")
+        await socket.answer("subscribed", "s")
+        await asyncio.to_thread(local_client(stack).publish, raw)
+        await socket.send(action="ping", id="drain")
+        await socket.answer("pong", "drain")
+        await socket.ws.close()
+        return socket.events()
+
+    over_websocket = run(scenario())
+    reader.stop.set()
+    assert reader.done.wait(TIMEOUT + 5) and reader.failure is None, reader.failure
+    for transport, received in (("websocket", over_websocket), ("sse", reader.events)):
+        [envelope] = [e for e in received if e["id"] == raw["id"]]
+        assert envelope["encoding"] == "gzip", transport
+        assert decode_event(envelope)["data"] == raw["data"], transport
 
 
 # -- internal_error -------------------------------------------------------------------------------------
