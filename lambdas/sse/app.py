@@ -131,6 +131,7 @@ def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str, str
         streams=streams,
         position=position,
         heartbeat_seconds=settings.heartbeat_seconds,
+        stall_seconds=settings.stall_seconds,
         max_stream_seconds=lifetime,
         retry_ms=settings.retry_ms,
         compress_above=settings.compress_above_bytes,

@@ -214,6 +214,11 @@ class SseSettings:
     max_streams_per_subject: int  # open streams one token subject may hold at once
     streams_table: str  # where the open streams are counted: the connections table
 
+    @property
+    def stall_seconds(self) -> float:
+        """A stream that wrote nothing, not even a heartbeat, for two heartbeat intervals has stalled."""
+        return 2.0 * self.heartbeat_seconds
+
     def __post_init__(self) -> None:
         problems = []
         if not 1 <= self.max_streams_per_subject <= 100 or not self.streams_table:

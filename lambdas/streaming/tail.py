@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from streaming import codec
 from streaming import cursor as cursors
 from streaming.events import Envelope, format_ts
-from streaming.observability import logger
+from streaming.observability import count, logger
 from streaming.store import EventStore
 
 PAGE_SIZE = 100
@@ -32,37 +32,68 @@ KEEP_PER_STREAM = 1000  # recent events kept in memory per stream
 
 
 class Tailer:
+    """Only its own poller task changes its state; subscriptions read it and wait for the next refresh
+    on an event that holds no lock, so a subscription cancelled at any await leaves nothing behind."""
+
     def __init__(self, store: EventStore, streams_by_type: Mapping[str, str], interval: float) -> None:
         self._store = store
         self._interval = interval
         self._types_of: dict[str, frozenset[str]] = {}
         for event_type, stream in streams_by_type.items():
             self._types_of[stream] = self._types_of.get(stream, frozenset()) | {event_type}
-        self._heads: dict[str, int] = {}
-        self._recent: dict[str, deque[Envelope]] = {}
-        self._since: dict[str, int] = {}  # memory holds every event of the stream after this seq
         self._wanted: frozenset[str] = frozenset()  # the streams its subscriptions have asked for
-        self._changed = asyncio.Condition()
-        self._refreshing = asyncio.Lock()
-        self._ready = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self.head_reads = 0
         self.event_reads = 0
+        self.restarts = 0
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self._heads: dict[str, int] = {}
+        self._recent: dict[str, deque[Envelope]] = {}
+        self._since: dict[str, int] = {}  # memory holds every event of the stream after this seq
+        self._refreshes = 0
+        self._refreshed_at = time.monotonic()
+        self._refreshed = asyncio.Event()  # set, and replaced, after every refresh
+        self._wake = asyncio.Event()  # refresh now, not at the next interval
 
     async def watch(self, streams: frozenset[str]) -> None:
         """Read these streams' heads from now on (only those: a viewer's stream costs one read per
         interval, not three), at once if the poller is already running."""
-        if streams <= self._wanted:
-            return
-        self._wanted |= streams
-        if self._poller is not None:
-            await self._refresh()
+        if not streams <= self._wanted:
+            self._wanted |= streams
+            self._wake.set()
+        await self.heads(streams)
 
-    async def heads(self) -> dict[str, int]:
-        if self._poller is None:  # exactly one poller, however many subscriptions start at once
-            self._poller = asyncio.create_task(self._poll())
-        await self._ready.wait()
-        return dict(self._heads)
+    async def heads(self, streams: frozenset[str] = frozenset()) -> dict[str, int]:
+        """The heads as last read, once a read has covered `streams`."""
+        while True:
+            if self._poller is None or self._poller.done():  # exactly one, however many ask at once
+                if self._poller is not None:
+                    logger.warning("tailer poller had stopped; starting it again")
+                self._poller = asyncio.create_task(self._poll())
+            if self._refreshes and streams <= self._heads.keys():
+                return dict(self._heads)
+            await self._refreshed.wait()
+
+    def recover(self, stale_after: float) -> bool:
+        """Start over, from an empty memory with a new poller, if the poller has stopped or has not
+        completed a refresh for `stale_after` seconds; whether it did."""
+        stale = time.monotonic() - self._refreshed_at > stale_after
+        if not stale and self._poller is not None and not self._poller.done():
+            return False
+        self.restart("stopped" if self._poller is None or self._poller.done() else "stale")
+        return True
+
+    def restart(self, why: str) -> None:
+        """Start over from an empty memory with a new poller."""
+        logger.warning("tailer restarted", extra={"why": why})
+        self.restarts += 1
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        self._refreshed.set()  # wake every waiter: they look again, at the new state
+        self._start_over()
 
     def recent_after(
         self, position: Mapping[str, int], types: frozenset[str], streams: Iterable[str]
@@ -83,27 +114,28 @@ class Tailer:
 
     async def wait_beyond(self, position: Mapping[str, int], streams: frozenset[str], timeout: float) -> None:
         """Return when a head of `streams` is beyond `position`, or after `timeout` seconds."""
-        await self.heads()
-
-        def moved() -> bool:
-            return any(self._heads.get(stream, 0) > position.get(stream, 0) for stream in streams)
-
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(moved), timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while True:
+                    heads = await self.heads(streams)
+                    if any(heads.get(stream, 0) > position.get(stream, 0) for stream in streams):
+                        return
+                    await self._refreshed.wait()
 
     async def _poll(self) -> None:
         while True:
             try:
-                await self._refresh()
+                await self._refresh_heads()
             except Exception as error:  # the next interval tries again
                 logger.warning("tailer could not read the heads", extra={"error": type(error).__name__})
-            self._ready.set()
-            await asyncio.sleep(self._interval)
-
-    async def _refresh(self) -> None:
-        async with self._refreshing:  # the poller and a new watch never read at the same time
-            await self._refresh_heads()
+            self._refreshes += 1
+            self._refreshed_at = time.monotonic()
+            refreshed, self._refreshed = self._refreshed, asyncio.Event()
+            refreshed.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+            self._wake.clear()
 
     async def _refresh_heads(self) -> None:
         wanted = [event_type for stream in self._wanted for event_type in self._types_of.get(stream, ())]
@@ -120,10 +152,7 @@ class Tailer:
                     # Subscriptions behind the new head read the store themselves until memory is back.
                     logger.warning("tailer could not read new events", extra={"error": type(error).__name__})
                     self._forget(stream, head)
-        if heads != self._heads:
-            self._heads = heads
-            async with self._changed:
-                self._changed.notify_all()
+        self._heads = heads
 
     async def _read_new(self, stream: str, after: int, head: int) -> None:
         recent = self._recent[stream]
@@ -150,10 +179,11 @@ class StreamPlan:
     streams: frozenset[str]
     position: dict[str, int]  # where the subscriber is: everything up to it was delivered before
     heartbeat_seconds: float
+    stall_seconds: float  # a stream that could write nothing for this long ends itself
     max_stream_seconds: float
     retry_ms: int
     compress_above: int
-    ends_because: str = "planned"  # or "token_expiring": reconnect with a new token
+    ends_because: str = "planned"  # or "token_expiring": reconnect with a new token (or "stalled")
 
 
 def _visible(heads: Mapping[str, int], plan: StreamPlan) -> dict[str, int]:
@@ -162,44 +192,77 @@ def _visible(heads: Mapping[str, int], plan: StreamPlan) -> dict[str, int]:
 
 
 async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> AsyncIterator[bytes]:
-    """The bytes of one SSE response: catch up, tail, heartbeat, and end before `max_stream_seconds`."""
+    """The bytes of one SSE response: catch up, tail, heartbeat, and end before `max_stream_seconds`.
+    A stream that could write nothing, not even a heartbeat, for `stall_seconds` ends itself (the
+    client reconnects) and has the tailer start over if the tailer is what stalled."""
+    loop = asyncio.get_running_loop()
     position = dict(plan.position)
-    await tailer.watch(plan.streams)
-    started = time.monotonic()
+    started = loop.time()
     ends_at = started + plan.max_stream_seconds
-    yield _heartbeat(_visible(await tailer.heads(), plan), position, plan.retry_ms)
-    next_heartbeat = started + plan.heartbeat_seconds
-    while time.monotonic() < ends_at:
-        recent = tailer.recent_after(position, plan.types, plan.streams)
-        if recent is not None:
-            events, reached = recent
-            more = False
-        else:  # behind what the tailer keeps: read the store
-            page = await asyncio.to_thread(store.after, position, plan.types, PAGE_SIZE)
-            events, reached, more = page.events, page.cursor, page.more
-            if page.truncated:
-                truncated = codec.dumps({"cursor": cursors.encode(position)})
-                yield codec.sse_message(event="truncated", data=truncated)
-        for event in events:
-            position[event.stream] = event.seq
-            data = codec.dumps(codec.encode_event(event, plan.compress_above))
-            yield codec.sse_message(event_id=cursors.encode(position), event=event.type, data=data)
-        for stream, seq in reached.items():  # also past events of types this subscriber does not see
-            position[stream] = max(position.get(stream, 0), seq)
-        if more:
-            continue
-        now = time.monotonic()
-        if now >= next_heartbeat:
-            yield codec.sse_comment("heartbeat")
-            yield _heartbeat(_visible(await tailer.heads(), plan), position)
-            next_heartbeat = now + plan.heartbeat_seconds
-        await tailer.wait_beyond(position, plan.streams, max(0.0, min(next_heartbeat, ends_at) - now))
+    stall_after = plan.stall_seconds
+    next_heartbeat, written, ends_because = started, started, plan.ends_because
+    while loop.time() < ends_at:
+        try:
+            async with asyncio.timeout_at(written + stall_after):
+                chunks, next_heartbeat = await _next_chunks(
+                    store, tailer, plan, position, next_heartbeat, ends_at
+                )
+        except TimeoutError:
+            ends_because = "stalled"
+            logger.warning("sse stream stalled", extra={"seconds": stall_after, "role": plan.role})
+            count("SseStreamsStalled")
+            if tailer.recover(stale_after=stall_after):
+                count("SseTailerRestarts")
+            break
+        for chunk in chunks:
+            yield chunk
+        if chunks:
+            written = loop.time()
     # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
-    end = codec.dumps({"reconnect": True, "reason": plan.ends_because})
+    end = codec.dumps({"reconnect": True, "reason": ends_because})
     yield codec.sse_message(retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end)
 
 
-def _heartbeat(heads: Mapping[str, int], position: Mapping[str, int], retry_ms: int | None = None) -> bytes:
+async def _next_chunks(
+    store: EventStore,
+    tailer: Tailer,
+    plan: StreamPlan,
+    position: dict[str, int],
+    next_heartbeat: float,
+    ends_at: float,
+) -> tuple[list[bytes], float]:
+    """What the stream writes next, moving `position` past it, and when the next heartbeat is due:
+    a heartbeat if one is due, then the events after `position`; if neither, it waits for a head to
+    move (or the heartbeat to come due) and writes nothing."""
+    await tailer.watch(plan.streams)
+    chunks: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    if loop.time() >= next_heartbeat:
+        heads = _visible(await tailer.heads(plan.streams), plan)
+        chunks += [codec.sse_comment("heartbeat"), _heartbeat(heads, position, plan.retry_ms)]
+        next_heartbeat = loop.time() + plan.heartbeat_seconds
+    recent = tailer.recent_after(position, plan.types, plan.streams)
+    if recent is not None:
+        (events, reached), more = recent, False
+    else:  # behind what the tailer keeps: read the store
+        page = await asyncio.to_thread(store.after, position, plan.types, PAGE_SIZE)
+        events, reached, more = page.events, page.cursor, page.more
+        if page.truncated:
+            truncated = codec.dumps({"cursor": cursors.encode(position)})
+            chunks.append(codec.sse_message(event="truncated", data=truncated))
+    for event in events:
+        position[event.stream] = event.seq
+        data = codec.dumps(codec.encode_event(event, plan.compress_above))
+        chunks.append(codec.sse_message(event_id=cursors.encode(position), event=event.type, data=data))
+    for stream, seq in reached.items():  # also past events of types this subscriber does not see
+        position[stream] = max(position.get(stream, 0), seq)
+    if not chunks and not more:
+        wait = min(next_heartbeat, ends_at) - loop.time()
+        await tailer.wait_beyond(position, plan.streams, max(0.0, wait))
+    return chunks, next_heartbeat
+
+
+def _heartbeat(heads: Mapping[str, int], position: Mapping[str, int], retry_ms: int) -> bytes:
     """A heartbeat carries the server time and the heads (a head beyond the cursor: something to come),
     and the cursor so far as its id, so a reconnect resumes from here even when nothing arrived."""
     body = {"server_time": format_ts(int(time.time() * 1000)), "heads": dict(heads)}

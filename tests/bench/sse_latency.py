@@ -79,6 +79,7 @@ def requests_per_minute(seconds: float, events_per_second: float) -> float:
             streams=frozenset(settings.streams_by_type[t] for t in visible),
             position={},
             heartbeat_seconds=sse.heartbeat_seconds,
+            stall_seconds=sse.stall_seconds,
             max_stream_seconds=seconds,
             retry_ms=sse.retry_ms,
             compress_above=sse.compress_above_bytes,

@@ -224,8 +224,9 @@ def test_curl_sees_the_retry_hint_heartbeat_comments_and_heartbeat_events(stack)
         timeout=20,
     )
     body = result.stdout
-    assert body.startswith("retry: ")
-    assert ": heartbeat\n" in body
+    assert body.startswith(": heartbeat\n\nretry: ")
+    lines = body.splitlines()
+    assert lines.count(": heartbeat") == lines.count("event: heartbeat") >= 2  # each one, the first too
     beats = [json.loads(line[len("data: ") :]) for line in body.splitlines() if line.startswith("data: ")]
     assert beats and all({"server_time", "heads"} <= set(beat) for beat in beats)
 

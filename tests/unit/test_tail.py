@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -30,7 +31,9 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
     return messages
 
 
-def plan(settings, position, *, role="admin", types=None, seconds=0.5, heartbeat=60.0) -> StreamPlan:
+def plan(
+    settings, position, *, role="admin", types=None, seconds=0.5, heartbeat=60.0, stall=30.0
+) -> StreamPlan:
     visible = settings.roles.visible(role, types)
     return StreamPlan(
         role=role,
@@ -38,6 +41,7 @@ def plan(settings, position, *, role="admin", types=None, seconds=0.5, heartbeat
         streams=frozenset(settings.streams_by_type[t] for t in visible),
         position=dict(position),
         heartbeat_seconds=heartbeat,
+        stall_seconds=stall,
         max_stream_seconds=seconds,
         retry_ms=1500,
         compress_above=8192,
@@ -67,7 +71,8 @@ def test_replay_then_end_each_event_id_resuming_exactly_after_it(store, publishe
     published = publisher.publish([signal() for _ in range(3)], "tests")
     tailer = Tailer(store, settings.streams_by_type, interval=0.05)
     messages = run(collect(store, tailer, plan(settings, {})))
-    first, *events, end = messages
+    comment, first, *events, end = messages
+    assert comment == {"comment": "heartbeat"}
     assert (first["event"], first["retry"]) == ("heartbeat", "1500")
     assert [m["event"] for m in events] == ["signal.created"] * 3
     assert [json.loads(m["data"])["id"] for m in events] == [r.id for r in published]
@@ -84,7 +89,7 @@ def test_replay_then_end_each_event_id_resuming_exactly_after_it(store, publishe
             plan(settings, cursors.decode(events[1]["id"])),
         )
     )
-    assert [json.loads(m["data"])["seq"] for m in again if m["event"] == "signal.created"] == [3]
+    assert [json.loads(m["data"])["seq"] for m in again if m.get("event") == "signal.created"] == [3]
 
 
 def test_a_viewer_gets_only_what_its_role_may_see_of_what_it_asked(store, publisher, settings):
@@ -93,7 +98,9 @@ def test_a_viewer_gets_only_what_its_role_may_see_of_what_it_asked(store, publis
     messages = run(
         collect(store, tailer, plan(settings, {}, role="viewer", types=["signal.created", "risk.alert"]))
     )
-    assert [m["event"] for m in messages if m["event"] not in ("heartbeat", "end")] == ["signal.created"]
+    assert [m.get("event") for m in messages if m.get("event") not in ("heartbeat", "end", None)] == [
+        "signal.created"
+    ]
 
 
 def test_live_events_come_from_one_shared_read_for_every_subscription(store, publisher, settings):
@@ -114,7 +121,7 @@ def test_live_events_come_from_one_shared_read_for_every_subscription(store, pub
 
     results, tailer, later = run(scenario())
     for messages in results:
-        live = [json.loads(m["data"])["id"] for m in messages if m["event"] == "signal.created"]
+        live = [json.loads(m["data"])["id"] for m in messages if m.get("event") == "signal.created"]
         assert live == [event["id"] for event in later]
     assert tailer.event_reads <= 2  # one read per head change, not one per subscription
 
@@ -161,7 +168,7 @@ def test_memory_that_dropped_events_while_reading_never_serves_a_gap(store, publ
         await tailer.watch(frozenset({"market"}))
         await tailer.heads()
         publisher.publish([signal() for _ in range(8)], "tests")  # read in 4 pages of 2; keeps 5
-        await tailer._refresh()
+        await tailer._refresh_heads()
         return tailer.recent_after(start, frozenset({"signal.created"}), ["market"])
 
     assert run(scenario()) is None  # memory no longer reaches back: the subscriber reads the store
@@ -188,3 +195,131 @@ def test_the_tailer_reads_only_the_heads_its_subscriptions_need(store, settings)
     assert reads and all(
         types and {settings.streams_by_type[t] for t in types} == {"market"} for types in reads
     )
+
+
+def test_streams_cancelled_at_any_moment_never_silence_the_others(store, publisher, settings):
+    """Clients leave at random moments; Starlette then cancels their streams through an anyio cancel
+    scope, which re-delivers the cancellation until the stream has ended. The streams that stay
+    must keep getting every event and heartbeat."""
+    import random
+
+    import anyio
+
+    rng = random.Random(14)
+    published: list[str] = []
+
+    async def leaver(stream_plan) -> None:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_drain, subscription(store, tailer, stream_plan), [])
+                await anyio.sleep(rng.uniform(0.0, 0.2))
+                scope.cancel()
+
+    async def scenario():
+        nonlocal tailer
+        tailer = Tailer(store, settings.streams_by_type, interval=0.01)
+        start = store.heads()
+        stayers = [[] for _ in range(3)]
+        staying = [
+            asyncio.ensure_future(
+                _drain(subscription(store, tailer, plan(settings, start, seconds=60, heartbeat=0.2)), chunks)
+            )
+            for chunks in stayers
+        ]
+        hung = 0
+        for _ in range(40):
+            leavers = [
+                asyncio.ensure_future(
+                    leaver(plan(settings, start, seconds=60, heartbeat=0.01 * rng.randint(1, 5)))
+                )
+                for _ in range(6)
+            ]
+            await asyncio.to_thread(
+                lambda: published.extend(r.id for r in publisher.publish([signal()], "tests"))
+            )
+            _, pending = await asyncio.wait(leavers, timeout=10)
+            hung += len(pending)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            received = [_ids(chunks) for chunks in stayers]
+            if all(ids == published for ids in received):
+                break
+            await asyncio.sleep(0.05)
+        beats = [_heartbeats(chunks) for chunks in stayers]
+        deadline = time.monotonic() + 30  # heartbeats keep coming after the storm
+        while time.monotonic() < deadline and any(
+            _heartbeats(chunks) <= before for chunks, before in zip(stayers, beats, strict=True)
+        ):
+            await asyncio.sleep(0.05)
+        beats_after = [_heartbeats(chunks) for chunks in stayers]
+        for task in staying:
+            task.cancel()
+        return received, beats, beats_after, hung
+
+    tailer: Tailer
+    received, beats, beats_after, hung = run(scenario())
+    assert hung == 0  # a cancelled stream ends
+    assert all(ids == published for ids in received), [len(ids) for ids in received]
+    assert all(after > before for before, after in zip(beats, beats_after, strict=True))
+
+
+def _heartbeats(chunks: list[bytes]) -> int:
+    return sum(1 for m in parse(b"".join(chunks)) if m.get("event") == "heartbeat")
+
+
+def _ids(chunks: list[bytes]) -> list[str]:
+    return [
+        json.loads(m["data"])["id"] for m in parse(b"".join(chunks)) if m.get("event") == "signal.created"
+    ]
+
+
+def test_a_stream_that_cannot_write_ends_itself_and_the_tailer_starts_over(store, publisher, settings):
+    """The store stops answering the tailer: the stream ends with reason `stalled` (the client
+    reconnects) within its stall bound, and the tailer restarts; once the store answers again, a new
+    stream on the same tailer gets live events."""
+    import threading
+
+    frozen = threading.Event()
+    thawed = threading.Event()
+
+    class Freezable:
+        def heads(self, *args: Any) -> dict[str, int]:
+            if frozen.is_set():
+                thawed.wait(30)
+            return store.heads(*args)
+
+        def after(self, *args: Any) -> Any:
+            return store.after(*args)
+
+    async def scenario():
+        tailer = Tailer(Freezable(), settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
+        stream_plan = plan(settings, store.heads(), seconds=60, heartbeat=0.1, stall=0.5)
+        frozen.set()
+        stalled = await collect(store, tailer, stream_plan)
+        restarts = tailer.restarts
+        frozen.clear()
+        thawed.set()
+        later = signal()
+        again = asyncio.ensure_future(collect(store, tailer, plan(settings, store.heads(), seconds=1.0)))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(publisher.publish, [later], "tests")
+        return stalled, restarts, await again, later["id"]
+
+    stalled, restarts, again, later_id = run(scenario())
+    assert json.loads(stalled[-1]["data"]) == {"reconnect": True, "reason": "stalled"}
+    assert "retry" in stalled[-1]
+    assert restarts == 1
+    assert [json.loads(m["data"])["id"] for m in again if m.get("event") == "signal.created"] == [later_id]
+
+
+def test_a_poller_that_stopped_is_started_again(store, settings):
+    async def scenario() -> tuple[dict[str, int], bool]:
+        tailer = Tailer(store, settings.streams_by_type, interval=0.02)
+        await tailer.watch(frozenset({"market"}))
+        assert tailer._poller is not None
+        tailer._poller.cancel()
+        await asyncio.sleep(0.05)
+        heads = await asyncio.wait_for(tailer.heads(frozenset({"market"})), 10)
+        return heads, tailer._poller is not None and not tailer._poller.done()
+
+    assert run(scenario()) == ({"market": 0}, True)
