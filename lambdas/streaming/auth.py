@@ -10,6 +10,7 @@ Audience, issuer, expiry and the role claim (its name is configurable) are check
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +47,16 @@ class Principal:
 
 @dataclass(frozen=True)
 class TokenPolicy:
+    """What a token must be. Expiry is strict, the same on both transports: a token is accepted only
+    while it has at least `min_seconds_left` before its `exp` by the server's clock (a shorter
+    connection could not be used). The leeway covers an issuer's clock running ahead: `iat` and
+    `nbf` up to that far in the future are accepted."""
+
     audience: str
     issuer: str
     role_claim: str = "role"
     algorithms: tuple[str, ...] = ("HS256",)
+    min_seconds_left: int = 3
     leeway_seconds: int = 30
 
 
@@ -87,6 +94,8 @@ class TokenVerifier:
             raise AuthError(f"missing claim {error.claim}") from None
         except (jwt.PyJWTError, ValueError) as error:
             raise AuthError(f"malformed token ({type(error).__name__})") from None
+        if claims["exp"] - time.time() < self._policy.min_seconds_left:
+            raise AuthError("token expired")
         role = claims.get(self._policy.role_claim)
         if role not in self._roles:
             raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role")

@@ -257,6 +257,27 @@ def test_a_client_that_leaves_ends_its_stream_on_the_server_and_its_token_is_nev
 
 
 @pytest.mark.connections
+@pytest.mark.parametrize(("seconds_left", "accepted"), [(-30, False), (-5, False), (2, False), (15, True)])
+def test_expiry_is_strict_a_token_needs_three_seconds_left_to_open_a_stream(stack, seconds_left, accepted):
+    """The same rule as the WebSocket handshake (test_websocket.py)."""
+    config = load("dev")
+    claims = {"iss": config.auth.issuer, "aud": config.auth.audience, "sub": "x", "role": "viewer"}
+    token = jwt.encode(
+        {**claims, "exp": int(time.time()) + seconds_left}, stack.jwt_secret(), algorithm="HS256"
+    )
+    with (
+        httpx.Client(timeout=httpx.Timeout(5, read=20)) as client,
+        client.stream("GET", url(stack), params={"token": token}) as answer,
+    ):
+        if accepted:
+            assert answer.status_code == 200
+            assert next(answer.iter_lines()) == ": heartbeat"
+        else:
+            answer.read()
+            assert (answer.status_code, answer.json()["error"]["code"]) == (401, "token_expired")
+
+
+@pytest.mark.connections
 def test_a_token_about_to_expire_is_refused_and_one_expiring_soon_ends_the_stream_then(stack):
     almost = issue(stack, "viewer", "almost", ttl_seconds=2)
     answer = httpx.get(url(stack), params={"token": almost}, timeout=10)

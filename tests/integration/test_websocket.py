@@ -171,6 +171,25 @@ def test_connections_without_a_valid_token_and_origin_are_refused_and_audited(st
 
 
 @pytest.mark.connections
+@pytest.mark.parametrize(("seconds_left", "accepted"), [(-30, False), (-5, False), (2, False), (15, True)])
+def test_expiry_is_strict_a_token_needs_three_seconds_left_at_the_handshake(stack, seconds_left, accepted):
+    """The same rule as SSE (test_sse.py): no leeway past `exp`, and under 3 s left is expired."""
+    token = forged(stack, exp=int(time.time()) + seconds_left)
+
+    async def scenario() -> str:
+        client = await connect(stack, token=token)
+        await client.send(action="ping")
+        return (await client.answer("pong"))["type"]
+
+    if accepted:
+        assert run(scenario()) == "pong"
+    else:
+        with pytest.raises(InvalidStatus) as refused:
+            run(scenario())
+        assert refused.value.response.status_code == 403
+
+
+@pytest.mark.connections
 @pytest.mark.parametrize("via", ["subprotocol", "header", "query"])
 def test_a_token_is_accepted_from_each_place_and_the_first_message_is_greeted(stack, via):
     token = issue(stack, "analyst", f"carol-{via}")

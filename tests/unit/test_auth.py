@@ -50,6 +50,23 @@ def test_a_valid_token_gives_subject_role_and_expiry():
     assert principal.expires_at > time.time()
 
 
+@pytest.mark.parametrize(("seconds_left", "accepted"), [(-60, False), (-5, False), (2, False), (5, True)])
+def test_expiry_is_strict_with_three_seconds_to_spare(seconds_left, accepted):
+    verifier = TokenVerifier(POLICY, static_key(SECRET), ROLES)
+    value = token(exp=int(time.time()) + seconds_left)
+    if accepted:
+        assert verifier.verify(value).subject == "alice"
+    else:
+        assert reason(verifier, value) == "token expired"
+
+
+def test_an_issuer_clock_ahead_by_less_than_the_leeway_is_accepted():
+    ahead = int(time.time()) + 20
+    assert (
+        TokenVerifier(POLICY, static_key(SECRET), ROLES).verify(token(iat=ahead, nbf=ahead)).role == "analyst"
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
