@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from local import console
 
@@ -36,15 +36,17 @@ def url_host(host: str) -> str:
 
 async def serve(*apps: tuple[ASGIApp, socket.socket], also: Awaitable[Any] | None = None) -> None:
     """Serve each app on its socket until a signal stops them; `also` runs alongside."""
+    stopping = asyncio.Event()
     servers = [
-        uvicorn.Server(
+        _Server(
             uvicorn.Config(
-                app,
+                _ends_on_shutdown(app, stopping),
                 log_level="warning",
                 ws="websockets-sansio",
                 ws_max_size=1 << 20,
                 timeout_graceful_shutdown=3,
-            )
+            ),
+            stopping,
         )
         for app, _ in apps
     ]
@@ -55,6 +57,57 @@ async def serve(*apps: tuple[ASGIApp, socket.socket], also: Awaitable[Any] | Non
     finally:
         if background is not None:
             background.cancel()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stopping.set()
+        await super().shutdown(sockets=sockets)
+
+
+def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
+    """When the local stack stops (Ctrl-C), a response still streaming (an open SSE stream) ends as if
+    its client had left, and its body is completed: uvicorn would otherwise wait for it, then cancel it
+    and log the cancellation as "Exception in ASGI application" with a traceback."""
+
+    async def app_until_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # WebSocket connections: uvicorn closes them itself (1012)
+            await app(scope, receive, send)
+            return
+        received = started = completed = False
+
+        async def receive_until_shutdown() -> Message:
+            nonlocal received
+            if not received:  # the request itself always arrives whole
+                request = await receive()
+                received = request["type"] != "http.request" or not request.get("more_body")
+                return request
+            message, stop = asyncio.ensure_future(receive()), asyncio.ensure_future(stopping.wait())
+            try:
+                await asyncio.wait({message, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in (message, stop):
+                    if not waiting.done():
+                        waiting.cancel()
+            return message.result() if message.done() else {"type": "http.disconnect"}
+
+        async def tracked(message: Message) -> None:
+            nonlocal started, completed
+            started = started or message["type"] == "http.response.start"
+            completed = completed or (
+                message["type"] == "http.response.body" and not message.get("more_body")
+            )
+            await send(message)
+
+        await app(scope, receive_until_shutdown, tracked)
+        if started and not completed and stopping.is_set():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app_until_shutdown
 
 
 async def every(function: LocalFunction, seconds: float) -> None:

@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -186,4 +187,56 @@ def test_sse_clients_that_leave_end_with_one_line_each_naming_the_sse_function(s
         assert closed["how"] == "client left"
         assert opened["function_name"] == closed["function_name"] == "sse"
         assert opened["function_request_id"] == closed["function_request_id"]  # one invocation per stream
+    no_traceback(stack)
+
+
+@pytest.mark.connections
+def test_stopping_the_stack_ends_open_streams_without_a_traceback(tmp_path):
+    outcome: dict[str, Any] = {}
+    opened = threading.Event()
+
+    def read_until_the_end(url: str, token: str) -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(10, read=60)) as client,
+                connect_sse(client, "GET", url, params={"token": token}) as source,
+            ):
+                for sse in source.iter_sse():
+                    opened.set()
+                    outcome.setdefault("last", sse.event)
+            outcome["ended"] = "cleanly"
+        except Exception as error:  # what the client saw when the server went away
+            outcome["ended"] = repr(error)
+        finally:
+            opened.set()
+
+    with running_local_stack(tmp_path) as stack:
+        reader = threading.Thread(
+            target=read_until_the_end,
+            args=(outputs(stack)["SseUrl"] + "events", issue(stack, "viewer", "open-at-stop")),
+            daemon=True,
+        )
+        reader.start()
+        assert opened.wait(TIMEOUT)
+
+        async def listen_until_closed() -> None:
+            ws, _ = await subscribed_client(stack, "open-at-stop")
+            subscribed.set()
+            try:
+                while True:
+                    await ws.recv()
+            except websockets.ConnectionClosed as closed:
+                outcome["websocket"] = closed.rcvd.code if closed.rcvd else None
+
+        subscribed = threading.Event()
+        listener = threading.Thread(target=asyncio.run, args=(listen_until_closed(),), daemon=True)
+        listener.start()
+        assert subscribed.wait(TIMEOUT)
+        stopping_started = time.monotonic()
+    stopped_in = time.monotonic() - stopping_started
+    reader.join(TIMEOUT)
+    listener.join(TIMEOUT)
+    assert outcome.get("ended") == "cleanly"  # before: the server cut the stream after 3 s
+    assert outcome.get("websocket") == 1012  # uvicorn's "service restart": reconnect
+    assert stopped_in < 10
     no_traceback(stack)
