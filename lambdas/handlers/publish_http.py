@@ -49,29 +49,25 @@ def publish() -> Response[str]:
 
 @app.get("/events")
 def read_after() -> Response[str]:
-    query = _query()
+    query, roles = _query(), services().settings.roles
+    types = roles.visible(query.get("role", "admin"), _types(query))
     page = replay_after(
         services().store,
-        services().settings.roles,
+        roles,
         query.get("role", "admin"),
         query.get("cursor"),
-        _types(query),
+        types,
         _int(query, "limit", 100),
     )
-    return _served(page)
+    return _served(page, types)
 
 
 @app.get("/events/latest")
 def read_latest() -> Response[str]:
-    query = _query()
-    page = replay_latest(
-        services().store,
-        services().settings.roles,
-        query.get("role", "admin"),
-        _int(query, "count", 50),
-        _types(query),
-    )
-    return _served(page)
+    query, roles = _query(), services().settings.roles
+    types = roles.visible(query.get("role", "admin"), _types(query))
+    page = replay_latest(services().store, roles, query.get("role", "admin"), _int(query, "count", 50), types)
+    return _served(page, types)
 
 
 @app.get("/streams")
@@ -127,18 +123,18 @@ def _int(query: dict[str, str], name: str, default: int) -> int:
         raise StreamingError(ErrorCode.INVALID_QUERY, f"{name} must be an integer") from None
 
 
-def _served(page: Page) -> Response[str]:
+def _served(page: Page, types: frozenset[str]) -> Response[str]:
+    """The page; each event's `prev` is the previous event of its stream among `types`."""
     metrics.add_metric(name="EventsReplayed", unit=MetricUnit.Count, value=len(page.events))
-    return _json(200, _page(page))
-
-
-def _page(page: Page) -> dict[str, Any]:
-    return {
-        "events": [event.to_dict() for event in page.events],
-        "cursor": cursors.encode(page.cursor),
-        "more": page.more,
-        "truncated": page.truncated,
-    }
+    return _json(
+        200,
+        {
+            "events": [event.to_dict(types) for event in page.events],
+            "cursor": cursors.encode(page.cursor),
+            "more": page.more,
+            "truncated": page.truncated,
+        },
+    )
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[str]:

@@ -7,26 +7,26 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from streaming import cursor as cursors
 from streaming.events import Envelope
 
 ENCODING_FIELD = "encoding"
 GZIP = "gzip"  # data is base64(gzip(UTF-8 JSON of the data object))
 FRAME_BYTES = 32 * 1024  # API Gateway's WebSocket frame size; also its billing step
 MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message limit
-_CURSOR_ALLOWANCE = 512  # room for the cursor and the frame's own fields
+_FRAME_ALLOWANCE = 64  # room for the frame's own fields
 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def encode_event(envelope: Envelope, compress_above: int) -> dict[str, Any]:
-    """The envelope as delivered: its data gzip-compressed and flagged when larger than the threshold."""
-    body = envelope.to_dict()
+def encode_event(envelope: Envelope, compress_above: int, types: Iterable[str]) -> dict[str, Any]:
+    """The envelope as delivered to a subscriber to `types` (its `prev` among them), its data
+    gzip-compressed and flagged when larger than the threshold."""
+    body = envelope.to_dict(types)
     data = dumps(body["data"]).encode()
     if len(data) > compress_above:
         body["data"] = base64.b64encode(gzip.compress(data, compresslevel=6, mtime=0)).decode()
@@ -43,44 +43,48 @@ def decode_event(body: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def encoded_event(event: Envelope, compress_above: int) -> bytes:
+# An event as encoded for one subscriber: the same bytes for every subscriber with the same `prev`.
+EncodedKey = tuple[str, int, int]  # stream, seq, prev
+
+
+def encoded_event(event: Envelope, compress_above: int, types: Iterable[str]) -> bytes:
     """The envelope as it goes on the wire inside an `events` message."""
-    return dumps(encode_event(event, compress_above)).encode()
+    return dumps(encode_event(event, compress_above, types)).encode()
 
 
 def event_frames(
     events: Sequence[Envelope],
-    base: Mapping[str, int],
+    types: frozenset[str],
     compress_above: int,
     limit: int = FRAME_BYTES,
-    encoded: Mapping[tuple[str, int], bytes] | None = None,
+    encoded: MutableMapping[EncodedKey, bytes] | None = None,
 ) -> list[bytes]:
-    """`events` (in seq order per stream) as `events` messages of at most `limit` bytes each; an
-    event larger than that travels alone. Each message's cursor is `base` advanced past its events.
-    `encoded` holds events already encoded (`encoded_event`) by a caller that frames the same events
-    for many connections, so each is encoded (and compressed) once, not once per connection."""
+    """`events` (in seq order per stream), as delivered to a subscriber to `types`, in `events`
+    messages of at most `limit` bytes each; an event larger than that travels alone. `encoded` keeps
+    what was encoded already, for a caller that frames the same events for many connections, so each
+    is encoded (and compressed) once per distinct `prev`, not once per connection."""
     encoded = {} if encoded is None else encoded
     frames: list[bytes] = []
-    position = dict(base)
     batch: list[bytes] = []
     size = 0
     for event in events:
-        body = encoded.get((event.stream, event.seq)) or encoded_event(event, compress_above)
-        if batch and size + len(body) + 1 > limit - _CURSOR_ALLOWANCE:
-            frames.append(_frame(batch, position))
+        key = (event.stream, event.seq, event.prev_among(types))
+        body = encoded.get(key)
+        if body is None:
+            body = encoded[key] = encoded_event(event, compress_above, types)
+        if batch and size + len(body) + 1 > limit - _FRAME_ALLOWANCE:
+            frames.append(_frame(batch))
             batch, size = [], 0
         batch.append(body)
         size += len(body) + 1
-        position[event.stream] = max(position.get(event.stream, 0), event.seq)
     if batch:
-        frames.append(_frame(batch, position))
+        frames.append(_frame(batch))
     return frames
 
 
-def _frame(batch: list[bytes], position: Mapping[str, int]) -> bytes:
+def _frame(batch: list[bytes]) -> bytes:
     """An `events` message (docs/protocol.md) from already encoded envelopes."""
-    cursor = cursors.encode(position).encode()
-    return b'{"type":"events","events":[' + b",".join(batch) + b'],"cursor":"' + cursor + b'"}'
+    return b'{"type":"events","events":[' + b",".join(batch) + b"]}"
 
 
 def sse_message(

@@ -14,8 +14,9 @@ lookups also drop expired items themselves, since TTL deletes lazily.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -39,7 +40,7 @@ class Connection:
 class Subscriber:
     connection_id: str
     role: str
-    base: dict[str, int]  # stream heads when it subscribed: live delivery is complete after them
+    types: frozenset[str]  # everything the connection subscribes to: each event's `prev` is among them
 
 
 class ConnectionRegistry:
@@ -74,37 +75,48 @@ class ConnectionRegistry:
         item = self._meta(connection_id)
         return None if item is None else _connection(connection_id, item)
 
-    def subscribe(
-        self, connection: Connection, requested: Iterable[str], base: Mapping[str, int]
-    ) -> frozenset[str]:
-        """Subscribe to what the role may see of `requested`; returns all the connection's types now.
-        `base` is the stream heads read before subscribing: the resume position of live frames."""
+    def subscribe(self, connection: Connection, requested: Iterable[str]) -> frozenset[str]:
+        """Subscribe to what the role may see of `requested`; returns all the connection's types now."""
         granted = self._roles.visible(connection.role, requested)
-        if granted:
-            self._update_types(
-                connection.connection_id, "ADD", granted
-            )  # fails first if the connection is gone
-        for event_type in sorted(granted - connection.types):
-            self._put(
-                {
-                    "pk": _type_key(event_type),
-                    "sk": connection.connection_id,
-                    "role": connection.role,
-                    "base": dict(base),
-                    c.TTL_ATTRIBUTE: connection.expires_at,
-                }
-            )
-        return connection.types | granted
+        if not granted:
+            return connection.types
+        types, version = self._update_types(connection.connection_id, "ADD", granted)
+        self._write_subscriptions(connection, types, version)
+        return types
 
     def unsubscribe(self, connection: Connection, types: Iterable[str]) -> frozenset[str]:
         dropped = connection.types & frozenset(types)
+        if not dropped:
+            return connection.types
         for event_type in sorted(dropped):
             self._client.delete_item(
                 TableName=self._table, Key=key(_type_key(event_type), connection.connection_id)
             )
-        if dropped:
-            self._update_types(connection.connection_id, "DELETE", dropped)
-        return connection.types - dropped
+        remaining, version = self._update_types(connection.connection_id, "DELETE", dropped)
+        self._write_subscriptions(connection, remaining, version)
+        return remaining
+
+    def _write_subscriptions(self, connection: Connection, types: frozenset[str], version: int) -> None:
+        """One item per subscribed type, each listing all of them, so fan-out knows every type a
+        connection gets from the item it finds it by. Versioned: of two changes racing, the later
+        one's list stays."""
+        for event_type in sorted(types):
+            with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=serialize(
+                        {
+                            "pk": _type_key(event_type),
+                            "sk": connection.connection_id,
+                            "role": connection.role,
+                            "types": set(types),
+                            "version": version,
+                            c.TTL_ATTRIBUTE: connection.expires_at,
+                        }
+                    ),
+                    ConditionExpression="attribute_not_exists(pk) OR version < :version",
+                    ExpressionAttributeValues=serialize({":version": version}),
+                )
 
     def remove(self, connection_id: str, subscribed: Iterable[str] = ()) -> None:
         """Forget exactly this connection: its subscriptions (those its record lists, and `subscribed`,
@@ -146,9 +158,12 @@ class ConnectionRegistry:
             response = self._client.query(**request)
             for raw in response.get("Items", []):
                 item = deserialize(raw)
-                if int(item[c.TTL_ATTRIBUTE]) > now and event_type in self._roles.allowed(item["role"]):
-                    base = {stream: int(seq) for stream, seq in item.get("base", {}).items()}
-                    yield Subscriber(item["sk"], item["role"], base)
+                allowed = self._roles.allowed(item["role"])
+                if int(item[c.TTL_ATTRIBUTE]) > now and event_type in allowed:
+                    # An item without its connection's types (none is written so): all the role's,
+                    # so that `prev` errs high (a replay) and never low (a skipped event).
+                    types = frozenset(item.get("types", allowed)) & allowed
+                    yield Subscriber(item["sk"], item["role"], types)
             if "LastEvaluatedKey" not in response:
                 return
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -208,18 +223,26 @@ class ConnectionRegistry:
         item = deserialize(response["Item"])
         return item if int(item[c.TTL_ATTRIBUTE]) > self._clock() else None
 
-    def _update_types(self, connection_id: str, action: str, types: frozenset[str]) -> None:
+    def _update_types(
+        self, connection_id: str, action: str, types: frozenset[str]
+    ) -> tuple[frozenset[str], int]:
+        """Add or delete subscribed types; the connection's types after that, and their version."""
         try:
-            self._client.update_item(
+            response = self._client.update_item(
                 TableName=self._table,
                 Key=key(_connection_key(connection_id), "meta"),
-                UpdateExpression=f"{action} #types :types",
+                UpdateExpression=f"{action} #types :types"
+                + (", " if action == "ADD" else " ADD ")
+                + "types_version :one",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#types": "types"},
-                ExpressionAttributeValues={":types": {"SS": sorted(types)}},
+                ExpressionAttributeValues={":types": {"SS": sorted(types)}, ":one": {"N": "1"}},
+                ReturnValues="ALL_NEW",
             )
         except self._client.exceptions.ConditionalCheckFailedException:
             raise LookupError(f"connection {connection_id} is gone") from None
+        item = deserialize(response["Attributes"])
+        return frozenset(item.get("types", set())), int(item["types_version"])
 
     def _put(self, item: dict[str, Any]) -> None:
         self._client.put_item(TableName=self._table, Item=serialize(item))

@@ -7,8 +7,8 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,9 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """The one shape every stored and delivered event has (docs/events.md)."""
+    """The one shape every stored and delivered event has (docs/events.md). `prev` is the seq of the
+    previous event of its type in its stream; `type_heads` the last seq of every type of its stream
+    when it was committed (its own included), from which delivery derives each subscriber's `prev`."""
 
     id: str
     type: str
@@ -55,14 +57,22 @@ class Envelope:
     data: Mapping[str, Any]
     producer: str
     key: str | None = None
+    type_heads: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def prev_among(self, types: Iterable[str]) -> int:
+        """The seq of the previous event of this stream among `types` (0 if none): what a subscriber
+        to `types` must have before this one. Types outside `types` are not looked at, so it tells
+        nothing about events the subscriber does not get."""
+        return max([self.prev, *(self.type_heads.get(t, 0) for t in types if t != self.type)])
+
+    def to_dict(self, types: Iterable[str] | None = None) -> dict[str, Any]:
+        """As delivered to a subscriber to `types` (their `prev_among`), or with the stored `prev`."""
         body: dict[str, Any] = {
             "id": self.id,
             "type": self.type,
             "stream": self.stream,
             "seq": self.seq,
-            "prev": self.prev,
+            "prev": self.prev if types is None else self.prev_among(types),
             "ts": self.ts,
             "schema_version": self.schema_version,
             "producer": self.producer,

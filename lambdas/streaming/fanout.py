@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streaming.codec import encoded_event, event_frames
+from streaming.codec import EncodedKey, encoded_event, event_frames
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.observability import logger
@@ -62,12 +62,12 @@ class Report:
 
 @dataclass
 class Recipient:
-    """One connection and the events it gets from this publish, with the cursor it resumes from."""
+    """One connection and the events it gets from this publish."""
 
     connection_id: str
-    base: dict[str, int]
+    types: frozenset[str]  # everything it subscribes to (each event's `prev` is among these)
     events: list[Envelope] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)  # the subscriptions it was found by
+    found_by: list[str] = field(default_factory=list)  # the subscriptions it was found by
 
 
 # A chunk of the audience, handed to a worker: event positions and recipients, JSON-serializable.
@@ -128,17 +128,19 @@ class FanOut:
             return Report(failed=1)
 
     def audience(self, events: Sequence[Envelope]) -> dict[str, Recipient]:
-        """Per connection, the events it gets (in the given order) and its resume base."""
+        """Per connection, the events it gets (in the given order) and the types it subscribes to."""
         audience: dict[str, Recipient] = {}
         for event_type in sorted({event.type for event in events}):
             for subscriber in self._registry.subscribers(event_type):
                 recipient = audience.setdefault(
-                    subscriber.connection_id, Recipient(subscriber.connection_id, {})
+                    subscriber.connection_id, Recipient(subscriber.connection_id, subscriber.types)
                 )
-                _merge(recipient.base, subscriber.base)
-                recipient.types.append(event_type)
+                # Items written by racing subscription changes may differ: the union, so that `prev`
+                # is never too low (too high only costs the client a replay).
+                recipient.types |= subscriber.types
+                recipient.found_by.append(event_type)
         for recipient in audience.values():
-            recipient.events = [event for event in events if event.type in recipient.types]
+            recipient.events = [event for event in events if event.type in recipient.found_by]
         return audience
 
     def send(self, recipients: Iterable[Recipient]) -> Report:
@@ -146,34 +148,37 @@ class FanOut:
         started = time.perf_counter()
         report = Report()
         recipients = list(recipients)
-        # Each event encoded (and compressed) once, here, for every connection that gets it.
-        distinct = {
-            (event.stream, event.seq): event for recipient in recipients for event in recipient.events
-        }
-        encoded = {
-            position: encoded_event(event, self._compress_above) for position, event in distinct.items()
-        }
+        # Each event encoded (and compressed) here, once for every connection that gets it with the
+        # same `prev`; the workers then only read what is encoded.
+        encoded: dict[EncodedKey, bytes] = {}
+        for recipient in recipients:
+            for event in recipient.events:
+                prev = event.prev_among(recipient.types)
+                if (event.stream, event.seq, prev) not in encoded:
+                    encoded[(event.stream, event.seq, prev)] = encoded_event(
+                        event, self._compress_above, recipient.types
+                    )
         for outcome in self._executor.map(lambda recipient: self._send_one(recipient, encoded), recipients):
             report.add(outcome)
         report.post_ms = (time.perf_counter() - started) * 1000
         return report
 
-    def _send_one(self, recipient: Recipient, encoded: Mapping[tuple[str, int], bytes]) -> Report:
+    def _send_one(self, recipient: Recipient, encoded: dict[EncodedKey, bytes]) -> Report:
         report = Report(connections=1)
-        frames = event_frames(recipient.events, recipient.base, self._compress_above, encoded=encoded)
+        frames = event_frames(recipient.events, recipient.types, self._compress_above, encoded=encoded)
         for frame in frames:
             report.frames += 1
             status = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)
             if status == GONE:
                 # Also the subscriptions it was found by: one written while it disconnected would
                 # otherwise outlive the connection record that lists them.
-                self._registry.remove(recipient.connection_id, recipient.types)
+                self._registry.remove(recipient.connection_id, recipient.found_by)
                 report.gone = 1
                 return report
             if 200 <= status < 300:
                 report.delivered += 1
             else:
-                # Stop here: a later frame's cursor would claim this one's events were delivered.
+                # Stop here: events arrive in seq order per stream or not at all; the client replays.
                 report.failed += 1
                 logger.warning(
                     "frame not delivered", extra={"connection_id": recipient.connection_id, "status": status}
@@ -184,7 +189,7 @@ class FanOut:
 
 def chunk_payload(recipients: Sequence[Recipient]) -> dict[str, Any]:
     """What a worker needs: the events by position (it reads them from the store, so the invocation
-    stays small) and, per connection, which of them to send and its resume base."""
+    stays small) and, per connection, which of them to send and the types it subscribes to."""
     positions = sorted({(e.stream, e.seq) for r in recipients for e in r.events})
     index = {position: i for i, position in enumerate(positions)}
     return {
@@ -192,9 +197,9 @@ def chunk_payload(recipients: Sequence[Recipient]) -> dict[str, Any]:
         "recipients": [
             {
                 "connection_id": r.connection_id,
-                "base": r.base,
+                "types": sorted(r.types),
                 "events": [index[(e.stream, e.seq)] for e in r.events],
-                "types": r.types,
+                "found_by": r.found_by,
             }
             for r in recipients
         ],
@@ -210,14 +215,9 @@ def recipients_from_payload(
     return [
         Recipient(
             connection_id=entry["connection_id"],
-            base={stream: int(seq) for stream, seq in entry["base"].items()},
+            types=frozenset(entry["types"]),
             events=[event for i in entry["events"] if (event := loaded[i]) is not None],
-            types=list(entry.get("types", [])),
+            found_by=list(entry["found_by"]),
         )
         for entry in payload["recipients"]
     ]
-
-
-def _merge(into: dict[str, int], other: Mapping[str, int]) -> None:
-    for stream, seq in other.items():
-        into[stream] = max(into.get(stream, 0), seq)

@@ -103,6 +103,8 @@ def parse(raw: str | bytes, known_types: Iterable[str]) -> Request:
         raise StreamingError(
             ErrorCode.INVALID_MESSAGE, "replay takes either a cursor or last, not both or neither"
         )
+    if last is not None and "limit" in message:
+        raise StreamingError(ErrorCode.INVALID_MESSAGE, "limit goes with a cursor; last is the count itself")
     if cursor is not None:
         if not isinstance(cursor, str):
             raise StreamingError(ErrorCode.INVALID_CURSOR, "cursor must be a string this service issued")

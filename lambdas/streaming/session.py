@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streaming import codec, protocol
-from streaming import cursor as cursors
 from streaming.connections import Connection, ConnectionRegistry
 from streaming.errors import ErrorCode, StreamingError
 from streaming.fanout import GONE, post_with_retry
@@ -113,7 +112,7 @@ class Session:
             allowed = self._roles.allowed(connection.role)
             position = self._store.heads(allowed)  # read first: live delivery is complete after these
             try:
-                types = self._registry.subscribe(connection, request.types, position)
+                types = self._registry.subscribe(connection, request.types)
             except LookupError:
                 _gone_meanwhile(connection_id)
                 return
@@ -130,8 +129,8 @@ class Session:
                 self._store.heads(self._roles.allowed(connection.role)), request.request_id
             )
         else:
-            page, base = self._replay(connection, request)
-            for frame in codec.event_frames(page.events, base, self._compress_above):
+            page, types = self._replay(connection, request)
+            for frame in codec.event_frames(page.events, types, self._compress_above):
                 status = post_with_retry(self._management, connection_id, frame, self._sleep)
                 if not 200 <= status < 300:
                     # No summary: the client asks again from the last cursor it got.
@@ -140,22 +139,26 @@ class Session:
             answer = protocol.replayed(page, request.request_id)
         self._send(connection_id, answer)
 
-    def _replay(self, connection: Connection, request: protocol.Replay) -> tuple[Page, dict[str, int]]:
-        """The page, and the position its frames' cursors advance from."""
-        types = request.types if request.types is not None else connection.types
+    def _replay(self, connection: Connection, request: protocol.Replay) -> tuple[Page, frozenset[str]]:
+        """The page, and the types its events' `prev` is among: those asked for, which the role may
+        see (a type it may not see is refused, as SSE refuses it)."""
+        allowed = self._roles.allowed(connection.role)
+        types = request.types if request.types is not None else connection.types & allowed
         if not types:
             raise StreamingError(ErrorCode.INVALID_MESSAGE, "subscribe first, or name the types to replay")
+        forbidden = sorted(types - allowed)
+        if forbidden:
+            raise StreamingError(
+                ErrorCode.TYPE_NOT_ALLOWED, f"role {connection.role} may not see {forbidden}"
+            )
         if request.cursor is not None:
             page = replay_after(
                 self._store, self._roles, connection.role, request.cursor, types, request.limit
             )
-            return page, cursors.decode(request.cursor)
-        assert request.last is not None
-        page = replay_latest(self._store, self._roles, connection.role, request.last, types)
-        base = dict(page.cursor)
-        for event in page.events:  # the newest events, so each stream starts just before its first
-            base[event.stream] = min(base[event.stream], event.seq - 1)
-        return page, base
+        else:
+            assert request.last is not None
+            page = replay_latest(self._store, self._roles, connection.role, request.last, types)
+        return page, types
 
     def _welcome(self, connection: Connection) -> dict[str, Any]:
         return protocol.welcome(

@@ -250,12 +250,12 @@ class EventStore:
                 data=event.data,
                 producer=producer,
                 key=event.key,
+                type_heads={**head.heads, event.type: seq},
             )
-            heads = {**head.heads, event.type: seq}
             values = {
                 ":seq": seq,
-                ":heads": heads,
-                ":last": _event_item(envelope, heads, now_ms, self._window),
+                ":heads": dict(envelope.type_heads),
+                ":last": _event_item(envelope, now_ms, self._window),
             }
             if head.seq:
                 values[":prev"] = head.seq
@@ -472,7 +472,7 @@ def _ints(mapping: Mapping[str, Any]) -> dict[str, int]:
     return {name: int(value) for name, value in mapping.items()}
 
 
-def _event_item(envelope: Envelope, heads: dict[str, int], now_ms: int, window_seconds: int) -> Item:
+def _event_item(envelope: Envelope, now_ms: int, window_seconds: int) -> Item:
     item: Item = {
         c.PARTITION_KEY: _stream_key(envelope.stream),
         c.SORT_KEY: envelope.seq,
@@ -480,7 +480,7 @@ def _event_item(envelope: Envelope, heads: dict[str, int], now_ms: int, window_s
         "type": envelope.type,
         "ts": envelope.ts,
         "prev": envelope.prev,
-        "heads": heads,
+        "heads": dict(envelope.type_heads),
         "schema_version": envelope.schema_version,
         "producer": envelope.producer,
         "data": json.dumps(envelope.data, separators=(",", ":"), ensure_ascii=False),
@@ -503,4 +503,5 @@ def _envelope(item: Item) -> Envelope:
         data=json.loads(item["data"]),
         producer=item["producer"],
         key=item.get("key"),
+        type_heads=_ints(item["heads"]),
     )

@@ -252,7 +252,7 @@ async def _next_chunks(
             chunks.append(codec.sse_message(event="truncated", data=truncated))
     for event in events:
         position[event.stream] = event.seq
-        data = codec.dumps(codec.encode_event(event, plan.compress_above))
+        data = codec.dumps(codec.encode_event(event, plan.compress_above, plan.types))
         chunks.append(codec.sse_message(event_id=cursors.encode(position), event=event.type, data=data))
     for stream, seq in reached.items():  # also past events of types this subscriber does not see
         position[stream] = max(position.get(stream, 0), seq)

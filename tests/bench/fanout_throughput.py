@@ -29,6 +29,7 @@ from streaming.management import ManagementApi
 from streaming.runtime import FANOUT_WORKERS
 
 STAGE = "bench"
+TYPES = frozenset({"signal.created"})  # what each benchmark connection subscribes to
 
 
 def serve(port: int, delay_ms: float) -> None:
@@ -68,8 +69,8 @@ def shipped_fanout(url: str, count: int, envelope: Envelope, workers: int) -> tu
     registry = ConnectionRegistry(None, "unused", load("dev").runtime_settings("t").roles)  # no 410 here
     with ThreadPoolExecutor(workers) as executor:
         fanout = FanOut(registry, management, compress_above=8192, chunk_connections=count, executor=executor)
-        fanout.send([Recipient("warm-up", {}, [envelope])] * workers)  # open the pool's connections
-        recipients = [Recipient(f"c{i}=", {"market": 0}, [envelope]) for i in range(count)]
+        fanout.send([Recipient("warm-up", TYPES, [envelope])] * workers)  # open the pool's connections
+        recipients = [Recipient(f"c{i}=", TYPES, [envelope]) for i in range(count)]
         return _measure(lambda: fanout.send(recipients), count)
 
 

@@ -160,6 +160,17 @@ def test_a_cut_stream_resumed_with_last_event_id_gets_exactly_the_missing_events
 
 @pytest.mark.reconnect
 @pytest.mark.events
+def test_prev_is_the_previous_event_among_the_streams_types(stack, settings):
+    cursor = _cursor(local_client(stack).streams()["streams"])
+    publish(stack, [signal(), example("decision.made", settings), example("proposal.updated", settings)])
+    publish(stack, [signal()])
+    params = {"cursor": cursor, "types": "signal.created,proposal.updated"}
+    first, update, last = domain(read(stack, "viewer", until=3, params=params))
+    assert update["prev"] == first["seq"] and last["prev"] == update["seq"]
+
+
+@pytest.mark.reconnect
+@pytest.mark.events
 def test_cursors_cross_between_websocket_and_sse_both_ways(stack):
     async def websocket_cursor_then_replay(cursor: str | None) -> tuple[str, list[str]]:
         token = issue(stack, "analyst", "both-ways")
@@ -169,16 +180,14 @@ def test_cursors_cross_between_websocket_and_sse_both_ways(stack):
             replayed: list[str] = []
             if cursor is not None:
                 await ws.send(json.dumps({"action": "replay", "cursor": cursor, "types": ["signal.created"]}))
-            last_cursor = ""
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 if message["type"] == "subscribed" and cursor is None:
                     return message["cursor"], []
                 if message["type"] == "events":
                     replayed += [e["id"] for e in message["events"]]
-                    last_cursor = message["cursor"]
                 if message["type"] == "replay":
-                    return last_cursor, replayed
+                    return message["cursor"], replayed
 
     ws_cursor, _ = asyncio.run(websocket_cursor_then_replay(None))
     later = [signal() for _ in range(2)]

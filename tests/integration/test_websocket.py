@@ -250,7 +250,8 @@ def test_reconnecting_with_the_cursor_replays_each_missed_event_once_in_order(st
         before = [signal() for _ in range(3)]
         await asyncio.to_thread(publish, stack, before)
         frames = [m for m in await first.drain() if m["type"] == "events"]
-        cursor = frames[-1]["cursor"]
+        # The position a client resumes from: the last seq it processed, per stream.
+        cursor = cursors.encode({"market": events_of(frames)[-1]["seq"]})
         await first.ws.close()
 
         missed = [signal() for _ in range(5)]
@@ -282,6 +283,38 @@ def test_reconnecting_with_the_cursor_replays_each_missed_event_once_in_order(st
     assert not set(seen) & set(replayed)
 
 
+@pytest.mark.reconnect
+@pytest.mark.events
+def test_prev_is_the_previous_event_among_all_the_types_a_connection_receives(stack, settings):
+    """A subscriber to two types of a stream must learn from `prev` that an event of the other type
+    came between; a type its role may not see is not looked at, and a replay naming one is refused."""
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        client = await connect(stack, "viewer")
+        await client.subscribe("signal.created", "proposal.updated")
+        for event in (signal(), example("decision.made", settings), example("proposal.updated", settings)):
+            await asyncio.to_thread(publish, stack, event)  # one publish each, as separate producers do
+        await asyncio.to_thread(publish, stack, signal())
+        live = events_of(await client.drain())
+        start = cursors.encode({"market": live[0]["seq"] - 1})
+        await client.send(action="replay", cursor=start, id="again")
+        replayed = []
+        while (message := await client.next())["type"] != "replay":
+            replayed += message["events"]
+        await client.send(action="replay", cursor=start, types=["decision.made"], id="forbidden")
+        refused = await client.answer("error")
+        await client.ws.close()
+        return live, replayed, refused
+
+    live, replayed, refused = run(scenario())
+    first, update, last = live
+    assert (update["type"], last["type"]) == ("proposal.updated", "signal.created")
+    assert update["prev"] == first["seq"]  # the decision.made between is not the viewer's
+    assert last["prev"] == update["seq"]  # a per-type prev would say first["seq"]
+    assert [(e["seq"], e["prev"]) for e in replayed] == [(e["seq"], e["prev"]) for e in live]
+    assert (refused["code"], refused["id"]) == ("type_not_allowed", "forbidden")
+
+
 @pytest.mark.batching
 @pytest.mark.events
 def test_a_burst_of_50_events_arrives_in_fewer_frames_complete_and_in_order(stack):
@@ -300,8 +333,7 @@ def test_a_burst_of_50_events_arrives_in_fewer_frames_complete_and_in_order(stac
     assert [e["seq"] for e in received] == sorted(e["seq"] for e in received)
     assert 1 <= len(frames) < 50
     assert all(len(json.dumps(frame).encode()) <= 32 * 1024 for frame in frames)
-    last = cursors.decode(frames[-1]["cursor"])
-    assert last["market"] == received[-1]["seq"]
+    assert [e["prev"] for e in received[1:]] == [e["seq"] for e in received[:-1]]  # a complete run
 
 
 @pytest.mark.events
@@ -357,7 +389,7 @@ def test_a_410_removes_the_stale_connection_and_no_other(stack, settings):
     registry = ConnectionRegistry(dynamodb, values["ConnectionsTableName"], settings.roles)
     ghost_id = "ghost000000000="
     ghost = registry.connect(ghost_id, "ghost", "viewer", int(time.time()) + 600)
-    registry.subscribe(ghost, ["proposal.updated"], {})  # its $disconnect never came
+    registry.subscribe(ghost, ["proposal.updated"])  # its $disconnect never came
     assert registry.get(ghost_id) is not None
 
     async def scenario() -> tuple[list[dict[str, Any]], bool, bool, bool]:

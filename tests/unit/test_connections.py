@@ -43,8 +43,8 @@ def test_a_connection_lives_until_its_token_or_the_gateway_limit_expires(registr
 def test_subscriptions_are_the_role_grant_narrowed_to_the_request(registry):
     viewer = registry.connect("V", "val", "viewer", int(time.time()) + 3600)
     approver = registry.connect("P", "pat", "approver", int(time.time()) + 3600)
-    assert registry.subscribe(viewer, ["signal.created", "risk.alert"], {}) == {"signal.created"}
-    assert registry.subscribe(approver, ["risk.alert", "system.status"], {}) == {"risk.alert"}
+    assert registry.subscribe(viewer, ["signal.created", "risk.alert"]) == {"signal.created"}
+    assert registry.subscribe(approver, ["risk.alert", "system.status"]) == {"risk.alert"}
     assert subscribed(registry, "signal.created") == [("V", "viewer")]
     assert subscribed(registry, "risk.alert") == [("P", "approver")]
     assert subscribed(registry, "system.status") == []
@@ -54,8 +54,8 @@ def test_subscriptions_are_the_role_grant_narrowed_to_the_request(registry):
 def test_unsubscribe_and_remove_touch_exactly_one_connection(registry):
     first = registry.connect("one", "a", "admin", int(time.time()) + 3600)
     second = registry.connect("two", "b", "admin", int(time.time()) + 3600)
-    types = registry.subscribe(first, ["signal.created", "risk.alert", "system.status"], {})
-    registry.subscribe(second, ["risk.alert"], {})
+    types = registry.subscribe(first, ["signal.created", "risk.alert", "system.status"])
+    registry.subscribe(second, ["risk.alert"])
     remaining = registry.unsubscribe(registry.get("one"), ["system.status"])
     assert remaining == types - {"system.status"}
     assert subscribed(registry, "system.status") == []
@@ -67,7 +67,7 @@ def test_unsubscribe_and_remove_touch_exactly_one_connection(registry):
 
 def test_expired_subscriptions_are_not_returned_before_ttl_deletes_them(registry, clock):
     connection = registry.connect("C", "c", "analyst", token_expires_at=int(clock()) + 30)
-    registry.subscribe(connection, ["decision.made"], {})
+    registry.subscribe(connection, ["decision.made"])
     assert subscribed(registry, "decision.made") == [("C", "analyst")]
     clock.advance(31)
     assert subscribed(registry, "decision.made") == []
@@ -77,7 +77,7 @@ def test_subscribing_a_connection_that_is_gone_says_so(registry):
     ghost = registry.connect("G", "g", "viewer", int(time.time()) + 3600)
     registry.remove("G")
     with pytest.raises(LookupError, match="gone"):
-        registry.subscribe(ghost, ["signal.created"], {})
+        registry.subscribe(ghost, ["signal.created"])
     assert subscribed(registry, "signal.created") == []  # no orphaned subscription left behind
 
 
@@ -129,11 +129,23 @@ def test_a_gone_or_expired_connection_is_not_admitted(registry, clock):
         registry.admit("never-connected", TokenBucket(rate=1, burst=1))
 
 
-def test_subscribers_carry_the_resume_base_they_subscribed_with(registry, clock):
-    connection = registry.connect("B", "b", "admin", int(clock()) + 3600)
-    registry.subscribe(connection, ["risk.alert"], {"risk": 7, "market": 3})
-    (subscriber,) = registry.subscribers("risk.alert")
-    assert subscriber.base == {"risk": 7, "market": 3}
+def test_subscribers_carry_every_type_their_connection_subscribes_to(registry, clock):
+    connection = registry.connect("C", "c", "admin", int(clock.now) + 60)
+    registry.subscribe(connection, ["risk.alert"])
+    registry.subscribe(registry.get("C"), ["signal.created", "proposal.updated"])
+    expected = {"risk.alert", "signal.created", "proposal.updated"}
+    assert [s.types for t in sorted(expected) for s in registry.subscribers(t)] == [expected] * 3
+    registry.unsubscribe(registry.get("C"), ["risk.alert"])
+    assert [s.types for s in registry.subscribers("signal.created")] == [expected - {"risk.alert"}]
+
+
+def test_of_two_racing_subscription_changes_the_later_ones_types_stay(registry, clock, dynamodb):
+    connection = registry.connect("C", "c", "admin", int(clock.now) + 60)
+    registry.subscribe(connection, ["signal.created"])
+    newer = registry.subscribe(registry.get("C"), ["proposal.updated"])
+    # The first change's item write, landing late, does not overwrite the second's.
+    registry._write_subscriptions(connection, frozenset({"signal.created"}), version=1)
+    assert [s.types for s in registry.subscribers("signal.created")] == [newer]
 
 
 def test_a_bucket_belongs_to_its_connection(registry, clock):

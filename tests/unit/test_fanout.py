@@ -11,7 +11,6 @@ import pytest
 
 from local.aws import create_connections_table
 from streaming import codec
-from streaming import cursor as cursors
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.fanout import (
@@ -102,9 +101,9 @@ def make_fanout(registry, executor, sleeps):
     return make
 
 
-def connect(registry, clock, connection_id, role, types=ALL_TYPES, base=None):
+def connect(registry, clock, connection_id, role, types=ALL_TYPES):
     connection = registry.connect(connection_id, connection_id.lower(), role, int(clock.now) + 3600)
-    registry.subscribe(connection, types, base or {})
+    registry.subscribe(connection, types)
     return connection
 
 
@@ -166,7 +165,7 @@ def test_a_forged_subscription_item_does_not_get_a_viewer_what_its_role_forbids(
             "pk": {"S": "type#risk.alert"},
             "sk": {"S": "V"},
             "role": {"S": "viewer"},
-            "base": {"M": {}},
+            "types": {"SS": ["risk.alert", "signal.created"]},
             "expires_at": {"N": str(int(clock.now) + 3600)},
         },
     )
@@ -176,27 +175,38 @@ def test_a_forged_subscription_item_does_not_get_a_viewer_what_its_role_forbids(
     assert [e["type"] for e in poster.events("V")] == ["signal.created"]
 
 
-def test_frames_go_to_each_connection_in_order_with_advancing_cursors(registry, clock, make_fanout):
+def test_frames_go_to_each_connection_in_order(registry, clock, make_fanout):
     for connection_id in ("A", "B", "C"):
-        connect(registry, clock, connection_id, "viewer", ["proposal.updated"], base={"market": 0})
+        connect(registry, clock, connection_id, "viewer", ["proposal.updated"])
     events = [big_event(seq) for seq in range(1, 11)]
     poster = FakePoster()
     report = make_fanout(poster).deliver(events)
     for connection_id in ("A", "B", "C"):
         frames = poster.frames(connection_id)
-        assert len(frames) > 1
-        assert [e["seq"] for e in poster.events(connection_id)] == list(range(1, 11))
-        last_seqs = [frame["events"][-1]["seq"] for frame in frames]
-        assert [cursors.decode(frame["cursor"]) for frame in frames] == [{"market": s} for s in last_seqs]
+        assert len(frames) > 1 and all(set(frame) == {"type", "events"} for frame in frames)
+        assert [(e["seq"], e["prev"]) for e in poster.events(connection_id)] == [
+            (s, s - 1) for s in range(1, 11)
+        ]
     assert report.frames == report.delivered == 3 * len(poster.frames("A"))
 
 
-def test_the_base_a_connection_subscribed_with_starts_its_cursor(registry, clock, make_fanout):
-    connect(registry, clock, "A", "admin", ["proposal.updated"], base={"market": 0, "risk": 4, "ops": 2})
+def test_each_connections_prev_is_among_all_the_types_it_subscribes_to(
+    registry, clock, settings, publisher, make_fanout
+):
+    """The defect this fixes: a subscriber to two types of a stream could not tell from a per-type
+    `prev` that an event of its other type was still on its way."""
+    connect(registry, clock, "BOTH", "viewer", ["signal.created", "proposal.updated"])
+    connect(registry, clock, "ONE", "viewer", ["signal.created"])
+    connect(registry, clock, "ALL", "admin")
+    first = publisher.publish([signal()], "tests")[0].envelope
+    between = publisher.publish([example("proposal.updated", settings)], "tests")[0].envelope
+    last = publisher.publish([signal()], "tests")[0].envelope
+    assert first and between and last
     poster = FakePoster()
-    make_fanout(poster).deliver([big_event(1)])
-    (frame,) = poster.frames("A")
-    assert cursors.decode(frame["cursor"]) == {"market": 1, "risk": 4, "ops": 2}
+    make_fanout(poster).deliver([last])  # `between` is still on its way
+    assert [e["prev"] for e in poster.events("BOTH")] == [between.seq]
+    assert [e["prev"] for e in poster.events("ONE")] == [first.seq]
+    assert [e["prev"] for e in poster.events("ALL")] == [between.seq]
 
 
 def test_a_410_removes_exactly_that_connection(dynamodb, registry, clock, make_fanout):
@@ -257,7 +267,7 @@ def test_audiences_above_a_chunk_dispatch_every_chunk_but_the_first(registry, cl
     ids = [f"C{i:02d}" for i in range(8)]
     for i, connection_id in enumerate(ids):
         types = ["signal.created", "risk.alert"] if i % 2 else ["signal.created"]
-        connect(registry, clock, connection_id, "approver", types, base={"market": i, "risk": 1})
+        connect(registry, clock, connection_id, "approver", types)
     events = [
         big_event(2),
         Envelope("e-3", "risk.alert", "risk", 5, 0, "2026-11-27T08:00:03.000Z", 1, {"x": 1}, "p"),
@@ -289,8 +299,8 @@ def test_audiences_above_a_chunk_dispatch_every_chunk_but_the_first(registry, cl
 def test_a_frame_given_up_on_ends_that_connections_delivery_so_no_later_cursor_skips_it(
     registry, clock, make_fanout
 ):
-    connect(registry, clock, "LOSSY", "viewer", ["proposal.updated"], base={"market": 0})
-    connect(registry, clock, "FINE", "viewer", ["proposal.updated"], base={"market": 0})
+    connect(registry, clock, "LOSSY", "viewer", ["proposal.updated"])
+    connect(registry, clock, "FINE", "viewer", ["proposal.updated"])
     poster = FakePoster({"LOSSY": [500] * (1 + len(RETRY_DELAYS_SECONDS))})
     report = make_fanout(poster).deliver([big_event(seq) for seq in range(1, 11)])
     assert {frame["events"][0]["seq"] for frame in poster.frames("LOSSY")} == {1}  # the first, retried
@@ -329,8 +339,13 @@ def test_without_a_dispatcher_a_large_audience_is_delivered_inline(registry, clo
 def test_a_chunk_payload_round_trips_and_skips_events_that_expired():
     events = [big_event(1), big_event(2), big_event(3)]
     recipients = [
-        Recipient("A", {"market": 0}, [events[0], events[2]]),
-        Recipient("B", {"market": 1, "risk": 3}, [events[1], events[2]]),
+        Recipient("A", frozenset({"proposal.updated"}), [events[0], events[2]], ["proposal.updated"]),
+        Recipient(
+            "B",
+            frozenset({"proposal.updated", "signal.created"}),
+            [events[1], events[2]],
+            ["proposal.updated"],
+        ),
     ]
     payload = json.loads(json.dumps(chunk_payload(recipients)))
     assert payload["events"] == [{"stream": "market", "seq": seq} for seq in (1, 2, 3)]
@@ -344,7 +359,7 @@ def test_a_chunk_payload_round_trips_and_skips_events_that_expired():
 
     rebuilt = recipients_from_payload(payload, lose_the_second)
     assert [[e.seq for e in r.events] for r in rebuilt] == [[1, 3], [3]]
-    assert [r.base for r in rebuilt] == [{"market": 0}, {"market": 1, "risk": 3}]
+    assert [r.types for r in rebuilt] == [{"proposal.updated"}, {"proposal.updated", "signal.created"}]
     assert loaded == [("market", 1), ("market", 2), ("market", 3)]  # each event read once
 
 
@@ -379,7 +394,7 @@ def test_no_subscribers_no_posts(registry, clock, publisher, settings, make_fano
 
 
 def test_expired_subscriptions_get_nothing(registry, clock, make_fanout):
-    registry.subscribe(registry.connect("OLD", "o", "viewer", int(clock.now) + 10), ["proposal.updated"], {})
+    registry.subscribe(registry.connect("OLD", "o", "viewer", int(clock.now) + 10), ["proposal.updated"])
     connect(registry, clock, "NEW", "viewer", ["proposal.updated"])
     clock.advance(11)
     poster = FakePoster()
@@ -393,9 +408,9 @@ def test_an_event_is_encoded_once_however_many_connections_get_it(registry, cloc
     calls: list[str] = []
     encode = codec.encode_event
 
-    def counted(event: Envelope, compress_above: int) -> dict[str, Any]:
+    def counted(event: Envelope, compress_above: int, types: Any) -> dict[str, Any]:
         calls.append(event.id)
-        return encode(event, compress_above)
+        return encode(event, compress_above, types)
 
     monkeypatch.setattr(codec, "encode_event", counted)
     poster = FakePoster()

@@ -36,9 +36,9 @@ def test_each_action_parses_to_its_request():
     assert parse({"action": "ping"}) == protocol.Ping()
     token = cursors.encode({"market": 3})
     assert parse({"action": "replay", "cursor": token}) == protocol.Replay(token, None, None, 100)
-    assert parse(
-        {"action": "replay", "last": 20, "types": ["signal.created"], "limit": 5}
-    ) == protocol.Replay(None, 20, frozenset({"signal.created"}), 5)
+    assert parse({"action": "replay", "last": 20, "types": ["signal.created"]}) == protocol.Replay(
+        None, 20, frozenset({"signal.created"}), 100
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,7 @@ def test_each_action_parses_to_its_request():
         ({"action": "replay", "last": 1001}, "invalid_message"),
         ({"action": "replay", "last": True}, "invalid_message"),
         ({"action": "replay", "last": 5, "limit": "all"}, "invalid_message"),
+        ({"action": "replay", "last": 5, "limit": 5}, "invalid_message"),  # limit goes with a cursor
     ],
 )
 def test_bad_messages_are_refused_with_their_code(message, code):

@@ -136,7 +136,7 @@ def test_subscribe_narrows_to_the_role_and_starts_at_the_heads(
         "cursor": cursors.encode({"market": 2}),  # the viewer's streams only: it never sees risk
     }
     (subscriber,) = registry.subscribers("signal.created")
-    assert subscriber.base == {"market": 2}
+    assert subscriber.types == {"signal.created"}
     assert list(registry.subscribers("risk.alert")) == []
     publisher.publish([signal()], "tests")
     (again,) = send(session, management, {"action": "subscribe", "types": ["proposal.created"]})
@@ -170,7 +170,9 @@ def test_replay_by_cursor_sends_events_frames_then_a_summary(session, management
     assert (summary["id"], summary["count"], summary["more"]) == ("r1", 2, False)
     # The viewer's types are all in market; the cursor's other positions are kept, not dropped.
     assert cursors.decode(summary["cursor"]) == {"market": 4, "risk": 7}
-    assert cursors.decode(messages[-2]["cursor"]) == {"market": published[-1].seq, "risk": 7}
+    # Each event's prev is the one before it among the subscriber's types, so a client can tell its
+    # run of events is complete.
+    assert [(e["seq"], e["prev"]) for e in events_of(messages)] == [(2, 1), (4, 2)]
 
 
 def test_replay_names_types_and_a_limit(session, management, clock, publisher, settings):
@@ -212,10 +214,13 @@ def test_replay_last_returns_the_newest_the_role_may_see_with_resumable_frame_cu
     market_head = max(a.seq for a in published if a.stream == "market")
     assert cursors.decode(summary["cursor"]) == {"market": market_head}  # the viewer got no risk.alert
 
-    after_final = send(session, management, {"action": "replay", "cursor": frames[-1]["cursor"]})
-    assert events_of(after_final) == [] and after_final[-1]["count"] == 0
-    after_first = send(session, management, {"action": "replay", "cursor": frames[0]["cursor"]})
-    assert [e["id"] for e in events_of(after_first)] == newest[len(frames[0]["events"]) :]
+    # The first event's prev is where a client's position starts; each next prev is the event before.
+    replayed = events_of(frames)
+    previous = [a.seq for a in published if a.type == "proposal.updated"][-7]
+    assert [e["prev"] for e in replayed] == [previous] + [e["seq"] for e in replayed[:-1]]
+    position = cursors.encode({"market": replayed[2]["seq"]})
+    resumed = send(session, management, {"action": "replay", "cursor": position})
+    assert [e["id"] for e in events_of(resumed)] == newest[3:]
 
 
 def test_replay_last_across_streams_resumes_each_stream_where_its_frames_left_it(
@@ -232,14 +237,21 @@ def test_replay_last_across_streams_resumes_each_stream_where_its_frames_left_it
     )
     frames = messages[:-1]
     assert [e["id"] for e in events_of(frames)] == [a.id for a in published[-6:]]
-    for index, frame in enumerate(frames):
-        later = [e["id"] for f in frames[index + 1 :] for e in f["events"]]
+    replayed = events_of(frames)
+    for index in range(len(replayed)):  # a position built from what a client has processed so far
+        position = _starts(replayed)
+        for event in replayed[: index + 1]:
+            position[event["stream"]] = event["seq"]
         resumed = send(
             session,
             management,
-            {"action": "replay", "cursor": frame["cursor"], "types": ["proposal.updated", "risk.alert"]},
+            {
+                "action": "replay",
+                "cursor": cursors.encode(position),
+                "types": ["proposal.updated", "risk.alert"],
+            },
         )
-        assert [e["id"] for e in events_of(resumed)] == later, index
+        assert [e["id"] for e in events_of(resumed)] == [e["id"] for e in replayed[index + 1 :]], index
 
 
 @pytest.mark.parametrize(
@@ -391,3 +403,11 @@ def test_the_sweep_closes_expired_connections_and_retries_those_it_could_not_clo
     management.delete = lambda connection_id: 410  # type: ignore[method-assign]  # closed meanwhile
     assert session.close_expired() == 1
     assert registry.due() == []
+
+
+def _starts(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Per stream, the prev of its first event: where a client that got these events started."""
+    starts: dict[str, int] = {}
+    for event in events:
+        starts.setdefault(event["stream"], event["prev"])
+    return starts
