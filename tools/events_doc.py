@@ -15,16 +15,6 @@ from streaming.events import SCHEMAS_DIR, EventCatalog
 DOC = ROOT / "docs" / "events.md"
 ENVELOPE_SCHEMA = SCHEMAS_DIR.parent / "envelope.schema.json"
 EXAMPLE_TS = "2026-11-27T08:41:19.004Z"
-# Envelope fields whose description in envelope.schema.json is narrower than what is delivered, and
-# what the doc says instead. The schema calls `encoding` WebSocket-only, but SSE sends it too (the
-# tailer encodes every event with codec.encode_event). Drop an entry once the schema says the same.
-DESCRIPTIONS = {
-    "encoding": (
-        "Only on delivered envelopes whose data, as JSON, exceeded compress_above_bytes, over the WebSocket "
-        "API and over SSE alike: data is compressed as described. Stored envelopes and those the HTTP API "
-        "returns (replay) never carry it."
-    ),
-}
 
 
 def example_envelope(event_type: str, stream: str, seq: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +54,7 @@ def render() -> str:
     for name, spec in envelope["properties"].items():
         required = "" if name in envelope["required"] else " (optional)"
         kind = " or ".join(spec["type"]) if isinstance(spec["type"], list) else spec["type"]
-        lines.append(f"| `{name}` | {kind}{required} | {DESCRIPTIONS.get(name, spec['description'])} |")
+        lines.append(f"| `{name}` | {kind}{required} | {spec['description']} |")
     lines += ["", "## Types, streams and roles", "", "| type | stream | roles that see it |", "|---|---|---|"]
     for event_type, stream in config.event_types.items():
         roles = ", ".join(role for role, types in config.roles.items() if event_type in types)

@@ -82,9 +82,17 @@ async def _logged(body: AsyncIterator[bytes], subject: str, lease: str) -> Async
         raise
     finally:
         # Not awaited: a stream cancelled because its client left cannot await anything here.
-        asyncio.get_running_loop().run_in_executor(None, _leases().release, subject, lease)
+        returned = asyncio.get_running_loop().run_in_executor(None, _leases().release, subject, lease)
+        returned.add_done_callback(lambda done: _lease_returned(done, subject))
         seconds = round(time.monotonic() - started, 1)
         logger.info("sse stream closed", extra={"subject": subject, "how": how, "seconds": seconds})
+
+
+def _lease_returned(done: asyncio.Future[None], subject: str) -> None:
+    """A lease that could not be returned expires by itself a minute after the stream's planned end."""
+    error = None if done.cancelled() else done.exception()
+    if error is not None:
+        logger.warning("sse lease not returned", extra={"subject": subject, "error": type(error).__name__})
 
 
 def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str, str]:

@@ -92,7 +92,7 @@ class Session:
             connection, admission = self._registry.admit(connection_id, self._bucket)
         except LookupError:
             # Gone, or its token expired: the server closes it (a no-op if it is already closed).
-            logger.info("closing expired connection", extra={"connection_id": connection_id})
+            logger.info("connection gone or expired; closing it", extra={"connection_id": connection_id})
             self._management.delete(connection_id)
             return
         if admission.first:
