@@ -8,7 +8,7 @@ ROLE ?= viewer
 SUB ?= local-user
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit infra integration synth diff deploy token bench clean
+.PHONY: install run test lint typecheck unit infra integration synth diff deploy token bench chaos clean
 
 install:
 	@bash scripts/install.sh
@@ -52,6 +52,9 @@ bench: install
 	$(PY) -m tests.bench.fanout_throughput
 	$(PY) -m tests.bench.websocket_latency
 	$(PY) -m tests.bench.sse_latency
+
+chaos: install  # against a running `make run`: random cuts on both transports, figures printed
+	$(PY) -m tests.chaos --state-dir .local
 
 clean:
 	rm -rf cdk.out .local .pytest_cache .mypy_cache .ruff_cache

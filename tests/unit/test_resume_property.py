@@ -31,50 +31,12 @@ from streaming.replay import replay_after
 from streaming.store import EventStore
 from streaming.tail import StreamPlan, Tailer, subscription
 from tests.conftest import example
+from tests.resume import Application
 
 pytestmark = [pytest.mark.reconnect, pytest.mark.events]
 MARKET = ["signal.created", "proposal.created", "proposal.updated", "decision.made"]
 ROLE = "analyst"  # sees all four
 _tables = itertools.count()
-
-
-class Application:
-    """What a client built from docs/protocol.md hands its application: per stream a position, a
-    hold for events whose predecessor has not come yet, and the events processed, in order."""
-
-    def __init__(self) -> None:
-        self.position: dict[str, int] = {}
-        self.held: dict[tuple[str, int], dict[str, Any]] = {}
-        self.processed: list[dict[str, Any]] = []
-        self.repeats = 0
-
-    def receive(self, event: dict[str, Any]) -> None:
-        stream = event["stream"]
-        if event["seq"] <= self.position.get(stream, 0) or (stream, event["seq"]) in self.held:
-            self.repeats += 1
-            return
-        self.held[(stream, event["seq"])] = event
-        self._release(stream)
-
-    def _release(self, stream: str) -> None:
-        while True:
-            ready = [
-                e for (s, _), e in self.held.items() if s == stream and e["prev"] <= self.position.get(s, 0)
-            ]
-            if not ready:
-                return
-            event = min(ready, key=lambda e: e["seq"])
-            del self.held[(stream, event["seq"])]
-            self.position[stream] = event["seq"]
-            self.processed.append(event)
-
-    def cut(self) -> None:
-        """The connection is gone, and with it what was held."""
-        self.held.clear()
-
-    @property
-    def cursor(self) -> str:
-        return cursors.encode(self.position)
 
 
 @pytest.fixture(scope="module")
