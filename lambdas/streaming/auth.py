@@ -90,16 +90,21 @@ class TokenVerifier:
             raise AuthError("wrong issuer") from None
         except jwt.InvalidSignatureError:
             raise AuthError("bad signature") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token not yet valid") from None
         except jwt.MissingRequiredClaimError as error:
             raise AuthError(f"missing claim {error.claim}") from None
         except (jwt.PyJWTError, ValueError) as error:
             raise AuthError(f"malformed token ({type(error).__name__})") from None
-        if claims["exp"] - time.time() < self._policy.min_seconds_left:
+        expires_at = claims["exp"]
+        if isinstance(expires_at, bool) or not isinstance(expires_at, int | float) or abs(expires_at) > 2**53:
+            raise AuthError("malformed token (exp)")  # PyJWT accepts anything int() takes
+        if expires_at - time.time() < self._policy.min_seconds_left:
             raise AuthError("token expired")
         role = claims.get(self._policy.role_claim)
         if role not in self._roles:
             raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role")
-        return Principal(subject=str(claims["sub"]), role=role, expires_at=int(claims["exp"]))
+        return Principal(subject=str(claims["sub"]), role=role, expires_at=int(expires_at))
 
 
 def static_key(secret: str) -> KeyProvider:

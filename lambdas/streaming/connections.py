@@ -81,26 +81,32 @@ class ConnectionRegistry:
         if not granted:
             return connection.types
         types, version = self._update_types(connection.connection_id, "ADD", granted)
-        self._write_subscriptions(connection, types, version)
+        self._write_subscriptions(connection, types, version, first=connection.types)
         return types
 
     def unsubscribe(self, connection: Connection, types: Iterable[str]) -> frozenset[str]:
         dropped = connection.types & frozenset(types)
         if not dropped:
             return connection.types
-        for event_type in sorted(dropped):
-            self._client.delete_item(
-                TableName=self._table, Key=key(_type_key(event_type), connection.connection_id)
-            )
         remaining, version = self._update_types(connection.connection_id, "DELETE", dropped)
-        self._write_subscriptions(connection, remaining, version)
+        self._write_subscriptions(connection, remaining, version, first=remaining, retired=dropped)
         return remaining
 
-    def _write_subscriptions(self, connection: Connection, types: frozenset[str], version: int) -> None:
-        """One item per subscribed type, each listing all of them, so fan-out knows every type a
-        connection gets from the item it finds it by. Versioned: of two changes racing, the later
-        one's list stays."""
-        for event_type in sorted(types):
+    def _write_subscriptions(
+        self,
+        connection: Connection,
+        types: frozenset[str],
+        version: int,
+        *,
+        first: frozenset[str],
+        retired: frozenset[str] = frozenset(),
+    ) -> None:
+        """One item per type, each listing all the connection's types, so fan-out knows every type a
+        connection gets from the item it finds it by. Items of `first` are written first: an item of
+        an added type never lists more than an older item does, so a `prev` errs high, never low.
+        A retired type's item stays as a tombstone listing the types left (fan-out skips it), so a
+        subscribe racing the unsubscribe cannot bring it back. Versioned: the later change stays."""
+        for event_type in [*sorted(first & types), *sorted(types - first), *sorted(retired)]:
             with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
                 self._client.put_item(
                     TableName=self._table,
@@ -109,7 +115,7 @@ class ConnectionRegistry:
                             "pk": _type_key(event_type),
                             "sk": connection.connection_id,
                             "role": connection.role,
-                            "types": set(types),
+                            "types": set(types) or {_NONE},  # a string set cannot be empty
                             "version": version,
                             c.TTL_ATTRIBUTE: connection.expires_at,
                         }
@@ -125,7 +131,8 @@ class ConnectionRegistry:
             TableName=self._table, Key=key(_connection_key(connection_id), "meta"), ConsistentRead=True
         )
         item = deserialize(response["Item"]) if "Item" in response else {}
-        for event_type in sorted(set(item.get("types", set())) | set(subscribed)):
+        listed = set(item.get("types", set())) | set(item.get("retired", set())) | set(subscribed)
+        for event_type in sorted(listed):
             self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
         if c.TTL_ATTRIBUTE in item:
             expiry = _expiry_key(int(item[c.TTL_ATTRIBUTE]), connection_id)
@@ -153,16 +160,17 @@ class ConnectionRegistry:
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": _type_key(event_type)}},
+            "ConsistentRead": True,  # a stale item could list fewer types: a `prev` too low
         }
         while True:
             response = self._client.query(**request)
             for raw in response.get("Items", []):
                 item = deserialize(raw)
                 allowed = self._roles.allowed(item["role"])
-                if int(item[c.TTL_ATTRIBUTE]) > now and event_type in allowed:
-                    # An item without its connection's types (none is written so): all the role's,
-                    # so that `prev` errs high (a replay) and never low (a skipped event).
-                    types = frozenset(item.get("types", allowed)) & allowed
+                # An item from before items listed their connection's types: all the role's, so that
+                # `prev` errs high (a replay) and never low (a skipped event).
+                types = frozenset(item.get("types", allowed)) & allowed
+                if int(item[c.TTL_ATTRIBUTE]) > now and event_type in types:  # not a tombstone
                     yield Subscriber(item["sk"], item["role"], types)
             if "LastEvaluatedKey" not in response:
                 return
@@ -231,9 +239,10 @@ class ConnectionRegistry:
             response = self._client.update_item(
                 TableName=self._table,
                 Key=key(_connection_key(connection_id), "meta"),
-                UpdateExpression=f"{action} #types :types"
-                + (", " if action == "ADD" else " ADD ")
-                + "types_version :one",
+                # Retired types are kept too, so `remove` finds their tombstones.
+                UpdateExpression="ADD #types :types, types_version :one"
+                if action == "ADD"
+                else "DELETE #types :types ADD retired :types, types_version :one",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#types": "types"},
                 ExpressionAttributeValues={":types": {"SS": sorted(types)}, ":one": {"N": "1"}},
@@ -264,6 +273,7 @@ def _number(value: float) -> Decimal:
 
 
 _EXPIRY = "expiry"
+_NONE = "-"  # the types of a connection subscribed to nothing (no event type has this name)
 
 
 def _expiry_key(expires_at: int, connection_id: str) -> str:

@@ -23,6 +23,7 @@ from streaming.observability import logger
 from streaming.store import Appended
 
 GONE = 410
+PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
 RETRY_DELAYS_SECONDS = (0.05, 0.2, 0.8)  # then give up on that frame: the client can replay
 
 
@@ -193,6 +194,7 @@ def chunk_payload(recipients: Sequence[Recipient]) -> dict[str, Any]:
     positions = sorted({(e.stream, e.seq) for r in recipients for e in r.events})
     index = {position: i for i, position in enumerate(positions)}
     return {
+        "version": PAYLOAD_VERSION,
         "events": [{"stream": stream, "seq": seq} for stream, seq in positions],
         "recipients": [
             {
@@ -210,7 +212,12 @@ def recipients_from_payload(
     payload: Mapping[str, Any], load: Callable[[str, int], Envelope | None]
 ) -> list[Recipient]:
     """The inverse of chunk_payload, reading the events with `load(stream, seq)`. An event that has
-    expired meanwhile is skipped (the client's replay reports it as truncated)."""
+    expired meanwhile is skipped (the client's replay reports it as truncated). A chunk from another
+    version of this code (handed over during a deploy) is skipped too: its connections notice from
+    `prev` and `heads` and catch up by replay, which is better than a `prev` from a guess."""
+    if payload.get("version") != PAYLOAD_VERSION:
+        logger.warning("fan-out chunk of another version skipped", extra={"version": payload.get("version")})
+        return []
     loaded = [load(position["stream"], int(position["seq"])) for position in payload["events"]]
     return [
         Recipient(

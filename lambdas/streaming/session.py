@@ -110,12 +110,14 @@ class Session:
         connection_id = connection.connection_id
         if isinstance(request, protocol.Subscribe):
             allowed = self._roles.allowed(connection.role)
-            position = self._store.heads(allowed)  # read first: live delivery is complete after these
             try:
                 types = self._registry.subscribe(connection, request.types)
             except LookupError:
                 _gone_meanwhile(connection_id)
                 return
+            # Read after the subscription is stored: every event after these heads is found by fan-out
+            # with everything the connection now subscribes to.
+            position = self._store.heads(allowed)
             answer = protocol.subscribed(types, request.types - allowed, position, request.request_id)
         elif isinstance(request, protocol.Unsubscribe):
             try:
@@ -140,10 +142,12 @@ class Session:
         self._send(connection_id, answer)
 
     def _replay(self, connection: Connection, request: protocol.Replay) -> tuple[Page, frozenset[str]]:
-        """The page, and the types its events' `prev` is among: those asked for, which the role may
-        see (a type it may not see is refused, as SSE refuses it)."""
+        """The page, and the types its events' `prev` is among: those asked for (a type the role may
+        not see is refused, as SSE refuses it) and the subscriptions, so that a replay of fewer types
+        than the connection gets live never moves a client past a live event still on its way."""
         allowed = self._roles.allowed(connection.role)
-        types = request.types if request.types is not None else connection.types & allowed
+        subscribed = connection.types & allowed
+        types = request.types if request.types is not None else subscribed
         if not types:
             raise StreamingError(ErrorCode.INVALID_MESSAGE, "subscribe first, or name the types to replay")
         forbidden = sorted(types - allowed)
@@ -158,7 +162,7 @@ class Session:
         else:
             assert request.last is not None
             page = replay_latest(self._store, self._roles, connection.role, request.last, types)
-        return page, types
+        return page, types | subscribed
 
     def _welcome(self, connection: Connection) -> dict[str, Any]:
         return protocol.welcome(

@@ -29,6 +29,7 @@ from streaming.store import EventStore
 
 PAGE_SIZE = 100
 KEEP_PER_STREAM = 1000  # recent events kept in memory per stream
+REFRESH_TIMEOUT_SECONDS = 10.0  # one refresh (heads and new events) takes far less
 
 
 class Tailer:
@@ -76,24 +77,29 @@ class Tailer:
                 return dict(self._heads)
             await self._refreshed.wait()
 
+    def fresh(self, within: float) -> bool:
+        """Whether a refresh succeeded in the last `within` seconds."""
+        return time.monotonic() - self._refreshed_at <= within
+
     def recover(self, stale_after: float) -> bool:
-        """Start over, from an empty memory with a new poller, if the poller has stopped or has not
-        completed a refresh for `stale_after` seconds; whether it did."""
-        stale = time.monotonic() - self._refreshed_at > stale_after
-        if not stale and self._poller is not None and not self._poller.done():
+        """Start over, from an empty memory with a new poller, if the poller has stopped or no
+        refresh has succeeded for `stale_after` seconds; whether it did."""
+        stopped = self._poller is None or self._poller.done()
+        if not stopped and self.fresh(stale_after):
             return False
-        self.restart("stopped" if self._poller is None or self._poller.done() else "stale")
+        self.restart("stopped" if stopped else "stale")
         return True
 
     def restart(self, why: str) -> None:
-        """Start over from an empty memory with a new poller."""
+        """Start over from an empty memory with a new poller (which counts as fresh, so streams that
+        stalled together restart it once)."""
         logger.warning("tailer restarted", extra={"why": why})
         self.restarts += 1
         if self._poller is not None:
             self._poller.cancel()
-            self._poller = None
         self._refreshed.set()  # wake every waiter: they look again, at the new state
         self._start_over()
+        self._poller = asyncio.create_task(self._poll())
 
     def recent_after(
         self, position: Mapping[str, int], types: frozenset[str], streams: Iterable[str]
@@ -125,11 +131,12 @@ class Tailer:
     async def _poll(self) -> None:
         while True:
             try:
-                await self._refresh_heads()
+                async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):  # a hung read must not hang it
+                    await self._refresh_heads()
+                self._refreshed_at = time.monotonic()
             except Exception as error:  # the next interval tries again
                 logger.warning("tailer could not read the heads", extra={"error": type(error).__name__})
             self._refreshes += 1
-            self._refreshed_at = time.monotonic()
             refreshed, self._refreshed = self._refreshed, asyncio.Event()
             refreshed.set()
             with contextlib.suppress(TimeoutError):
@@ -238,6 +245,8 @@ async def _next_chunks(
     chunks: list[bytes] = []
     loop = asyncio.get_running_loop()
     if loop.time() >= next_heartbeat:
+        if not tailer.fresh(plan.stall_seconds):  # heads this old would pass for "nothing new"
+            raise TimeoutError("the tailer has not read the heads for too long")
         heads = _visible(await tailer.heads(plan.streams), plan)
         chunks += [codec.sse_comment("heartbeat"), _heartbeat(heads, position, plan.retry_ms)]
         next_heartbeat = loop.time() + plan.heartbeat_seconds

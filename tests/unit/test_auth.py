@@ -60,6 +60,21 @@ def test_expiry_is_strict_with_three_seconds_to_spare(seconds_left, accepted):
         assert reason(verifier, value) == "token expired"
 
 
+@pytest.mark.parametrize("exp", [str(int(time.time()) + 600), 10**400])
+def test_an_exp_that_is_not_a_number_is_refused_as_malformed(exp):
+    assert reason(TokenVerifier(POLICY, static_key(SECRET), ROLES), token(exp=exp)) in (
+        "malformed token (exp)",
+        "malformed token (DecodeError)",
+    )
+
+
+def test_a_token_from_an_issuer_clock_further_ahead_than_the_leeway_is_not_yet_valid():
+    ahead = int(time.time()) + 120
+    assert reason(TokenVerifier(POLICY, static_key(SECRET), ROLES), token(iat=ahead, nbf=ahead)) == (
+        "token not yet valid"
+    )
+
+
 def test_an_issuer_clock_ahead_by_less_than_the_leeway_is_accepted():
     ahead = int(time.time()) + 20
     assert (

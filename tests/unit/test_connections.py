@@ -144,7 +144,7 @@ def test_of_two_racing_subscription_changes_the_later_ones_types_stay(registry, 
     registry.subscribe(connection, ["signal.created"])
     newer = registry.subscribe(registry.get("C"), ["proposal.updated"])
     # The first change's item write, landing late, does not overwrite the second's.
-    registry._write_subscriptions(connection, frozenset({"signal.created"}), version=1)
+    registry._write_subscriptions(connection, frozenset({"signal.created"}), 1, first=frozenset())
     assert [s.types for s in registry.subscribers("signal.created")] == [newer]
 
 
@@ -189,3 +189,15 @@ def test_remove_also_drops_subscriptions_its_record_does_not_list(registry, dyna
     assert subscribed(registry, "signal.created") == [("R", "viewer")]
     registry.remove("R", ["signal.created"])
     assert subscribed(registry, "signal.created") == []
+
+
+def test_an_unsubscribe_racing_a_subscribe_leaves_no_subscription_behind(registry, clock):
+    connection = registry.connect("C", "c", "admin", int(clock.now) + 60)
+    registry.subscribe(connection, ["signal.created"])
+    stale = registry.get("C")
+    registry.unsubscribe(stale, ["signal.created"])
+    # A subscribe that read the connection before the unsubscribe writes its items after it.
+    registry._write_subscriptions(stale, frozenset({"signal.created", "risk.alert"}), 1, first=stale.types)
+    assert list(registry.subscribers("signal.created")) == []
+    registry.remove("C")
+    assert list(registry.subscribers("signal.created")) == [] and registry.get("C") is None

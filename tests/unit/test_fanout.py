@@ -363,6 +363,14 @@ def test_a_chunk_payload_round_trips_and_skips_events_that_expired():
     assert loaded == [("market", 1), ("market", 2), ("market", 3)]  # each event read once
 
 
+def test_a_chunk_of_another_version_is_skipped_not_guessed_at():
+    old = {
+        "events": [{"stream": "market", "seq": 1}],
+        "recipients": [{"connection_id": "A", "base": {}, "events": [0], "types": ["signal.created"]}],
+    }
+    assert recipients_from_payload(old, lambda _stream, _seq: big_event(1)) == []
+
+
 def test_deliver_stored_skips_duplicates(registry, clock, publisher, make_fanout):
     connect(registry, clock, "A", "viewer", ["signal.created"])
     first = signal()

@@ -323,3 +323,35 @@ def test_a_poller_that_stopped_is_started_again(store, settings):
         return heads, tailer._poller is not None and not tailer._poller.done()
 
     assert run(scenario()) == ({"market": 0}, True)
+
+
+def test_heads_that_stopped_moving_because_reads_hang_end_the_streams_once_restarted(store, settings):
+    """The store hangs after the first read: heartbeats would go on with heads that no longer move
+    and pass for "nothing new". The streams end as stalled instead, and the two that stalled together
+    restart the tailer once."""
+    import threading
+
+    thawed = threading.Event()
+    calls = []
+
+    class HangsAfterFirstRead:
+        def heads(self, *args: Any) -> dict[str, int]:
+            calls.append(1)
+            if len(calls) > 1:
+                thawed.wait(20)
+            return store.heads(*args)
+
+        def after(self, *args: Any) -> Any:
+            return store.after(*args)
+
+    async def scenario():
+        tailer = Tailer(HangsAfterFirstRead(), settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
+        stream_plan = plan(settings, store.heads(), seconds=30, heartbeat=0.1, stall=0.6)
+        ended = await asyncio.gather(collect(store, tailer, stream_plan), collect(store, tailer, stream_plan))
+        thawed.set()
+        return ended, tailer.restarts
+
+    ended, restarts = run(scenario())
+    for messages in ended:
+        assert json.loads(messages[-1]["data"])["reason"] == "stalled"
+    assert restarts == 1
