@@ -57,7 +57,8 @@ class Envelope:
     data: Mapping[str, Any]
     producer: str
     key: str | None = None
-    type_heads: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # Required: without it `prev_among` would fall back to the per-type prev, too low for a subscriber.
+    type_heads: Mapping[str, int] = field(kw_only=True, compare=False, repr=False)
 
     def prev_among(self, types: Iterable[str]) -> int:
         """The seq of the previous event of this stream among `types` (0 if none): what a subscriber

@@ -118,6 +118,7 @@ def main() -> None:
         envelope = Envelope(
             "0192f1c4-8d2e-7a51-9c3b-000000000001", "signal.created", "market", 1, 0,
             "2026-11-27T08:00:00.000Z", 1, {"signal_id": "sig-1", "strength": 0.7}, "bench",
+            type_heads={"signal.created": 1},
         )  # fmt: skip
         frame = b'{"type":"events","events":[' + b"{}" * 200 + b"]}"
         rows = [

@@ -30,6 +30,7 @@ def envelope(
         "schema_version": 1,
         "data": {"n": seq} if data is None else data,
         "producer": "tests",
+        "type_heads": {},
     }
     return Envelope(**{**fields, **overrides})
 
@@ -199,6 +200,7 @@ def test_delivered_envelopes_plain_or_compressed_match_the_documented_schema():
         1,
         {"changes": {"rationale": "r" * 2000}},
         "tests",
+        type_heads={"proposal.updated": 3},
     )
     compressed = codec.encode_event(large, 256, frozenset({"proposal.updated"}))
     plain = codec.encode_event(large, 10_000, frozenset({"proposal.updated"}))

@@ -124,6 +124,7 @@ def big_event(seq: int) -> Envelope:
         schema_version=1,
         data={"changes": {"rationale": "r" * 10_000}},
         producer="tests",
+        type_heads={"proposal.updated": seq},
     )
 
 
@@ -270,8 +271,21 @@ def test_audiences_above_a_chunk_dispatch_every_chunk_but_the_first(registry, cl
         connect(registry, clock, connection_id, "approver", types)
     events = [
         big_event(2),
-        Envelope("e-3", "risk.alert", "risk", 5, 0, "2026-11-27T08:00:03.000Z", 1, {"x": 1}, "p"),
-        Envelope("e-4", "signal.created", "market", 3, 0, "2026-11-27T08:00:04.000Z", 1, {"y": 2}, "p"),
+        Envelope(
+            "e-3", "risk.alert", "risk", 5, 0, "2026-11-27T08:00:03.000Z", 1, {"x": 1}, "p", type_heads={}
+        ),
+        Envelope(
+            "e-4",
+            "signal.created",
+            "market",
+            3,
+            0,
+            "2026-11-27T08:00:04.000Z",
+            1,
+            {"y": 2},
+            "p",
+            type_heads={},
+        ),
     ]
     dispatched: list[dict[str, Any]] = []
     poster = FakePoster()

@@ -102,6 +102,7 @@ def test_answers_echo_the_request_id_and_carry_what_a_client_needs():
         1,
         {"x": 1},
         "p",
+        type_heads={"signal.created": 4},
     )
     page = protocol.replayed(Page([envelope], {"market": 4}, more=True), "r2")
     assert (page["id"], page["more"], page["count"]) == ("r2", True, 1)
