@@ -277,28 +277,14 @@ def test_a_stream_that_cannot_write_ends_itself_and_the_tailer_starts_over(store
     """The store stops answering the tailer: the stream ends with reason `stalled` (the client
     reconnects) within its stall bound, and the tailer restarts; once the store answers again, a new
     stream on the same tailer gets live events."""
-    import threading
-
-    frozen = threading.Event()
-    thawed = threading.Event()
-
-    class Freezable:
-        def heads(self, *args: Any) -> dict[str, int]:
-            if frozen.is_set():
-                thawed.wait(30)
-            return store.heads(*args)
-
-        def after(self, *args: Any) -> Any:
-            return store.after(*args)
+    hanging = HangingHeads(store, reads_before_hanging=0)
 
     async def scenario():
-        tailer = Tailer(Freezable(), settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
+        tailer = Tailer(hanging, settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
         stream_plan = plan(settings, store.heads(), seconds=60, heartbeat=0.1, stall=0.5)
-        frozen.set()
         stalled = await collect(store, tailer, stream_plan)
         restarts = tailer.restarts
-        frozen.clear()
-        thawed.set()
+        hanging.thaw()
         later = signal()
         again = asyncio.ensure_future(collect(store, tailer, plan(settings, store.heads(), seconds=1.0)))
         await asyncio.sleep(0.2)
@@ -329,29 +315,38 @@ def test_heads_that_stopped_moving_because_reads_hang_end_the_streams_once_resta
     """The store hangs after the first read: heartbeats would go on with heads that no longer move
     and pass for "nothing new". The streams end as stalled instead, and the two that stalled together
     restart the tailer once."""
-    import threading
-
-    thawed = threading.Event()
-    calls = []
-
-    class HangsAfterFirstRead:
-        def heads(self, *args: Any) -> dict[str, int]:
-            calls.append(1)
-            if len(calls) > 1:
-                thawed.wait(20)
-            return store.heads(*args)
-
-        def after(self, *args: Any) -> Any:
-            return store.after(*args)
+    hanging = HangingHeads(store, reads_before_hanging=1)
 
     async def scenario():
-        tailer = Tailer(HangsAfterFirstRead(), settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
+        tailer = Tailer(hanging, settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
         stream_plan = plan(settings, store.heads(), seconds=30, heartbeat=0.1, stall=0.6)
         ended = await asyncio.gather(collect(store, tailer, stream_plan), collect(store, tailer, stream_plan))
-        thawed.set()
+        hanging.thaw()
         return ended, tailer.restarts
 
     ended, restarts = run(scenario())
     for messages in ended:
         assert json.loads(messages[-1]["data"])["reason"] == "stalled"
     assert restarts == 1
+
+
+class HangingHeads:
+    """The store, whose heads reads hang (until thawed) after the first few."""
+
+    def __init__(self, store: Any, reads_before_hanging: int) -> None:
+        import threading
+
+        self._store, self._left, self._thawed = store, reads_before_hanging, threading.Event()
+
+    def heads(self, *args: Any) -> dict[str, int]:
+        self._left -= 1
+        if self._left < 0:
+            self._thawed.wait(30)
+        return self._store.heads(*args)  # type: ignore[no-any-return]
+
+    def after(self, *args: Any) -> Any:
+        return self._store.after(*args)
+
+    def thaw(self) -> None:
+        self._left = 10**9
+        self._thawed.set()
