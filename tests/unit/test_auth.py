@@ -60,7 +60,7 @@ def test_expiry_is_strict_with_three_seconds_to_spare(seconds_left, accepted):
         assert reason(verifier, value) == "token expired"
 
 
-@pytest.mark.parametrize("exp", [str(int(time.time()) + 600), 10**400])
+@pytest.mark.parametrize("exp", ["9999999999", 10**400], ids=["a string", "too large"])
 def test_an_exp_that_is_not_a_number_is_refused_as_malformed(exp):
     assert reason(TokenVerifier(POLICY, static_key(SECRET), ROLES), token(exp=exp)) in (
         "malformed token (exp)",
