@@ -28,7 +28,13 @@ import boto3
 from local import console
 from local.aws import REGION, create_connections_table, create_events_table, start_moto
 from local.gateway import STAGE
-from local.lambda_runtime import LocalFunction, function_app, invoke_app, isolate_invocations
+from local.lambda_runtime import (
+    LocalFunction,
+    function_app,
+    function_url_cors,
+    invoke_app,
+    isolate_invocations,
+)
 from local.serving import listen, serve, url_host
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
@@ -69,6 +75,13 @@ def main() -> None:
     )
     parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
     parser.add_argument("--sse-poll-interval-ms", type=int, help="default: cdk.json's dev value")
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also allow this browser origin (scheme://host:port), besides cdk.json's dev origins",
+    )
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
@@ -104,6 +117,10 @@ def main() -> None:
         "ARN"
     ]
     config = load("dev")
+    if args.allow_origin:
+        config = config.model_validate(
+            {**config.model_dump(), "allowed_origins": [*config.allowed_origins, *args.allow_origin]}
+        )
     delivery = config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/{STAGE}", FANOUT_WORKER)
     if args.fanout_chunk_connections:
         delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
@@ -129,8 +146,11 @@ def main() -> None:
     from local.publish_endpoint import publish_app
 
     isolate_invocations()
-    sse_function = function_app(
-        sse_app, SSE_FUNCTION, memory_mb=config.sse.memory_mb, timeout_seconds=config.sse.timeout_seconds
+    sse_function = function_url_cors(
+        function_app(
+            sse_app, SSE_FUNCTION, memory_mb=config.sse.memory_mb, timeout_seconds=config.sse.timeout_seconds
+        ),
+        config.sse_cors(),
     )
 
     publisher = publish_app(LocalFunction("publish-http", publish_http.handler), state.credentials())

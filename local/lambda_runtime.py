@@ -21,13 +21,17 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from stacks.config import Cors
 
 from local.serving import Background
 
@@ -126,6 +130,19 @@ def isolate_invocations() -> None:
     # The keys every log line carries; the metrics, dimensions and metadata the next flush prints.
     _per_invocation(logger.registered_formatter, "log_format")
     _per_invocation(metrics.provider, "metric_set", "dimension_set", "metadata_set", "dimension_sets")
+
+
+def function_url_cors(app: ASGIApp, cors: Cors) -> ASGIApp:
+    """What a Function URL with CORS adds in front of its function (the construct's configuration,
+    `EnvironmentConfig.sse_cors`): preflight answered without invoking it, and `Access-Control-Allow-
+    Origin` on every response, streamed or refused, to an allowed origin; nothing for any other."""
+    return CORSMiddleware(
+        app,
+        allow_origins=list(cors.allowed_origins),
+        allow_methods=list(cors.allowed_methods),
+        allow_headers=list(cors.allowed_headers),
+        max_age=cors.max_age_seconds,
+    )
 
 
 def function_app(app: ASGIApp, name: str, *, memory_mb: int, timeout_seconds: int) -> ASGIApp:

@@ -21,6 +21,14 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ con
   touch .venv/.installed
 fi
 
+# Debian's chromium for the browser tests (Playwright drives it; Playwright's own browser download is
+# not used). Without it the e2e tests fail and say so.
+if ! command -v chromium >/dev/null 2>&1; then
+  if ! { command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; then
+    echo "install.sh: could not install chromium (apt-get install chromium); the e2e tests need it" >&2
+  fi
+fi
+
 if ! command -v npm >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null

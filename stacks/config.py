@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,22 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 _HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$")
 # An SSE stream ends itself at least this long before its function's timeout.
 SSE_TIMEOUT_MARGIN_SECONDS = 30
+# What a browser may send to the SSE endpoint: the token, the resume position EventSource sends by
+# itself, and the two headers fetch() streaming clients commonly set. Nothing is exposed beyond the
+# CORS-safelisted response headers.
+SSE_CORS_ALLOWED_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", "Cache-Control")
+SSE_CORS_MAX_AGE_SECONDS = 600  # how long a browser may reuse a preflight's answer
+
+
+@dataclass(frozen=True)
+class Cors:
+    """What the SSE Function URL answers browsers with (CORS), in front of the app: the one definition
+    the construct deploys and the local stack serves."""
+
+    allowed_origins: tuple[str, ...]
+    allowed_methods: tuple[str, ...]
+    allowed_headers: tuple[str, ...]
+    max_age_seconds: int
 
 
 class RateLimits(BaseModel):
@@ -214,6 +231,15 @@ class EnvironmentConfig(BaseModel):
             allowed_origins=tuple(self.allowed_origins),
             secret_arn=secret_arn if hs256 else "",
             jwks_url="" if hs256 else (self.auth.jwks_url or ""),
+        )
+
+    def sse_cors(self) -> Cors:
+        """CORS of the SSE Function URL: GET from the allowed origins, preflight answered by the URL."""
+        return Cors(
+            allowed_origins=tuple(self.allowed_origins),
+            allowed_methods=("GET",),
+            allowed_headers=SSE_CORS_ALLOWED_HEADERS,
+            max_age_seconds=SSE_CORS_MAX_AGE_SECONDS,
         )
 
     def sse_settings(self, connections_table: str) -> SseSettings:

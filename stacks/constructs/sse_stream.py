@@ -24,9 +24,6 @@ WEB_ADAPTER_LAYER_ACCOUNT = "753240598075"
 WEB_ADAPTER_LAYER_NAME = "LambdaAdapterLayerArm64"
 # The app answers GET /healthz; the adapter waits for it before passing the first request on.
 READINESS_CHECK_PATH = "/healthz"
-# What a browser may send: the token, the resume position EventSource sends by itself, and the two
-# headers fetch() streaming clients commonly set. Nothing is exposed beyond the CORS-safelisted headers.
-CORS_ALLOWED_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", "Cache-Control")
 # Stream leases in the connections table: count a subject's (Query), take one (PutItem), return it.
 LEASE_ACTIONS = ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem")
 
@@ -114,16 +111,18 @@ class SseStream(Construct):
         )
 
     def _build_url(self) -> lambda_.FunctionUrl:
+        cors = self._config.sse_cors()  # the local stack serves the same (local/lambda_runtime.py)
         return self.function.add_function_url(
             # Public: the app verifies the token, the role and the Origin itself, and audit-logs refusals.
             auth_type=lambda_.FunctionUrlAuthType.NONE,
             invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM,
             cors=lambda_.FunctionUrlCorsOptions(
-                allowed_origins=list(self._config.allowed_origins),
+                allowed_origins=list(cors.allowed_origins),
                 # The Function URL answers preflight (OPTIONS) requests itself from this configuration;
                 # AllowMethods cannot name OPTIONS (CloudFormation allows GET, PUT, HEAD, POST, PATCH,
                 # DELETE and *).
-                allowed_methods=[lambda_.HttpMethod.GET],
-                allowed_headers=list(CORS_ALLOWED_HEADERS),
+                allowed_methods=[getattr(lambda_.HttpMethod, method) for method in cors.allowed_methods],
+                allowed_headers=list(cors.allowed_headers),
+                max_age=Duration.seconds(cors.max_age_seconds),
             ),
         )

@@ -120,7 +120,16 @@ def test_cors_allows_the_configured_origins_to_get_with_the_sse_headers_and_expo
         "AllowOrigins": load(environment).allowed_origins,
         "AllowMethods": ["GET"],
         "AllowHeaders": ["Authorization", "Last-Event-ID", "Content-Type", "Cache-Control"],
+        "MaxAge": 600,
     }
+    # ... and it is the one definition the local stack serves too (local/lambda_runtime.py).
+    cors = load(environment).sse_cors()
+    assert (cors.allowed_origins, cors.allowed_methods, cors.allowed_headers, cors.max_age_seconds) == (
+        tuple(url["Cors"]["AllowOrigins"]),
+        tuple(url["Cors"]["AllowMethods"]),
+        tuple(url["Cors"]["AllowHeaders"]),
+        url["Cors"]["MaxAge"],
+    )
 
 
 def test_anyone_may_call_the_url_but_nobody_may_invoke_the_function_directly(stack):

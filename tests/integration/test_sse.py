@@ -335,3 +335,41 @@ def test_one_subject_may_hold_only_so_many_streams_at_once(stack):
                 status = again.status_code
             time.sleep(0.2)
         assert status == 200
+
+
+@pytest.mark.connections
+def test_browsers_get_the_function_urls_cors_from_the_construct_s_one_definition(stack):
+    """The local SSE endpoint answers browsers as the deployed Function URL does: preflight answered
+    from `sse_cors()`, Access-Control-Allow-Origin on streams and on refusals for an allowed origin,
+    nothing for any other."""
+    cors = load("dev").sse_cors()
+    allowed, foreign = cors.allowed_origins[0], "https://evil.example"
+    preflight = httpx.options(
+        url(stack),
+        headers={
+            "Origin": allowed,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization,last-event-id",
+        },
+        timeout=10,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == allowed
+    assert set(preflight.headers["access-control-allow-methods"].replace(" ", "").split(",")) == set(
+        cors.allowed_methods
+    )
+    assert {
+        h.lower() for h in preflight.headers["access-control-allow-headers"].replace(" ", "").split(",")
+    } >= {h.lower() for h in cors.allowed_headers}
+    assert preflight.headers["access-control-max-age"] == str(cors.max_age_seconds)
+
+    token = issue(stack, "viewer", "browser")
+    with httpx.stream(
+        "GET", url(stack), params={"token": token}, headers={"Origin": allowed}, timeout=10
+    ) as ok:
+        assert (ok.status_code, ok.headers["access-control-allow-origin"]) == (200, allowed)
+    refused = httpx.get(url(stack), params={"token": "not-a-token"}, headers={"Origin": allowed}, timeout=10)
+    assert (refused.status_code, refused.headers["access-control-allow-origin"]) == (401, allowed)
+    assert refused.json()["error"]["code"] == "invalid_token"
+    stranger = httpx.get(url(stack), params={"token": token}, headers={"Origin": foreign}, timeout=10)
+    assert stranger.status_code == 403 and "access-control-allow-origin" not in stranger.headers
