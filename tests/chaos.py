@@ -26,6 +26,7 @@ import httpx
 import websockets
 from botocore.credentials import Credentials
 
+from clients.subscriber import SseMessages
 from local.gateway import STAGE
 from local.publish import local_client
 from local.state import LOCAL_STACK, LocalState
@@ -130,7 +131,8 @@ class Run:
                 last_ping = now
                 await ws.send(json.dumps({"action": "ping", "id": "p"}))
             try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                async with asyncio.timeout(0.2):
+                    message = json.loads(await ws.recv())
             except TimeoutError:
                 continue
             kind = message.get("type")
@@ -193,7 +195,7 @@ class Run:
             reader.cancel()
 
     async def _sse_messages(self, sub: Subscriber, lines: asyncio.Queue[str | None], cut_at: float) -> None:
-        fields: dict[str, str] = {}
+        messages = SseMessages()
         while not sub.done():
             if self.publishing and time.monotonic() >= cut_at:
                 sub.client_cuts += 1
@@ -201,19 +203,16 @@ class Run:
             if sub.app.waiting() > GAP_SECONDS:
                 return  # one ordered stream has no gap to wait for: start again from the position
             try:
-                line = await asyncio.wait_for(lines.get(), 0.2)
+                async with asyncio.timeout(0.2):
+                    line = await lines.get()
             except TimeoutError:
                 continue
             if line is None:
                 return
-            if line:
-                name, _, value = line.partition(": ")
-                fields[name] = value
+            message = messages.feed(line)
+            if message is None:
                 continue
-            event, data, event_id = fields.get("event"), fields.get("data"), fields.get("id")
-            fields = {}
-            if event is None or data is None:
-                continue
+            event, data, event_id = message
             if event == "end":
                 sub.planned_ends += 1
             elif event not in ("heartbeat", "truncated"):

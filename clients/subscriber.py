@@ -1,0 +1,338 @@
+"""Subscribe to the stack's events with the delivery guarantee kept for you: every event your role and
+types allow, exactly once and in seq order per stream, across any disconnect (docs/protocol.md).
+
+    endpoints = Endpoints.from_file(".local/endpoints.json")
+    async with Subscriber(endpoints, get_token, types={"signal.created"}) as subscriber:
+        async for event in subscriber:
+            ...
+
+WebSocket first; SSE when the WebSocket cannot connect (`transport="auto"`), or always
+(`transport="sse"`). Reconnects with exponential backoff and full jitter; asks `tokens` for a token
+before every connection, so a refused or expiring one is replaced. After `max_attempts` failed
+connections in a row the state becomes `failed` and iteration ends with `SubscriberFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import websockets
+from websockets.typing import Subprotocol
+
+from clients.backoff import Backoff
+from clients.cursor import decode_cursor
+from clients.drift import DriftEstimate
+from clients.ordering import Event, Ordering
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+StateListener = Callable[[str], None]
+CONNECTING, OPEN, RECONNECTING, CLOSED, FAILED = "connecting", "open", "reconnecting", "closed", "failed"
+WEBSOCKET_TRIES_BEFORE_SSE = 3  # with transport="auto": then SSE, for the rest of the subscription
+
+
+class SubscriberFailed(RuntimeError):
+    """No connection could be made within the allowed attempts."""
+
+
+class _Refused(Exception):
+    """The server refused the connection (a token or permission problem): get a new token."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    websocket_url: str | None
+    sse_url: str | None
+
+    @classmethod
+    def from_file(cls, path: str | Path, stack: str | None = None) -> Endpoints:
+        """From `cdk deploy --outputs-file` or the local stack's endpoints.json (its first stack when
+        `stack` is not named)."""
+        outputs = json.loads(Path(path).read_text())
+        values = outputs[stack] if stack else next(iter(outputs.values()))
+        sse = values.get("SseUrl")
+        return cls(values.get("WebSocketUrl"), (sse.rstrip("/") + "/events") if sse else None)
+
+
+class SseMessages:
+    """Server-Sent Events, a line at a time in (without its line break), whole messages out."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def feed(self, line: str) -> tuple[str, str, str | None] | None:
+        """(event, data, id) when `line` ends a message that has an event and data; else None."""
+        if line:
+            name, _, value = line.partition(": ")
+            self._fields[name] = value
+            return None
+        fields, self._fields = self._fields, {}
+        if "event" not in fields or "data" not in fields:
+            return None  # a comment (": heartbeat") or an incomplete message
+        return fields["event"], fields["data"], fields.get("id")
+
+
+def decode(event: Event) -> Event:
+    """Compressed data (`"encoding": "gzip"`) restored, so the application sees plain data."""
+    if event.get("encoding") != "gzip":
+        return event
+    plain = {k: v for k, v in event.items() if k != "encoding"}
+    plain["data"] = json.loads(gzip.decompress(base64.b64decode(event["data"])))
+    return plain
+
+
+class Subscriber:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        tokens: TokenProvider,
+        types: Iterable[str],
+        *,
+        transport: str = "auto",
+        backoff: Backoff | None = None,
+        gap_seconds: float = 1.0,
+        ping_seconds: float = 60.0,
+        silence_seconds: float = 150.0,
+        drift_warning_seconds: float = 2.0,
+        on_state: StateListener | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        if transport not in ("auto", "websocket", "sse"):
+            raise ValueError("transport is auto, websocket or sse")
+        self.types = frozenset(types)
+        if not self.types:
+            raise ValueError("subscribe to at least one type")
+        self.endpoints, self.transport = endpoints, transport
+        self.ordering = Ordering()
+        self.backoff = backoff or Backoff()
+        self.drift = DriftEstimate()
+        self.state = CLOSED
+        self.connections = self.gap_replays = 0
+        self.current_transport: str | None = None
+        self._tokens, self._gap, self._ping, self._silence = (
+            tokens,
+            gap_seconds,
+            ping_seconds,
+            silence_seconds,
+        )
+        self._drift_warning = drift_warning_seconds
+        self._on_state, self._on_warning = on_state, on_warning
+        self._started = False
+        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        while self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=1)
+        self._set_state(CLOSED)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    # -- connection loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        unreachable = 0  # WebSocket connections that failed in a row before opening
+        while True:
+            use_sse = self.transport == "sse" or (
+                self.transport == "auto"
+                and (self.endpoints.websocket_url is None or unreachable >= WEBSOCKET_TRIES_BEFORE_SSE)
+            )
+            self.current_transport = "sse" if use_sse else "websocket"
+            if self.state == CLOSED:
+                self._set_state(CONNECTING)
+            opened = self.connections
+            try:
+                token = await self._token()
+                await (self._sse(token) if use_sse else self._websocket(token))
+            except _Refused as refused:
+                self._warn(f"connection refused ({refused}); asking for a new token")
+            except (OSError, TimeoutError, websockets.WebSocketException, httpx.HTTPError) as error:
+                self._warn(f"{self.current_transport} connection ended: {type(error).__name__}")
+            if not use_sse:
+                unreachable = 0 if self.connections > opened else unreachable + 1
+            self.ordering.cut()
+            delay = self.backoff.next_delay()
+            if delay is None:
+                self._set_state(FAILED)
+                failure = SubscriberFailed(f"no connection after {self.backoff.max_attempts} attempts")
+                self._queue.put_nowait(failure)
+                return
+            self._set_state(RECONNECTING)
+            await asyncio.sleep(delay)
+
+    async def _token(self) -> str:
+        token = self._tokens()
+        return await token if inspect.isawaitable(token) else token
+
+    def _deliver(self, events: list[Event]) -> None:
+        for event in events:
+            self._queue.put_nowait(decode(event))
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            if self._on_state is not None:
+                self._on_state(state)
+
+    def _warn(self, message: str) -> None:
+        if self._on_warning is not None:
+            self._on_warning(message)
+
+    def _opened(self) -> None:
+        self.connections += 1
+        self.backoff.connected()
+        self._set_state(OPEN)
+
+    # -- WebSocket ----------------------------------------------------------------------------------
+
+    async def _websocket(self, token: str) -> None:
+        assert self.endpoints.websocket_url is not None
+        try:
+            ws = await websockets.connect(
+                self.endpoints.websocket_url,
+                subprotocols=[Subprotocol("streaming.v1"), Subprotocol(f"token.{token}")],
+                open_timeout=10,
+            )
+        except websockets.InvalidStatus as refused:
+            raise _Refused(f"HTTP {refused.response.status_code}") from None
+        async with ws:
+            self._opened()
+            await ws.send(json.dumps({"action": "subscribe", "types": sorted(self.types), "id": "subscribe"}))
+            scanned: dict[str, int] = {}
+            last_ping = last_replay = heard = time.monotonic()
+            ping_sent = 0.0
+
+            async def replay(cursor: str) -> None:
+                nonlocal last_replay
+                last_replay = time.monotonic()
+                await ws.send(json.dumps({"action": "replay", "cursor": cursor, "id": "replay"}))
+
+            while True:
+                now = time.monotonic()
+                if now - heard > self._silence:
+                    raise TimeoutError("the connection went silent")
+                if self.ordering.waiting() > self._gap and now - last_replay > self._gap:
+                    self.gap_replays += 1
+                    await replay(self.ordering.cursor)
+                if now - last_ping > self._ping:
+                    last_ping, ping_sent = now, time.time()
+                    await ws.send(json.dumps({"action": "ping", "id": "ping"}))
+                try:
+                    async with asyncio.timeout(0.25):  # not wait_for: on 3.11 it can swallow a cancel
+                        message = json.loads(await ws.recv())
+                except TimeoutError:
+                    continue
+                heard = time.monotonic()
+                kind = message.get("type")
+                if kind == "subscribed":
+                    if not self._started:  # a first subscription starts at its cursor
+                        self._started = True
+                        self._deliver(self.ordering.adopt(decode_cursor(message["cursor"])))
+                    else:  # a resume: everything after the position
+                        await replay(self.ordering.cursor)
+                elif kind == "events":
+                    for event in message["events"]:
+                        if event["type"] in self.types:
+                            self._deliver(self.ordering.offer(event))
+                elif kind == "replay":
+                    for stream, seq in decode_cursor(message["cursor"]).items():
+                        scanned[stream] = max(scanned.get(stream, 0), seq)
+                    if message["more"]:
+                        await replay(message["cursor"])
+                    if message["truncated"]:
+                        self._warn("events after the position have left the replay window")
+                elif kind == "pong":
+                    self.drift.add(ping_sent, message["server_time"], time.time())
+                    self._check_drift()
+                    if self.ordering.behind(message["heads"], scanned):
+                        await replay(self.ordering.cursor)
+                elif kind == "error" and message.get("id") == "subscribe":
+                    raise _Refused(message.get("code", "error"))
+
+    def _check_drift(self) -> None:
+        offset = self.drift.offset_seconds
+        if offset is not None and abs(offset) > self._drift_warning:
+            self._warn(f"clock drift {offset:+.1f} s from the server")
+
+    # -- SSE ----------------------------------------------------------------------------------------
+
+    async def _sse(self, token: str) -> None:
+        assert self.endpoints.sse_url is not None
+        params = {"types": ",".join(sorted(self.types))}
+        if self._started:
+            params["cursor"] = self.ordering.cursor
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=self._silence)) as client,
+            client.stream("GET", self.endpoints.sse_url, params=params, headers=headers) as response,
+        ):
+            if response.status_code in (401, 403):
+                await response.aread()
+                raise _Refused(f"HTTP {response.status_code}")
+            if response.status_code != 200:
+                await response.aread()
+                raise OSError(f"HTTP {response.status_code}")
+            self._opened()
+            lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+            async def pump() -> None:
+                async for line in response.aiter_lines():
+                    await lines.put(line)
+                await lines.put(None)
+
+            reader = asyncio.create_task(pump())
+            try:
+                await self._sse_messages(lines)
+            finally:
+                reader.cancel()
+
+    async def _sse_messages(self, lines: asyncio.Queue[str | None]) -> None:
+        messages = SseMessages()
+        while True:
+            if self.ordering.waiting() > self._gap:
+                self.gap_replays += 1
+                return  # one ordered stream has no gap to wait for: start again from the position
+            try:
+                async with asyncio.timeout(0.25):
+                    line = await lines.get()
+            except TimeoutError:
+                continue
+            if line is None:
+                return
+            message = messages.feed(line)
+            if message is None:
+                continue
+            kind, data, event_id = message
+            if kind == "end":
+                return  # planned: reconnect from the position (with a new token)
+            if kind == "truncated":
+                self._warn("events after the position have left the replay window")
+            elif kind in self.types:
+                self._deliver(self.ordering.offer(json.loads(data)))
+            if event_id:
+                self._started = True
+                self._deliver(self.ordering.adopt(decode_cursor(event_id)))
