@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 CDK := npx --no-install cdk
 ENV ?= dev
 ROLE ?= viewer
+TYPES ?= signal.created
 SUB ?= local-user
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit infra integration synth diff deploy token bench chaos clean
+.PHONY: install run test lint typecheck unit infra integration synth diff deploy token tail bench chaos clean
 
 install:
 	@bash scripts/install.sh
@@ -46,6 +47,9 @@ deploy: install
 
 token: install
 	@$(PY) -m local.token --role $(ROLE) --sub $(SUB)
+
+tail: install  # watch `make run` live: make tail ROLE=analyst TYPES=signal.created,risk.alert
+	@$(PY) -m clients.tail --role $(ROLE) --types $(TYPES)
 
 bench: install
 	$(PY) -m tests.bench.store_throughput

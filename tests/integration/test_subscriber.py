@@ -184,3 +184,30 @@ def test_a_subscriber_that_cannot_connect_ends_failed_and_says_so():
 
     states = asyncio.run(scenario())
     assert "failed" in states
+
+
+def test_the_tail_cli_prints_states_and_events_as_json_lines(stack):
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    command = ["-m", "clients.tail", "--state-dir", str(stack.directory), "--role", "viewer"]
+    command += ["--types", "signal.created", "--json"]
+    process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, process.kill)  # a read below never waits longer than this
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, "")
+        assert json.loads(next(lines)) == {"kind": "state", "detail": "connecting"}
+        assert json.loads(next(lines)) == {"kind": "state", "detail": "open"}
+        time.sleep(0.5)  # subscribed
+        published = signal()
+        local_client(stack).publish(published)
+        event = json.loads(next(lines))
+        assert (event["kind"], event["event"]["id"]) == ("event", published["id"])
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.wait(timeout=10)
