@@ -52,6 +52,17 @@ def encoded_event(event: Envelope, compress_above: int, types: Iterable[str]) ->
     return dumps(encode_event(event, compress_above, types)).encode()
 
 
+def encoded_for(
+    event: Envelope, types: frozenset[str], compress_above: int, encoded: MutableMapping[EncodedKey, bytes]
+) -> bytes:
+    """The event as a subscriber to `types` gets it: from `encoded`, or encoded now and kept there."""
+    key = (event.stream, event.seq, event.prev_among(types))
+    body = encoded.get(key)
+    if body is None:
+        body = encoded[key] = encoded_event(event, compress_above, types)
+    return body
+
+
 def event_frames(
     events: Sequence[Envelope],
     types: frozenset[str],
@@ -68,10 +79,7 @@ def event_frames(
     batch: list[bytes] = []
     size = 0
     for event in events:
-        key = (event.stream, event.seq, event.prev_among(types))
-        body = encoded.get(key)
-        if body is None:
-            body = encoded[key] = encoded_event(event, compress_above, types)
+        body = encoded_for(event, types, compress_above, encoded)
         if batch and size + len(body) + 1 > limit - _FRAME_ALLOWANCE:
             frames.append(_frame(batch))
             batch, size = [], 0

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streaming.codec import EncodedKey, encoded_event, event_frames
+from streaming.codec import EncodedKey, encoded_for, event_frames
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.observability import logger
@@ -154,11 +154,7 @@ class FanOut:
         encoded: dict[EncodedKey, bytes] = {}
         for recipient in recipients:
             for event in recipient.events:
-                prev = event.prev_among(recipient.types)
-                if (event.stream, event.seq, prev) not in encoded:
-                    encoded[(event.stream, event.seq, prev)] = encoded_event(
-                        event, self._compress_above, recipient.types
-                    )
+                encoded_for(event, recipient.types, self._compress_above, encoded)
         for outcome in self._executor.map(lambda recipient: self._send_one(recipient, encoded), recipients):
             report.add(outcome)
         report.post_ms = (time.perf_counter() - started) * 1000
