@@ -62,14 +62,45 @@ class Endpoints:
         return cls(values.get("WebSocketUrl"), (sse.rstrip("/") + "/events") if sse else None)
 
 
-class SseMessages:
-    """Server-Sent Events, a line at a time in (without its line break), whole messages out."""
+SseMessage = tuple[str, str, str | None]  # event, data, id
 
-    def __init__(self) -> None:
+
+class SseReader:
+    """An SSE response a message at a time. The response is read on in a task of its own, so a caller
+    can wait a bounded time for the next message and look at its own clocks in between."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
         self._fields: dict[str, str] = {}
+        self._reader = asyncio.create_task(self._pump(response))
 
-    def feed(self, line: str) -> tuple[str, str, str | None] | None:
-        """(event, data, id) when `line` ends a message that has an event and data; else None."""
+    async def __aenter__(self) -> SseReader:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._reader.cancel()
+
+    async def next(self, within: float) -> SseMessage | None:
+        """The next message with an event and data, or None if none came within `within` seconds.
+        EOFError once the response has ended."""
+        try:
+            async with asyncio.timeout(within):  # not wait_for: on 3.11 it can swallow a cancel
+                while True:
+                    line = await self._lines.get()
+                    if line is None:
+                        self._lines.put_nowait(None)  # ended, for every later call too
+                        raise EOFError
+                    if message := self._feed(line):
+                        return message
+        except TimeoutError:
+            return None
+
+    async def _pump(self, response: httpx.Response) -> None:
+        async for line in response.aiter_lines():
+            await self._lines.put(line)
+        await self._lines.put(None)
+
+    def _feed(self, line: str) -> SseMessage | None:
         if line:
             name, _, value = line.partition(": ")
             self._fields[name] = value
@@ -297,33 +328,18 @@ class Subscriber:
                 await response.aread()
                 raise OSError(f"HTTP {response.status_code}")
             self._opened()
-            lines: asyncio.Queue[str | None] = asyncio.Queue()
+            async with SseReader(response) as reader:
+                await self._sse_messages(reader)
 
-            async def pump() -> None:
-                async for line in response.aiter_lines():
-                    await lines.put(line)
-                await lines.put(None)
-
-            reader = asyncio.create_task(pump())
-            try:
-                await self._sse_messages(lines)
-            finally:
-                reader.cancel()
-
-    async def _sse_messages(self, lines: asyncio.Queue[str | None]) -> None:
-        messages = SseMessages()
+    async def _sse_messages(self, reader: SseReader) -> None:
         while True:
             if self.ordering.waiting() > self._gap:
                 self.gap_replays += 1
                 return  # one ordered stream has no gap to wait for: start again from the position
             try:
-                async with asyncio.timeout(0.25):
-                    line = await lines.get()
-            except TimeoutError:
-                continue
-            if line is None:
+                message = await reader.next(0.25)
+            except EOFError:
                 return
-            message = messages.feed(line)
             if message is None:
                 continue
             kind, data, event_id = message

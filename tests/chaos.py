@@ -26,7 +26,7 @@ import httpx
 import websockets
 from botocore.credentials import Credentials
 
-from clients.subscriber import SseMessages
+from clients.subscriber import SseReader
 from local.gateway import STAGE
 from local.publish import local_client
 from local.state import LOCAL_STACK, LocalState
@@ -181,47 +181,30 @@ class Run:
 
     async def _sse_stream(self, sub: Subscriber, response: httpx.Response) -> None:
         cut_at = time.monotonic() + self.lifetime()
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        async with SseReader(response) as reader:
+            while not sub.done():
+                if self.publishing and time.monotonic() >= cut_at:
+                    sub.client_cuts += 1
+                    return
+                if sub.app.waiting() > GAP_SECONDS:
+                    return  # one ordered stream has no gap to wait for: start again from the position
+                try:
+                    message = await reader.next(0.2)
+                except EOFError:
+                    return
+                if message is not None:
+                    self._sse_message(sub, *message)
 
-        async def pump() -> None:  # reads on, whatever the loop below waits for
-            async for line in response.aiter_lines():
-                await lines.put(line)
-            await lines.put(None)
-
-        reader = asyncio.create_task(pump())
-        try:
-            await self._sse_messages(sub, lines, cut_at)
-        finally:
-            reader.cancel()
-
-    async def _sse_messages(self, sub: Subscriber, lines: asyncio.Queue[str | None], cut_at: float) -> None:
-        messages = SseMessages()
-        while not sub.done():
-            if self.publishing and time.monotonic() >= cut_at:
-                sub.client_cuts += 1
-                return
-            if sub.app.waiting() > GAP_SECONDS:
-                return  # one ordered stream has no gap to wait for: start again from the position
-            try:
-                async with asyncio.timeout(0.2):
-                    line = await lines.get()
-            except TimeoutError:
-                continue
-            if line is None:
-                return
-            message = messages.feed(line)
-            if message is None:
-                continue
-            event, data, event_id = message
-            if event == "end":
-                sub.planned_ends += 1
-            elif event not in ("heartbeat", "truncated"):
-                sub.receive(json.loads(data))
-            if event_id is not None:
-                position = cursors.decode(event_id)
-                if sub.start is None:
-                    sub.start = position
-                sub.app.adopt(position)
+    def _sse_message(self, sub: Subscriber, event: str, data: str, event_id: str | None) -> None:
+        if event == "end":
+            sub.planned_ends += 1
+        elif event not in ("heartbeat", "truncated"):
+            sub.receive(json.loads(data))
+        if event_id is not None:
+            position = cursors.decode(event_id)
+            if sub.start is None:
+                sub.start = position
+            sub.app.adopt(position)
 
     async def publish(self, count: int, types: list[str]) -> list[Any]:
         client, settings, results = local_client(self.state), load("dev").runtime_settings("unused"), []
