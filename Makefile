@@ -7,6 +7,7 @@ ENV ?= dev
 ROLE ?= viewer
 TYPES ?= signal.created
 SUB ?= local-user
+LAST ?= 0
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: install run test lint typecheck unit infra integration synth diff deploy token tail bench chaos clean
@@ -49,7 +50,7 @@ token: install
 	@$(PY) -m local.token --role $(ROLE) --sub $(SUB)
 
 tail: install  # watch `make run` live: make tail ROLE=analyst TYPES=signal.created,risk.alert
-	@$(PY) -m clients.tail --role $(ROLE) --types $(TYPES)
+	@$(PY) -m clients.tail --role $(ROLE) --types $(TYPES) --last $(LAST)
 
 bench: install
 	$(PY) -m tests.bench.store_throughput

@@ -19,7 +19,7 @@ class DriftEstimate:
     def add(self, sent_at: float, server_time: str, received_at: float) -> None:
         """One exchange: when the ping went out and its answer came back (epoch seconds, this clock),
         and the server's time in the answer (RFC 3339, as the server writes it)."""
-        server = datetime.fromisoformat(server_time.replace("Z", "+00:00")).timestamp()
+        server = epoch_seconds(server_time)
         round_trip = max(0.0, received_at - sent_at)
         self._seen.append((round_trip, server - (sent_at + round_trip / 2)))
         while len(self._seen) > self.samples:
@@ -33,3 +33,8 @@ class DriftEstimate:
     @property
     def uncertainty_seconds(self) -> float | None:
         return min(self._seen)[0] / 2 if self._seen else None
+
+
+def epoch_seconds(rfc3339: str) -> float:
+    """The server's time stamps (RFC 3339, `Z` for UTC) as epoch seconds."""
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()

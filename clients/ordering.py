@@ -14,7 +14,7 @@ Held events are bounded (`max_held`): past it the oldest are dropped, since a re
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from clients.cursor import encode_cursor
@@ -65,6 +65,27 @@ class Ordering:
             if seq > self.position.get(stream, 0):
                 self.position[stream] = seq
                 released += self._release(stream)
+        return released
+
+    def start(self, position: Mapping[str, int], history: Iterable[Event] = ()) -> list[Event]:
+        """Begin at a first subscription's `position`, after a `last` replay's `history` (and whatever
+        arrived with it): history is not a continuation, so the events up to `position` are handed over
+        in seq order per stream without the `prev` check; the rest follow by the rule."""
+        history = list(history)
+        released: list[Event] = []
+        for event in sorted(history, key=lambda event: (event["stream"], event["seq"])):
+            stream, seq = event["stream"], event["seq"]
+            if seq > position.get(stream, 0):
+                continue
+            if seq <= self.position.get(stream, 0):
+                self.repeats += 1
+                continue
+            self.position[stream] = seq
+            released.append(event)
+        released += self.adopt(position)
+        for event in history:
+            if event["seq"] > position.get(event["stream"], 0):
+                released += self.offer(event)
         return released
 
     def waiting(self) -> float:

@@ -23,20 +23,25 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from clients.backoff import Backoff
 from clients.cursor import decode_cursor
-from clients.drift import DriftEstimate
+from clients.drift import DriftEstimate, epoch_seconds
 from clients.ordering import Event, Ordering
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 StateListener = Callable[[str], None]
 CONNECTING, OPEN, RECONNECTING, CLOSED, FAILED = "connecting", "open", "reconnecting", "closed", "failed"
 WEBSOCKET_TRIES_BEFORE_SSE = 3  # with transport="auto": then SSE, for the rest of the subscription
+CONNECTION_LIMIT_SECONDS = 2 * 3600  # API Gateway closes every WebSocket connection after 2 hours
+MAX_LAST = 1000  # the most history a `last` replay returns
+RENEW_RETRY_SECONDS = 5.0  # a failed planned reconnect is tried again after this (the old one lasts)
 
 
 class SubscriberFailed(RuntimeError):
@@ -129,9 +134,11 @@ class Subscriber:
         *,
         transport: str = "auto",
         backoff: Backoff | None = None,
+        last: int = 0,
         gap_seconds: float = 1.0,
         ping_seconds: float = 60.0,
         silence_seconds: float = 150.0,
+        renew_before_seconds: float = 60.0,
         drift_warning_seconds: float = 2.0,
         on_state: StateListener | None = None,
         on_warning: Callable[[str], None] | None = None,
@@ -141,22 +148,21 @@ class Subscriber:
         self.types = frozenset(types)
         if not self.types:
             raise ValueError("subscribe to at least one type")
-        self.endpoints, self.transport = endpoints, transport
+        if not 0 <= last <= MAX_LAST:
+            raise ValueError(f"last is 0 (none) to {MAX_LAST} events")
+        self.endpoints, self.transport, self.last = endpoints, transport, last
+        self.gap_seconds, self.ping_seconds, self.silence_seconds = gap_seconds, ping_seconds, silence_seconds
+        self.renew_before = renew_before_seconds
         self.ordering = Ordering()
         self.backoff = backoff or Backoff()
         self.drift = DriftEstimate()
         self.state = CLOSED
-        self.connections = self.gap_replays = 0
+        self.connections = self.gap_replays = self.planned_reconnects = 0
         self.current_transport: str | None = None
-        self._tokens, self._gap, self._ping, self._silence = (
-            tokens,
-            gap_seconds,
-            ping_seconds,
-            silence_seconds,
-        )
+        self._tokens = tokens
         self._drift_warning = drift_warning_seconds
         self._on_state, self._on_warning = on_state, on_warning
-        self._started = False
+        self._started = False  # the first subscription has begun: every later one resumes
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -196,9 +202,10 @@ class Subscriber:
             if self.state == CLOSED:
                 self._set_state(CONNECTING)
             opened = self.connections
+            at_once = False
             try:
                 token = await self._token()
-                await (self._sse(token) if use_sse else self._websocket(token))
+                at_once = await (self._sse(token) if use_sse else self._websocket(token))
             except _Refused as refused:
                 self._warn(f"connection refused ({refused}); asking for a new token")
             except (OSError, TimeoutError, websockets.WebSocketException, httpx.HTTPError) as error:
@@ -206,6 +213,8 @@ class Subscriber:
             if not use_sse:
                 unreachable = 0 if self.connections > opened else unreachable + 1
             self.ordering.cut()
+            if at_once:  # ended as planned (or to repair a gap): resume from the position now
+                continue
             delay = self.backoff.next_delay()
             if delay is None:
                 self._set_state(FAILED)
@@ -240,7 +249,41 @@ class Subscriber:
 
     # -- WebSocket ----------------------------------------------------------------------------------
 
-    async def _websocket(self, token: str) -> None:
+    async def _websocket(self, token: str) -> bool:
+        """One WebSocket connection after another without a break: a successor is opened and caught up
+        before the current one reaches its token's expiry or API Gateway's 2-hour limit (make before
+        break); the overlap is safe, since the ordering drops every repeat."""
+        current = await self._open_websocket(token)
+        try:
+            while True:
+                # Bounded: `welcome` (with the token's expiry) moves the renewal after this started.
+                done, _ = await asyncio.wait({current.reader}, timeout=min(current.renew_in(), 1.0))
+                if done:
+                    current.reader.result()  # the connection ended: raises why
+                    return False
+                if current.renew_in() > 0:
+                    continue
+                try:
+                    successor = await self._open_websocket(await self._token())
+                except _Refused as refused:
+                    self._warn(f"planned reconnect refused ({refused}); asking for a new token later")
+                    current.postpone(RENEW_RETRY_SECONDS)
+                    continue
+                except (OSError, TimeoutError, websockets.WebSocketException) as error:
+                    self._warn(f"planned reconnect failed: {type(error).__name__}")
+                    current.postpone(RENEW_RETRY_SECONDS)
+                    continue
+                if await successor.caught_up_within(self.silence_seconds):
+                    self.planned_reconnects += 1
+                    current, retired = successor, current
+                else:
+                    retired = successor
+                    current.postpone(RENEW_RETRY_SECONDS)
+                await retired.close()
+        finally:
+            await current.close()
+
+    async def _open_websocket(self, token: str) -> _WebSocketConnection:
         assert self.endpoints.websocket_url is not None
         try:
             ws = await websockets.connect(
@@ -250,59 +293,8 @@ class Subscriber:
             )
         except websockets.InvalidStatus as refused:
             raise _Refused(f"HTTP {refused.response.status_code}") from None
-        async with ws:
-            self._opened()
-            await ws.send(json.dumps({"action": "subscribe", "types": sorted(self.types), "id": "subscribe"}))
-            scanned: dict[str, int] = {}
-            last_ping = last_replay = heard = time.monotonic()
-            ping_sent = 0.0
-
-            async def replay(cursor: str) -> None:
-                nonlocal last_replay
-                last_replay = time.monotonic()
-                await ws.send(json.dumps({"action": "replay", "cursor": cursor, "id": "replay"}))
-
-            while True:
-                now = time.monotonic()
-                if now - heard > self._silence:
-                    raise TimeoutError("the connection went silent")
-                if self.ordering.waiting() > self._gap and now - last_replay > self._gap:
-                    self.gap_replays += 1
-                    await replay(self.ordering.cursor)
-                if now - last_ping > self._ping:
-                    last_ping, ping_sent = now, time.time()
-                    await ws.send(json.dumps({"action": "ping", "id": "ping"}))
-                try:
-                    async with asyncio.timeout(0.25):  # not wait_for: on 3.11 it can swallow a cancel
-                        message = json.loads(await ws.recv())
-                except TimeoutError:
-                    continue
-                heard = time.monotonic()
-                kind = message.get("type")
-                if kind == "subscribed":
-                    if not self._started:  # a first subscription starts at its cursor
-                        self._started = True
-                        self._deliver(self.ordering.adopt(decode_cursor(message["cursor"])))
-                    else:  # a resume: everything after the position
-                        await replay(self.ordering.cursor)
-                elif kind == "events":
-                    for event in message["events"]:
-                        if event["type"] in self.types:
-                            self._deliver(self.ordering.offer(event))
-                elif kind == "replay":
-                    for stream, seq in decode_cursor(message["cursor"]).items():
-                        scanned[stream] = max(scanned.get(stream, 0), seq)
-                    if message["more"]:
-                        await replay(message["cursor"])
-                    if message["truncated"]:
-                        self._warn("events after the position have left the replay window")
-                elif kind == "pong":
-                    self.drift.add(ping_sent, message["server_time"], time.time())
-                    self._check_drift()
-                    if self.ordering.behind(message["heads"], scanned):
-                        await replay(self.ordering.cursor)
-                elif kind == "error" and message.get("id") == "subscribe":
-                    raise _Refused(message.get("code", "error"))
+        self._opened()
+        return _WebSocketConnection(self, ws)
 
     def _check_drift(self) -> None:
         offset = self.drift.offset_seconds
@@ -311,14 +303,17 @@ class Subscriber:
 
     # -- SSE ----------------------------------------------------------------------------------------
 
-    async def _sse(self, token: str) -> None:
+    async def _sse(self, token: str) -> bool:
+        """One SSE stream; True when it ended as planned or to repair a gap (resume at once)."""
         assert self.endpoints.sse_url is not None
         params = {"types": ",".join(sorted(self.types))}
         if self._started:
             params["cursor"] = self.ordering.cursor
+        elif self.last:
+            self._warn("history (last) is read over the WebSocket only: SSE starts live")
         headers = {"Authorization": f"Bearer {token}"}
         async with (
-            httpx.AsyncClient(timeout=httpx.Timeout(10, read=self._silence)) as client,
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=self.silence_seconds)) as client,
             client.stream("GET", self.endpoints.sse_url, params=params, headers=headers) as response,
         ):
             if response.status_code in (401, 403):
@@ -329,22 +324,23 @@ class Subscriber:
                 raise OSError(f"HTTP {response.status_code}")
             self._opened()
             async with SseReader(response) as reader:
-                await self._sse_messages(reader)
+                return await self._sse_messages(reader)
 
-    async def _sse_messages(self, reader: SseReader) -> None:
+    async def _sse_messages(self, reader: SseReader) -> bool:
         while True:
-            if self.ordering.waiting() > self._gap:
+            if self.ordering.waiting() > self.gap_seconds:
                 self.gap_replays += 1
-                return  # one ordered stream has no gap to wait for: start again from the position
+                return True  # one ordered stream has no gap to wait for: start again from the position
             try:
                 message = await reader.next(0.25)
             except EOFError:
-                return
+                return False  # ended without `end`: a server fault, retried with backoff
             if message is None:
                 continue
             kind, data, event_id = message
             if kind == "end":
-                return  # planned: reconnect from the position (with a new token)
+                self.planned_reconnects += 1
+                return True  # planned: reconnect from the position (with a new token)
             if kind == "truncated":
                 self._warn("events after the position have left the replay window")
             elif kind in self.types:
@@ -352,3 +348,125 @@ class Subscriber:
             if event_id:
                 self._started = True
                 self._deliver(self.ordering.adopt(decode_cursor(event_id)))
+
+
+class _WebSocketConnection:
+    """One WebSocket connection of a subscriber, read in a task of its own: two overlap while a
+    planned reconnect hands over, both feeding the subscriber's one ordering."""
+
+    def __init__(self, subscriber: Subscriber, ws: ClientConnection) -> None:
+        self.subscriber, self.ws = subscriber, ws
+        self.caught_up = asyncio.Event()  # subscribed, and the resume replay (or history) is done
+        self._renew_at = time.monotonic() + CONNECTION_LIMIT_SECONDS - subscriber.renew_before
+        self._scanned: dict[str, int] = {}  # how far replays looked, per stream
+        self._history: list[Event] | None = None  # events that arrive while "last N" is read
+        self._start: dict[str, int] = {}  # the first subscription's cursor
+        self._last_replay = 0.0
+        self.reader = asyncio.create_task(self._read())
+
+    def renew_in(self) -> float:
+        return max(0.0, self._renew_at - time.monotonic())
+
+    def postpone(self, seconds: float) -> None:
+        self._renew_at = time.monotonic() + seconds
+
+    async def caught_up_within(self, seconds: float) -> bool:
+        waiter = asyncio.create_task(self.caught_up.wait())
+        await asyncio.wait({waiter, self.reader}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        return self.caught_up.is_set()
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        await asyncio.wait({self.reader})
+        if not self.reader.cancelled():
+            self.reader.exception()  # retrieved: the caller has already seen or does not need it
+        await self.ws.close()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def _replay(self, **request: Any) -> None:
+        self._last_replay = time.monotonic()
+        await self._send({"action": "replay", **request})
+
+    async def _read(self) -> None:
+        subscriber, ordering = self.subscriber, self.subscriber.ordering
+        await self._send({"action": "subscribe", "types": sorted(subscriber.types), "id": "subscribe"})
+        last_ping = heard = time.monotonic()
+        ping_sent = 0.0
+        while True:
+            now = time.monotonic()
+            if now - heard > subscriber.silence_seconds:
+                raise TimeoutError("the connection went silent")
+            gap = subscriber.gap_seconds
+            if ordering.waiting() > gap and now - self._last_replay > gap:
+                subscriber.gap_replays += 1
+                await self._replay(cursor=ordering.cursor, id="gap")
+            if now - last_ping > subscriber.ping_seconds:
+                last_ping, ping_sent = now, time.time()
+                await self._send({"action": "ping", "id": "ping"})
+            try:
+                async with asyncio.timeout(0.25):  # not wait_for: on 3.11 it can swallow a cancel
+                    message = json.loads(await self.ws.recv())
+            except TimeoutError:
+                continue
+            heard = time.monotonic()
+            kind, request = message.get("type"), message.get("id")
+            if kind == "welcome":
+                self._renew_before(message["expires_at"] - epoch_seconds(message["server_time"]))
+            elif kind == "subscribed":
+                await self._subscribed(decode_cursor(message["cursor"]))
+            elif kind == "events":
+                for event in message["events"]:
+                    if event["type"] not in subscriber.types:
+                        continue
+                    if self._history is not None:
+                        self._history.append(event)
+                    else:
+                        subscriber._deliver(ordering.offer(event))
+            elif kind == "replay":
+                cursor = decode_cursor(message["cursor"])
+                for stream, seq in cursor.items():
+                    self._scanned[stream] = max(self._scanned.get(stream, 0), seq)
+                if message["truncated"]:
+                    subscriber._warn("events after the position have left the replay window")
+                if request == "history":
+                    self._end_history(cursor)
+                elif message["more"]:
+                    await self._replay(cursor=message["cursor"], id=request)
+                elif request == "resume":
+                    self.caught_up.set()
+            elif kind == "pong":
+                subscriber.drift.add(ping_sent, message["server_time"], time.time())
+                subscriber._check_drift()
+                if ordering.behind(message["heads"], self._scanned):
+                    await self._replay(cursor=ordering.cursor, id="gap")
+            elif kind == "error" and request == "subscribe":
+                raise _Refused(message.get("code", "error"))
+            elif kind == "error" and request == "history":
+                subscriber._warn(f"history could not be read ({message.get('code')}); starting live")
+                self._end_history({})
+
+    def _renew_before(self, lifetime: float) -> None:
+        """Renew before the token expires: `renew_before` seconds ahead, or at half a short lifetime."""
+        lead = min(self.subscriber.renew_before, lifetime / 2)
+        self._renew_at = min(self._renew_at, time.monotonic() + lifetime - lead)
+
+    async def _subscribed(self, cursor: dict[str, int]) -> None:
+        subscriber = self.subscriber
+        if subscriber._started:  # a resume: everything after the position
+            await self._replay(cursor=subscriber.ordering.cursor, id="resume")
+        elif subscriber.last:  # a first subscription, with history
+            self._start, self._history = cursor, []
+            await self._replay(last=subscriber.last, id="history")
+        else:  # a first subscription starts at its cursor
+            self._start = cursor
+            self._end_history({})
+
+    def _end_history(self, cursor: dict[str, int]) -> None:
+        start = {s: max(self._start.get(s, 0), cursor.get(s, 0)) for s in {*self._start, *cursor}}
+        history, self._history = self._history or [], None
+        self.subscriber._deliver(self.subscriber.ordering.start(start, history))
+        self.subscriber._started = True
+        self.caught_up.set()

@@ -3,7 +3,7 @@ order, across reconnects).
 
     .venv/bin/python -m clients.tail --types signal.created,risk.alert --token "$TOKEN"   # any stack
     .venv/bin/python -m clients.tail --role analyst                                     # the local stack
-    make tail ROLE=analyst TYPES=signal.created,risk.alert
+    make tail ROLE=analyst TYPES=signal.created,risk.alert LAST=20
 
 `--role` mints local tokens (the local stack's key in `--state-dir`); a deployed stack needs `--token`.
 `--json` prints one JSON object a line. Ctrl-C stops it.
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clients.subscriber import Endpoints, Subscriber, TokenProvider
+from clients.subscriber import MAX_LAST, Endpoints, Subscriber, TokenProvider
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> None:
     who.add_argument("--token", help="a token for the stack")
     who.add_argument("--role", help="local stack only: mint tokens for this role")
     parser.add_argument("--transport", choices=["auto", "websocket", "sse"], default="auto")
+    parser.add_argument("--last", type=int, default=0, help="first the newest N events (WebSocket)")
     parser.add_argument("--json", action="store_true", help="JSON lines")
     args = parser.parse_args(argv)
     types = {t for t in args.types.split(",") if t}
+    if not 0 <= args.last <= MAX_LAST:
+        parser.error(f"--last is 0 to {MAX_LAST}")
     endpoints = Endpoints.from_file(args.endpoints or args.state_dir / "endpoints.json")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(endpoints, _tokens(args), types, args.transport, args.json))
+        asyncio.run(tail(endpoints, _tokens(args), types, args.transport, args.json, args.last))
 
 
 def _tokens(args: argparse.Namespace) -> TokenProvider:
@@ -53,7 +56,12 @@ def _tokens(args: argparse.Namespace) -> TokenProvider:
 
 
 async def tail(
-    endpoints: Endpoints, tokens: TokenProvider, types: set[str], transport: str, as_json: bool
+    endpoints: Endpoints,
+    tokens: TokenProvider,
+    types: set[str],
+    transport: str,
+    as_json: bool,
+    last: int = 0,
 ) -> None:
     def say(kind: str, **fields: Any) -> None:
         if as_json:
@@ -72,6 +80,7 @@ async def tail(
         tokens,
         types,
         transport=transport,
+        last=last,
         on_state=lambda state: say("state", detail=state),
         on_warning=lambda message: say("warning", detail=message),
     )

@@ -116,6 +116,53 @@ def test_every_event_once_in_order_across_cuts_and_planned_ends(stack, transport
     print(f"{transport}: %d events, %d connections, %d repeats suppressed, %d gap repairs" % figures)
 
 
+def test_planned_reconnects_before_the_token_expires_hand_over_without_a_break(stack):
+    """Tokens that live 8 s: the subscriber opens the next connection before each expires and closes
+    the old one once the new one has caught up; the application never sees a reconnect, a loss or a
+    repeat."""
+    states: list[str] = []
+
+    async def scenario() -> tuple[list[str], list[dict[str, Any]], Subscriber]:
+        subscriber = Subscriber(
+            endpoints(stack),
+            lambda: issue(stack, "viewer", "renewing", ttl_seconds=8),
+            TYPES,
+            transport="websocket",
+            on_state=states.append,
+        )
+        async with subscriber:
+            await until(lambda: subscriber.state == "open")
+            await asyncio.sleep(0.5)  # subscribed
+            published: list[str] = []
+            deadline = time.monotonic() + 90
+            while subscriber.planned_reconnects < 2:
+                assert time.monotonic() < deadline, "no two planned reconnects within 90 s"
+                published += await publish_in_rounds(stack, 2)
+            published += await publish_in_rounds(stack, 2)
+            return published, await receive(subscriber, len(published)), subscriber
+
+    published, got, subscriber = asyncio.run(scenario())
+    assert [e["id"] for e in got] == published
+    assert states == ["connecting", "open", "closed"]  # never reconnecting
+    print(
+        f"make before break: {len(published)} events, {subscriber.planned_reconnects} planned reconnects,"
+        f" {subscriber.ordering.repeats} repeats suppressed"
+    )
+
+
+def test_the_last_events_come_first_then_live_ones_exactly_once(stack):
+    async def scenario() -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        earlier = await publish_in_rounds(stack, 2)  # 6 events; the newest 4 are the history
+        subscriber = Subscriber(endpoints(stack), lambda: issue(stack, "viewer", "history"), TYPES, last=4)
+        async with subscriber:
+            history = await receive(subscriber, 4)
+            later = await publish_in_rounds(stack, 2)
+            return earlier, later, history + await receive(subscriber, len(later))
+
+    earlier, later, got = asyncio.run(scenario())
+    assert [e["id"] for e in got] == earlier[-4:] + later
+
+
 def _connection_ids(stack: LocalState) -> list[str]:
     import boto3
 

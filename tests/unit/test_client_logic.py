@@ -71,6 +71,24 @@ def test_an_adopted_position_releases_what_waited_and_drops_what_it_passed():
     assert ordering.position == {"market": 6} and ordering.repeats == 1
 
 
+def test_history_goes_over_in_seq_order_without_the_prev_check_then_live_events_by_the_rule():
+    ordering = Ordering()
+    live_early = event(12, 11)  # arrived while history was read, before the history cursor
+    history = [event(11, 7), event(9, 3), event(10, 9), live_early, event(14, 13), event(13, 12)]
+    released = ordering.start({"market": 12, "ops": 4}, history)
+    # 9..12 up to the cursor in seq order (9's prev 3 was never ours), then 13 and 14 by the rule
+    assert seqs(released) == [9, 10, 11, 12, 13, 14]
+    assert ordering.position == {"market": 14, "ops": 4}
+    assert ordering.offer(event(12, 11)) == [] and ordering.repeats == 1
+
+
+def test_history_leaves_a_live_event_with_a_missing_predecessor_held():
+    ordering = Ordering()
+    assert seqs(ordering.start({"market": 5}, [event(5, 2), event(8, 7)])) == [5]
+    assert ordering.held == 1  # 8 waits for 6 and 7, which a replay from the position brings
+    assert seqs(ordering.offer(event(7, 5))) == [7, 8]
+
+
 def test_a_cut_forgets_what_was_held_and_the_cursor_resumes_from_the_position():
     ordering = Ordering({"market": 4, "ops": 2})
     ordering.offer(event(7, 6))
