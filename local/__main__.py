@@ -6,7 +6,8 @@ app (under uvicorn, as in Lambda) and Lambda's Invoke API (the fan-out worker an
 function, which moto's bus cannot invoke) here and the WebSocket gateway (with the WebSocket
 functions) in a process of its own, writes endpoints.json in the state directory (.local/ unless
 --state-dir says otherwise; the keys of the deployed stack's outputs and a few local ones) and prints
-the URLs. It runs the `dev` environment's configuration from cdk.json.
+the URLs. It runs the `dev` environment's configuration from cdk.json. The live page (local.live_page,
+docs/browser.md) is served from an origin of its own, which the stack allows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import gc
 import ipaddress
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +27,7 @@ import boto3
 
 from local import console
 from local.aws import REGION, create_connections_table, create_events_table, start_moto
-from local.gateway import STAGE
+from local.gateway import STAGE, GatewayProcess
 from local.lambda_runtime import (
     LocalFunction,
     function_app,
@@ -35,6 +35,7 @@ from local.lambda_runtime import (
     invoke_app,
     isolate_invocations,
 )
+from local.live_page import PAGE_PATH, live_page_app, page_origins
 from local.serving import listen, serve, url_host
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--publish-port", type=int, default=8001)
     parser.add_argument("--websocket-port", type=int, default=8002)
     parser.add_argument("--sse-port", type=int, default=8003)
+    parser.add_argument("--live-port", type=int, default=8000, help="the live page (its origin is allowed)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument(
         "--fanout-chunk-connections",
@@ -92,6 +94,7 @@ def main() -> None:
     publish_socket = listen(args.host, args.publish_port)
     gateway_socket = listen(args.host, args.websocket_port)
     sse_socket = listen(args.host, args.sse_port)
+    live_socket = listen(args.host, args.live_port)
     lambda_socket = listen(args.host, 0)  # Lambda's Invoke API, for the fan-out hand-off
     host = url_host(args.host)
     publish_url = f"http://{host}:{publish_socket.getsockname()[1]}/"
@@ -99,6 +102,8 @@ def main() -> None:
     websocket_url = f"ws://{host}:{gateway_socket.getsockname()[1]}/"
     sse_url = f"http://{host}:{sse_socket.getsockname()[1]}/"
     lambda_url = f"http://{host}:{lambda_socket.getsockname()[1]}"
+    live_origins = page_origins(host, live_socket.getsockname()[1])
+    live_url = live_origins[0] + PAGE_PATH
 
     # The handlers' boto3 clients go to moto, and Lambda's Invoke API (the fan-out hand-off) here.
     os.environ.update(
@@ -117,10 +122,8 @@ def main() -> None:
         "ARN"
     ]
     config = load("dev")
-    if args.allow_origin:
-        config = config.model_validate(
-            {**config.model_dump(), "allowed_origins": [*config.allowed_origins, *args.allow_origin]}
-        )
+    origins = list(dict.fromkeys([*config.allowed_origins, *live_origins, *args.allow_origin]))
+    config = config.model_validate({**config.model_dump(), "allowed_origins": origins})
     delivery = config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/{STAGE}", FANOUT_WORKER)
     if args.fanout_chunk_connections:
         delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
@@ -164,13 +167,9 @@ def main() -> None:
         EVENTBRIDGE_FUNCTION, publish_eventbridge.handler, timeout_seconds=c.PUBLISH_TIMEOUT_SECONDS
     )
     # The gateway process inherits this environment and its listening socket.
-    gateway = subprocess.Popen(
+    gateway = GatewayProcess(
+        gateway_socket,
         [
-            sys.executable,
-            "-m",
-            "local.gateway",
-            "--fd",
-            str(gateway_socket.fileno()),
             "--host",
             f"{host}:{gateway_socket.getsockname()[1]}",
             "--concurrency",
@@ -178,7 +177,15 @@ def main() -> None:
             "--sweep-seconds",
             str(SWEEP_SECONDS),
         ],
-        pass_fds=[gateway_socket.fileno()],
+    )
+    gateway.start()
+    live_page = live_page_app(
+        state,
+        websocket_url=websocket_url,
+        sse_url=f"{sse_url}events",
+        roles=config.roles,
+        gateway=gateway,
+        origins=live_origins,
     )
     state.write_endpoints(
         {
@@ -193,6 +200,7 @@ def main() -> None:
             "AwsEndpointUrl": moto_url,
             "LambdaEndpointUrl": lambda_url,
             "EventBridgeFunctionName": EVENTBRIDGE_FUNCTION,
+            "LivePageUrl": live_url,
         }
     )
     print(f"{LOCAL_STACK} is up (Ctrl-C stops it)", flush=True)
@@ -201,6 +209,7 @@ def main() -> None:
     print(f"  SSE:                                 {sse_url}events", flush=True)
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
     print(f"  Lambda Invoke API (EventBridge fn):  {lambda_url}", flush=True)
+    print(f"  live page (pick a role):             {live_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
     print("  a token: make token ROLE=viewer SUB=alice", flush=True)
     # Everything loaded so far (moto's and botocore's models) lives as long as the process: keep it
@@ -212,11 +221,15 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             lambda_api = invoke_app({FANOUT_WORKER: worker, EVENTBRIDGE_FUNCTION: eventbridge})
             asyncio.run(
-                serve((publisher, publish_socket), (sse_function, sse_socket), (lambda_api, lambda_socket))
+                serve(
+                    (publisher, publish_socket),
+                    (sse_function, sse_socket),
+                    (lambda_api, lambda_socket),
+                    (live_page, live_socket),
+                )
             )
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=10)
+        gateway.stop()
         moto.shutdown()
 
 

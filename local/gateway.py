@@ -25,6 +25,9 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Mapping
@@ -40,7 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from local import console
 from local.lambda_runtime import ACCOUNT, LocalFunction, isolate_invocations
-from local.serving import Background, every, exit_with_parent, serve
+from local.serving import Background, every, exit_with_parent, listen, serve
 from local.sigv4 import verify
 from local.state import LocalCredentials
 from streaming.auth import redact
@@ -292,6 +295,46 @@ def _route_of(body: str) -> str:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class GatewayProcess:
+    """The gateway's process, as `make run` supervises it: started on a listening socket it passes on,
+    and stoppable and startable again on the same port (the live page's outage switch). While stopped,
+    the port is closed, so clients are refused, as by a gateway that is down."""
+
+    def __init__(self, listening: socket.socket, options: list[str]) -> None:
+        self._socket: socket.socket | None = listening
+        self._address = listening.getsockname()[:2]
+        self._options = options
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # stop and start come from request threads
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        with self._lock:
+            if self.running:
+                return
+            if self._socket is None:
+                self._socket = listen(*self._address)
+            fd = self._socket.fileno()
+            # It inherits this environment (the handlers' configuration) and the listening socket.
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "local.gateway", "--fd", str(fd), *self._options], pass_fds=[fd]
+            )
+
+    def stop(self) -> None:
+        """Ends the process (its connections close with 1012, as on any shutdown) and closes the port."""
+        with self._lock:
+            if self._process is not None:
+                self._process.terminate()
+                self._process.wait(timeout=10)
+                self._process = None
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
 
 
 def main() -> None:

@@ -683,7 +683,8 @@ class WebSocketConnection {
     const now = monotonicMs();
     this.openedAt = now;
     this.heardAt = now;
-    this.lastPingAt = now;
+    this.lastPingAt = -Infinity; // the first ping goes out after `welcome`: drift and heads early
+    this.welcomed = false;
     this.lastReplayAt = 0;
     this.pingSentAt = 0; // epoch ms
     this.renewAt = now + (CONNECTION_LIMIT_SECONDS - client.options.renewBeforeSeconds) * 1000;
@@ -759,7 +760,7 @@ class WebSocketConnection {
       this.client.counters.gapRepairs += 1;
       this.replay(ordering.cursor, "gap");
     }
-    if (now - this.lastPingAt > options.pingSeconds * 1000) {
+    if (this.welcomed && now - this.lastPingAt > options.pingSeconds * 1000) {
       this.lastPingAt = now;
       this.pingSentAt = Date.now();
       this.send({ action: "ping", id: "ping" });
@@ -773,6 +774,7 @@ class WebSocketConnection {
     const { ordering } = client;
     switch (message.type) {
       case "welcome": {
+        this.welcomed = true;
         client.allowedTypes = message.allowed_types;
         const lifetime = message.expires_at - Date.parse(message.server_time) / 1000;
         const lead = Math.min(client.options.renewBeforeSeconds, lifetime / 2);

@@ -48,6 +48,8 @@ def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
             "0",
             "--sse-port",
             "0",
+            "--live-port",
+            "0",
             *options,
         ],
         stdout=log,

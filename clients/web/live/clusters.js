@@ -1,15 +1,16 @@
 // @ts-check
 /**
- * The live page's list model: newest rows first, bursts clustered instead of flooding the list. Events of
- * one type that arrive together (`threshold` or more in one batch), or while a cluster of their type is
- * still open (updated within `windowMs`), become one row: "12 new signal.created". The list is capped at
- * `maxRows`. Pure: no DOM, so it is tested in Node; the page renders the changes it returns.
+ * The live page's list model: newest rows first, bursts clustered instead of flooding the list. Up to
+ * `threshold` events of a type within `windowMs` are rows of their own; beyond that they become one row,
+ * "12 new signal.created", which takes every further event of its type until the type has been quiet
+ * for `windowMs`. The list is capped at `maxRows`. Pure: no DOM, so it is tested in Node; the page
+ * renders the changes it returns.
  */
 
 /** @typedef {import("../streaming.js").StreamEvent} StreamEvent */
 /** @typedef {{id: number, type: string, kind: "event", event: StreamEvent, history: boolean}} EventRow */
-/** @typedef {{id: number, type: string, kind: "cluster", count: number, latest: StreamEvent,
- *   updatedAt: number}} ClusterRow */
+/** @typedef {{id: number, type: string, kind: "cluster", count: number, first: StreamEvent,
+ *   latest: StreamEvent, updatedAt: number}} ClusterRow */
 /** @typedef {EventRow | ClusterRow} Row */
 /** @typedef {{added: Row[], updated: Row[], removed: Row[]}} Changes added: newest first */
 
@@ -23,6 +24,8 @@ export class Clusters {
     this.rows = [];
     /** @type {Map<string, ClusterRow>} the cluster each type's next events join, while it is open */
     this._open = new Map();
+    /** @type {Map<string, number[]>} per type, when its latest rows of their own were added */
+    this._recent = new Map();
     this._nextId = 1;
   }
 
@@ -50,20 +53,29 @@ export class Clusters {
         open.latest = group[group.length - 1];
         open.updatedAt = now;
         if (!changes.updated.includes(open)) changes.updated.push(open);
-      } else if (!history && group.length >= this.threshold) {
+        continue;
+      }
+      const recent = (this._recent.get(type) ?? []).filter((at) => now - at < this.windowMs);
+      const own = history ? group.length : Math.max(0, this.threshold - recent.length);
+      for (const event of group.slice(0, own)) {
+        added.push({ id: this._nextId++, type, kind: "event", event, history });
+        if (!history) recent.push(now);
+      }
+      this._recent.set(type, recent);
+      const rest = group.slice(own);
+      if (rest.length) {
         /** @type {ClusterRow} */
         const cluster = {
           id: this._nextId++,
           type,
           kind: "cluster",
-          count: group.length,
-          latest: group[group.length - 1],
+          count: rest.length,
+          first: rest[0],
+          latest: rest[rest.length - 1],
           updatedAt: now,
         };
         this._open.set(type, cluster);
         added.push(cluster);
-      } else {
-        for (const event of group) added.push({ id: this._nextId++, type, kind: "event", event, history });
       }
     }
     changes.added = added.reverse();
