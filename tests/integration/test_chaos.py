@@ -12,7 +12,12 @@ import pytest
 from tests.chaos import chaos
 from tests.integration.conftest import running_local_stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.reconnect, pytest.mark.xdist_group("local-stack")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.reconnect,
+    pytest.mark.load,
+    pytest.mark.xdist_group("local-stack"),
+]
 
 
 def test_random_cuts_on_both_transports_lose_nothing_and_repeat_nothing(tmp_path):

@@ -86,10 +86,12 @@ def test_a_body_without_the_gzip_flag_is_returned_as_is():
     assert codec.decode_event(body) is not body
 
 
+@pytest.mark.batching
 def test_no_events_no_frames():
     assert codec.event_frames([], TYPES, NEVER) == []
 
 
+@pytest.mark.batching
 def test_small_events_share_frames_and_keep_their_order():
     events = [envelope(seq) for seq in range(1, 51)]
     frames = codec.event_frames(events, TYPES, NEVER)
@@ -116,6 +118,7 @@ def mixed_events() -> list[Envelope]:
     return events
 
 
+@pytest.mark.batching
 def test_frames_fit_the_limit_and_carry_every_event_once_in_order():
     events = mixed_events()
     frames = codec.event_frames(events, TYPES, 8192)
@@ -126,6 +129,7 @@ def test_frames_fit_the_limit_and_carry_every_event_once_in_order():
     assert delivered == [event.to_dict(TYPES) for event in events]
 
 
+@pytest.mark.batching
 def test_multibyte_data_is_counted_in_bytes_not_characters():
     # Each event is about 8 KB in UTF-8 but under 3,000 characters.
     events = [envelope(seq, data=data_of_bytes(8 + 3 * 2600, "日")) for seq in range(1, 21)]
@@ -158,6 +162,7 @@ def test_an_event_is_encoded_once_per_distinct_prev():
     assert sorted(encoded) == [("market", 12, 5), ("market", 12, 9)]
 
 
+@pytest.mark.batching
 def test_an_event_larger_than_a_frame_travels_alone():
     big = envelope(2, data=data_of_bytes(codec.FRAME_BYTES + 100))
     events = [envelope(1), big, envelope(3), envelope(4)]
@@ -166,6 +171,7 @@ def test_an_event_larger_than_a_frame_travels_alone():
     assert len(frames[1]) > codec.FRAME_BYTES
 
 
+@pytest.mark.batching
 def test_only_single_event_frames_exceed_the_limit():
     sizes = [100, 20_000, 31_000, 33_000, 500, 32_600, 12_000, 12_000, 12_000]
     events = [envelope(seq, data=data_of_bytes(size)) for seq, size in enumerate(sizes, start=1)]
@@ -176,6 +182,7 @@ def test_only_single_event_frames_exceed_the_limit():
     assert [e["seq"] for frame in frames for e in frame_events(frame)] == list(range(1, len(sizes) + 1))
 
 
+@pytest.mark.batching
 def test_a_smaller_limit_gives_more_frames_within_it():
     events = [envelope(seq, data=data_of_bytes(1000)) for seq in range(1, 31)]
     limit = 4096

@@ -176,6 +176,7 @@ def test_a_forged_subscription_item_does_not_get_a_viewer_what_its_role_forbids(
     assert [e["type"] for e in poster.events("V")] == ["signal.created"]
 
 
+@pytest.mark.batching
 def test_frames_go_to_each_connection_in_order(registry, clock, make_fanout):
     for connection_id in ("A", "B", "C"):
         connect(registry, clock, connection_id, "viewer", ["proposal.updated"])
@@ -264,6 +265,7 @@ def test_client_errors_and_requests_of_unknown_fate_are_not_retried(
     assert registry.get("X") is not None
 
 
+@pytest.mark.batching
 def test_audiences_above_a_chunk_dispatch_every_chunk_but_the_first(registry, clock, settings, make_fanout):
     ids = [f"C{i:02d}" for i in range(8)]
     for i, connection_id in enumerate(ids):
@@ -341,6 +343,7 @@ def test_a_chunk_that_cannot_be_dispatched_does_not_stop_the_others_or_the_inlin
     assert report.delivered == 3 and len({cid for cid, _ in poster.posts}) == 3
 
 
+@pytest.mark.batching
 def test_without_a_dispatcher_a_large_audience_is_delivered_inline(registry, clock, make_fanout):
     for i in range(5):
         connect(registry, clock, f"C{i}", "viewer", ["proposal.updated"])
@@ -350,6 +353,7 @@ def test_without_a_dispatcher_a_large_audience_is_delivered_inline(registry, clo
     assert len({cid for cid, _ in poster.posts}) == 5
 
 
+@pytest.mark.batching
 def test_a_chunk_payload_round_trips_and_skips_events_that_expired():
     events = [big_event(1), big_event(2), big_event(3)]
     recipients = [
@@ -377,6 +381,7 @@ def test_a_chunk_payload_round_trips_and_skips_events_that_expired():
     assert loaded == [("market", 1), ("market", 2), ("market", 3)]  # each event read once
 
 
+@pytest.mark.batching
 def test_a_chunk_of_another_version_is_skipped_not_guessed_at():
     old = {
         "events": [{"stream": "market", "seq": 1}],
@@ -424,6 +429,7 @@ def test_expired_subscriptions_get_nothing(registry, clock, make_fanout):
     assert [cid for cid, _ in poster.posts] == ["NEW"]
 
 
+@pytest.mark.batching
 def test_an_event_is_encoded_once_however_many_connections_get_it(registry, clock, make_fanout, monkeypatch):
     for connection_id in ("A", "B", "C"):
         connect(registry, clock, connection_id, "viewer", ["proposal.updated"])
