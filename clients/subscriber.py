@@ -101,9 +101,13 @@ class SseReader:
             return None
 
     async def _pump(self, response: httpx.Response) -> None:
-        async for line in response.aiter_lines():
-            await self._lines.put(line)
-        await self._lines.put(None)
+        try:
+            async for line in response.aiter_lines():
+                await self._lines.put(line)
+        except httpx.HTTPError:
+            pass  # a broken connection ends the response as its end does
+        finally:
+            self._lines.put_nowait(None)
 
     def _feed(self, line: str) -> SseMessage | None:
         if line:
@@ -241,6 +245,11 @@ class Subscriber:
     def _warn(self, message: str) -> None:
         if self._on_warning is not None:
             self._on_warning(message)
+
+    @property
+    def started(self) -> bool:
+        """The first subscription has begun: every event from here on reaches the application."""
+        return self._started
 
     def _opened(self) -> None:
         self.connections += 1
