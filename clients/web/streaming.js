@@ -29,6 +29,7 @@ const CURSOR_PREFIX = "c1.";
 const CONNECTION_LIMIT_SECONDS = 2 * 3600; // API Gateway closes every WebSocket after 2 hours
 const RENEW_RETRY_SECONDS = 5; // a planned reconnect that failed is tried again (the old one lasts)
 const MAX_LAST = 1000; // the most history a `last` replay returns
+const REPLAY_LIMIT = 1000; // the largest replay page: catching up takes the fewest round trips
 
 /** Milliseconds on a clock that never goes back. */
 const monotonicMs = () => performance.now();
@@ -444,6 +445,11 @@ export class StreamingClient extends EventTarget {
     this._onOffline = () => this._networkGone();
   }
 
+  /** Whether the first subscription has begun (with its history, if any): live events flow from here. */
+  get started() {
+    return this._started;
+  }
+
   /** What a connection panel shows. */
   get stats() {
     return { ...this.counters, duplicates: this.ordering.repeats, held: this.ordering.held };
@@ -742,7 +748,7 @@ class WebSocketConnection {
   /** @param {string} cursor @param {string} id */
   replay(cursor, id) {
     this.lastReplayAt = monotonicMs();
-    this.send({ action: "replay", cursor, id });
+    this.send({ action: "replay", cursor, limit: REPLAY_LIMIT, id });
   }
 
   /** @param {number} now */
@@ -784,13 +790,17 @@ class WebSocketConnection {
       case "subscribed":
         this.subscribed(decodeCursor(message.cursor));
         break;
-      case "events":
+      case "events": {
+        /** @type {StreamEvent[]} */
+        const released = [];
         for (const event of message.events) {
           if (!client.types.includes(event.type)) continue;
           if (this.history) this.history.push(event);
-          else client._deliver(ordering.offer(event));
+          else released.push(...ordering.offer(event));
         }
+        client._deliver(released); // one batch per message
         break;
+      }
       case "replay": {
         const cursor = decodeCursor(message.cursor);
         for (const [stream, seq] of Object.entries(cursor)) {

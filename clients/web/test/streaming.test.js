@@ -319,7 +319,7 @@ describe("StreamingClient over WebSocket", () => {
     socket.message({ type: "events", events: [ev(3)] });
     assert.deepEqual(got, []);
     await until(() => socket.sentOf("replay").length === 1);
-    assert.deepEqual(socket.sentOf("replay")[0], { action: "replay", cursor: encodeCursor({ market: 1 }), id: "gap" });
+    assert.deepEqual(socket.sentOf("replay")[0], { action: "replay", cursor: encodeCursor({ market: 1 }), limit: 1000, id: "gap" });
     socket.message({ type: "events", events: [ev(2), ev(3)] });
     socket.message({ type: "replay", id: "gap", count: 2, cursor: encodeCursor({ market: 3 }), more: false, truncated: false });
     assert.deepEqual(seqs(got), [2, 3]);
@@ -341,7 +341,7 @@ describe("StreamingClient over WebSocket", () => {
     await until(() => socket.sentOf("ping").length >= 1);
     const serverTime = new Date(Date.now() + 5000).toISOString(); // the server's clock is 5 s ahead
     socket.message({ type: "pong", server_time: serverTime, heads: { market: 5 } });
-    assert.deepEqual(socket.sentOf("replay").at(-1), { action: "replay", cursor: encodeCursor({ market: 4 }), id: "gap" });
+    assert.deepEqual(socket.sentOf("replay").at(-1), { action: "replay", cursor: encodeCursor({ market: 4 }), limit: 1000, id: "gap" });
     assert.ok(Math.abs(drifts[0] - 5) < 0.5, `${drifts[0]}`);
     client.close();
   });
@@ -394,7 +394,7 @@ describe("StreamingClient over WebSocket", () => {
     socket.accept();
     socket.message(welcome());
     socket.message(subscribed({ market: 5 }));
-    assert.deepEqual(socket.sentOf("replay")[0], { action: "replay", cursor: encodeCursor({ market: 2 }), id: "resume" });
+    assert.deepEqual(socket.sentOf("replay")[0], { action: "replay", cursor: encodeCursor({ market: 2 }), limit: 1000, id: "resume" });
     socket.message({ type: "events", events: [ev(3), ev(4), ev(5)] });
     assert.deepEqual(seqs(got), [1, 2, 3, 4, 5]);
     assert.deepEqual(states, ["connecting", "open", "reconnecting", "open"]);
@@ -429,7 +429,7 @@ describe("StreamingClient over WebSocket", () => {
     successor.accept();
     successor.message(welcome());
     successor.message(subscribed({ market: 3 }));
-    assert.deepEqual(successor.sentOf("replay")[0], { action: "replay", cursor: encodeCursor({ market: 2 }), id: "resume" });
+    assert.deepEqual(successor.sentOf("replay")[0], { action: "replay", cursor: encodeCursor({ market: 2 }), limit: 1000, id: "resume" });
     // Both deliver during the overlap; the old one is still open until the successor has caught up.
     old.message({ type: "events", events: [ev(3)] });
     successor.message({ type: "events", events: [ev(4)] }); // live on the successor, before its replay
