@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -50,3 +51,13 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=executable, headless=True)
         yield chromium
         chromium.close()
+
+
+def wait_for(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
+    """Polls `check` until it returns something true, and returns that; fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
