@@ -37,7 +37,8 @@ from clients.ordering import Event, Ordering
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 StateListener = Callable[[str], None]
-CONNECTING, OPEN, RECONNECTING, CLOSED, FAILED = "connecting", "open", "reconnecting", "closed", "failed"
+CONNECTING, OPEN, RECONNECTING, OFFLINE = "connecting", "open", "reconnecting", "offline"
+CLOSED, FAILED = "closed", "failed"
 WEBSOCKET_TRIES_BEFORE_SSE = 3  # with transport="auto": then SSE, for the rest of the subscription
 CONNECTION_LIMIT_SECONDS = 2 * 3600  # API Gateway closes every WebSocket connection after 2 hours
 MAX_LAST = 1000  # the most history a `last` replay returns
@@ -163,6 +164,7 @@ class Subscriber:
         self.state = CLOSED
         self.connections = self.gap_replays = self.planned_reconnects = 0
         self.current_transport: str | None = None
+        self.next_retry_at: float | None = None  # epoch seconds of the next attempt, while waiting
         self._tokens = tokens
         self._drift_warning = drift_warning_seconds
         self._on_state, self._on_warning = on_state, on_warning
@@ -206,12 +208,13 @@ class Subscriber:
             if self.state == CLOSED:
                 self._set_state(CONNECTING)
             opened = self.connections
-            at_once = False
+            at_once = refused = False
             try:
                 token = await self._token()
                 at_once = await (self._sse(token) if use_sse else self._websocket(token))
-            except _Refused as refused:
-                self._warn(f"connection refused ({refused}); asking for a new token")
+            except _Refused as refusal:
+                refused = True
+                self._warn(f"connection refused ({refusal}); asking for a new token")
             except (OSError, TimeoutError, websockets.WebSocketException, httpx.HTTPError) as error:
                 self._warn(f"{self.current_transport} connection ended: {type(error).__name__}")
             if not use_sse:
@@ -225,8 +228,11 @@ class Subscriber:
                 failure = SubscriberFailed(f"no connection after {self.backoff.max_attempts} attempts")
                 self._queue.put_nowait(failure)
                 return
-            self._set_state(RECONNECTING)
+            # offline: the server could not be reached at all (reconnecting: it was, or it answered)
+            self._set_state(RECONNECTING if self.connections > opened or refused else OFFLINE)
+            self.next_retry_at = time.time() + delay
             await asyncio.sleep(delay)
+            self.next_retry_at = None
 
     async def _token(self) -> str:
         token = self._tokens()
