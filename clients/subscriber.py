@@ -19,6 +19,7 @@ import base64
 import gzip
 import inspect
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ CLOSED, FAILED = "closed", "failed"
 WEBSOCKET_TRIES_BEFORE_SSE = 3  # with transport="auto": then SSE, for the rest of the subscription
 CONNECTION_LIMIT_SECONDS = 2 * 3600  # API Gateway closes every WebSocket connection after 2 hours
 MAX_LAST = 1000  # the most history a `last` replay returns
+REPLAY_PAGE = 1000  # the most events a replay by cursor returns: catching up takes few round trips
 RENEW_RETRY_SECONDS = 5.0  # a failed planned reconnect is tried again after this (the old one lasts)
 
 
@@ -403,6 +405,8 @@ class _WebSocketConnection:
 
     async def _replay(self, **request: Any) -> None:
         self._last_replay = time.monotonic()
+        if "cursor" in request:
+            request["limit"] = REPLAY_PAGE
         await self._send({"action": "replay", **request})
 
     async def _read(self) -> None:
@@ -430,6 +434,7 @@ class _WebSocketConnection:
             kind, request = message.get("type"), message.get("id")
             if kind == "welcome":
                 self._renew_before(message["expires_at"] - epoch_seconds(message["server_time"]))
+                last_ping = -math.inf  # ping now: drift and heads known at once, not a minute later
             elif kind == "subscribed":
                 await self._subscribed(decode_cursor(message["cursor"]))
             elif kind == "events":

@@ -156,6 +156,7 @@ def test_the_last_events_come_first_then_live_ones_exactly_once(stack):
         subscriber = Subscriber(endpoints(stack), lambda: issue(stack, "viewer", "history"), TYPES, last=4)
         async with subscriber:
             history = await receive(subscriber, 4)
+            await until(lambda: subscriber.drift.offset_seconds is not None)  # pinged at once, not in 60 s
             later = await publish_in_rounds(stack, 2)
             return earlier, later, history + await receive(subscriber, len(later))
 
