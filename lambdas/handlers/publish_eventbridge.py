@@ -15,9 +15,9 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.composition import publisher
 from streaming.errors import StreamingError
-from streaming.observability import logger, metrics, record_delivery, tracer
-from streaming.runtime import delivery, services
+from streaming.observability import logger, metrics, tracer
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -27,7 +27,7 @@ from streaming.runtime import delivery, services
 def handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
     raw = {"id": event.id, **cast(dict[str, Any], event.detail), "type": event.detail_type}
     try:
-        results = services().publisher.publish(raw, producer=event.source)
+        results = publisher().publish(raw, producer=event.source)
     except StreamingError as error:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         logger.error(
@@ -35,7 +35,6 @@ def handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
         )
         raise
     [result] = results
-    record_delivery(delivery().fanout.deliver_stored(results))
     metrics.add_metric(
         name="EventsPublished" if not result.duplicate else "DuplicatePublishes",
         unit=MetricUnit.Count,

@@ -16,11 +16,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.composition import publisher, settings, store
 from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
-from streaming.observability import logger, metrics, record_delivery, tracer
+from streaming.observability import logger, metrics, tracer
 from streaming.replay import replay_after, replay_latest
-from streaming.runtime import delivery, services
 from streaming.store import Page
 
 app = LambdaFunctionUrlResolver()
@@ -32,10 +32,7 @@ def publish() -> Response[str]:
     if not content_type.lower().startswith("application/json"):
         raise StreamingError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the events as application/json")
     caller = app.current_event.request_context.authorizer.iam.user_arn or "unknown"
-    results, is_batch = services().publisher.publish_body(
-        app.current_event.decoded_body or "", producer=caller
-    )
-    record_delivery(delivery().fanout.deliver_stored(results))
+    results, is_batch = publisher().publish_body(app.current_event.decoded_body or "", producer=caller)
     fresh = [result for result in results if not result.duplicate]
     metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=len(fresh))
     metrics.add_metric(name="DuplicatePublishes", unit=MetricUnit.Count, value=len(results) - len(fresh))
@@ -49,10 +46,10 @@ def publish() -> Response[str]:
 
 @app.get("/events")
 def read_after() -> Response[str]:
-    query, roles = _query(), services().settings.roles
+    query, roles = _query(), settings().roles
     types = roles.visible(query.get("role", "admin"), _types(query))
     page = replay_after(
-        services().store,
+        store(),
         roles,
         query.get("role", "admin"),
         query.get("cursor"),
@@ -64,16 +61,16 @@ def read_after() -> Response[str]:
 
 @app.get("/events/latest")
 def read_latest() -> Response[str]:
-    query, roles = _query(), services().settings.roles
+    query, roles = _query(), settings().roles
     types = roles.visible(query.get("role", "admin"), _types(query))
-    page = replay_latest(services().store, roles, query.get("role", "admin"), _int(query, "count", 50), types)
+    page = replay_latest(store(), roles, query.get("role", "admin"), _int(query, "count", 50), types)
     return _served(page, types)
 
 
 @app.get("/streams")
 def stream_heads() -> Response[str]:
     metrics.add_metric(name="HeadReads", unit=MetricUnit.Count, value=1)
-    return _json(200, {"streams": services().store.heads()})
+    return _json(200, {"streams": store().heads()})
 
 
 @app.route("/events", method=["PUT", "PATCH", "DELETE"])

@@ -9,9 +9,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.composition import session as websocket_session
 from streaming.auth import SUBPROTOCOL, token_from_request
 from streaming.observability import logger, metrics, tracer
-from streaming.runtime import delivery
 
 OK = {"statusCode": 200}
 
@@ -23,7 +23,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = event["requestContext"]
     route, connection_id = request["routeKey"], request["connectionId"]
     logger.append_keys(connection_id=connection_id, route=route)
-    session = delivery().session
+    session = websocket_session()
     if route == "$connect":
         connection = session.connect(connection_id, request["authorizer"])
         metrics.add_metric(name="Connections", unit=MetricUnit.Count, value=1)

@@ -8,9 +8,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.composition import verifier
 from streaming.auth import authorize_connect
 from streaming.observability import logger, metrics
-from streaming.runtime import verifier
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from handlers import composition
 from streaming import cursor as cursors
 from streaming.auth import AuthError, origin_allowed, redact, token_from_request
 from streaming.errors import ErrorCode, StreamingError
 from streaming.leases import StreamLeases
 from streaming.observability import logger
-from streaming.runtime import dynamodb, services, verifier
 from streaming.settings import SseSettings
 from streaming.tail import StreamPlan, Tailer, subscription
 
@@ -38,13 +38,13 @@ def _settings() -> SseSettings:
 
 @cache
 def _leases() -> StreamLeases:
-    return StreamLeases(dynamodb(), _settings().streams_table)
+    return StreamLeases(composition.dynamodb(), _settings().streams_table)
 
 
 @cache
 def _tailer() -> Tailer:
-    base = services()
-    return Tailer(base.store, base.settings.streams_by_type, _settings().poll_interval_ms / 1000)
+    streams_by_type = composition.settings().streams_by_type
+    return Tailer(composition.store(), streams_by_type, _settings().poll_interval_ms / 1000)
 
 
 async def events(request: Request) -> Response:
@@ -62,7 +62,7 @@ async def events(request: Request) -> Response:
     logger.info(
         "sse stream", extra={"subject": subject, "role": plan.role, "types": sorted(plan.types), **client}
     )
-    body = _logged(subscription(services().store, _tailer(), plan), subject, lease)
+    body = _logged(subscription(composition.store(), _tailer(), plan), subject, lease)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -97,7 +97,7 @@ def _lease_returned(done: asyncio.Future[None], subject: str) -> None:
 
 def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str, str]:
     """Who asks, for what, from where; StreamingError with the code to answer otherwise."""
-    token_verifier, auth = verifier()
+    token_verifier, auth = composition.verifier()
     if not origin_allowed(request.headers.get("origin"), auth.allowed_origins):
         raise StreamingError(ErrorCode.ORIGIN_NOT_ALLOWED, "this origin may not subscribe")
     token, _ = token_from_request(dict(request.headers), query)
@@ -109,8 +109,7 @@ def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str, str
         code = ErrorCode.TOKEN_EXPIRED if refused.reason == "token expired" else ErrorCode.INVALID_TOKEN
         raise StreamingError(code, refused.reason) from None
     token_left = principal.expires_at - time.time()
-    base = services()
-    roles, streams_by_type = base.settings.roles, base.settings.streams_by_type
+    roles, streams_by_type = composition.settings().roles, composition.settings().streams_by_type
     requested = [t for t in query.get("types", "").split(",") if t] or None
     if requested:
         unknown = sorted(set(requested) - set(streams_by_type))
@@ -122,7 +121,7 @@ def _plan(request: Request, query: dict[str, str]) -> tuple[StreamPlan, str, str
     types = roles.visible(principal.role, requested)
     streams = frozenset(streams_by_type[t] for t in types)
     resume = request.headers.get("last-event-id") or query.get("cursor")
-    heads = base.store.heads()
+    heads = composition.store().heads()
     position = cursors.decode(resume) if resume else {s: seq for s, seq in heads.items() if s in streams}
     ahead = sorted(s for s, seq in position.items() if seq > heads.get(s, 0))
     if ahead:  # a cursor from a table that was reset, or from another deployment

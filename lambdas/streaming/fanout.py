@@ -14,35 +14,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
 
 from streaming.codec import EncodedKey, encoded_for, event_frames
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
-from streaming.observability import logger
+from streaming.management import GONE, Poster, post_with_retry
+from streaming.observability import logger, metrics
 from streaming.store import Appended
 
-GONE = 410
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
-RETRY_DELAYS_SECONDS = (0.05, 0.2, 0.8)  # then give up on that frame: the client can replay
-
-
-class Poster(Protocol):
-    def post(self, connection_id: str, data: bytes) -> int:
-        """Send one message to a connection; the HTTP status (0 when the request itself failed)."""
-
-
-def post_with_retry(
-    poster: Poster, connection_id: str, message: bytes, sleep: Callable[[float], None] = time.sleep
-) -> int:
-    """Post one message, retrying throttling (429) and server errors with bounded backoff."""
-    status = poster.post(connection_id, message)
-    for delay in RETRY_DELAYS_SECONDS:
-        if status != 429 and status < 500:
-            return status
-        sleep(delay)
-        status = poster.post(connection_id, message)
-    return status
 
 
 @dataclass
@@ -59,6 +42,19 @@ class Report:
     def add(self, other: Report) -> None:
         for name in ("connections", "frames", "delivered", "gone", "failed", "chunks_dispatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def record(self) -> None:
+        """As metrics, the same from a publish function and a fan-out worker."""
+        for name, value in (
+            ("FramesDelivered", self.delivered),
+            ("FramesFailed", self.failed),
+            ("ConnectionsGone", self.gone),
+            ("FanOutChunksDispatched", self.chunks_dispatched),
+        ):
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        if self.connections:
+            metrics.add_metric(name="FanOutLookupTime", unit=MetricUnit.Milliseconds, value=self.lookup_ms)
+            metrics.add_metric(name="FanOutPostTime", unit=MetricUnit.Milliseconds, value=self.post_ms)
 
 
 @dataclass

@@ -14,16 +14,44 @@ import hashlib
 import hmac
 import http.client
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 SERVICE = "execute-api"
+GONE = 410  # the connection no longer exists
+RETRY_DELAYS_SECONDS = (0.05, 0.2, 0.8)  # then give up on that message: the client can replay
 _ALGORITHM = "AWS4-HMAC-SHA256"
 # API Gateway answers in milliseconds; a connection that does not answer in this is given up on, so one
 # black-holed endpoint cannot hold a fan-out worker past the publish function's timeout.
 _TIMEOUT_SECONDS = 3
+
+
+class Poster(Protocol):
+    def post(self, connection_id: str, data: bytes) -> int:
+        """Send one message to a connection; the HTTP status (0 when the request itself failed)."""
+
+
+class Management(Poster, Protocol):
+    def delete(self, connection_id: str) -> int:
+        """Close a connection; the HTTP status (410 if it is already gone)."""
+
+
+def post_with_retry(
+    poster: Poster, connection_id: str, message: bytes, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """Post one message, retrying throttling (429) and server errors with bounded backoff. A request
+    whose fate is unknown (0) is not retried: it could arrive twice."""
+    status = poster.post(connection_id, message)
+    for delay in RETRY_DELAYS_SECONDS:
+        if status != 429 and status < 500:
+            return status
+        sleep(delay)
+        status = poster.post(connection_id, message)
+    return status
 
 
 class ManagementApi:

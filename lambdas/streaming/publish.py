@@ -1,37 +1,38 @@
 """The publish path shared by the HTTP endpoint, the EventBridge rule and in-process producers:
-validate everything first, store nothing unless all of it is valid, then append."""
+validate everything first, store nothing unless all of it is valid, append, then hand what was stored
+to each live delivery (the WebSocket fan-out today; a new transport adds itself in the composition
+root, not here)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import boto3
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
 from streaming.settings import Settings
 from streaming.store import Appended, EventStore
 
+# Delivers stored events to live subscribers right away; must not raise (a subscriber that misses
+# an event finds it by replay, so delivery never fails a publish that was stored).
+LiveDelivery = Callable[[Sequence[Appended]], None]
+
 
 class Publisher:
-    def __init__(self, settings: Settings, store: EventStore) -> None:
+    def __init__(self, settings: Settings, store: EventStore, live: Sequence[LiveDelivery] = ()) -> None:
         self._settings = settings
         self._store = store
-
-    @classmethod
-    def from_environment(cls, dynamodb_client: Any | None = None) -> Publisher:
-        """For producers that run in-process: configured by the same environment as the handlers."""
-        settings = Settings.from_env()
-        client = dynamodb_client or boto3.client("dynamodb")
-        return cls(settings, store_from_settings(settings, client))
+        self._live = tuple(live)
 
     def publish(self, events: Any, producer: str) -> list[Appended]:
         """Publish one event or a batch given as decoded JSON; raises StreamingError on bad input."""
         # Anything but a list is one event; a non-object is then refused as an invalid envelope.
         batch = list(events) if isinstance(events, list | tuple) else [events]
-        return self._store.append(self.validate(batch), producer)
+        stored = self._store.append(self.validate(batch), producer)
+        for deliver in self._live:
+            deliver(stored)
+        return stored
 
     def publish_body(self, body: str | bytes, producer: str) -> tuple[list[Appended], bool]:
         """Publish a raw request body: one event object, {"events": [...]}, or a JSON array.
@@ -94,9 +95,3 @@ class Publisher:
 
 def _first(details: list[dict[str, Any]]) -> dict[str, Any]:
     return details[0] if details else {}
-
-
-def store_from_settings(settings: Settings, dynamodb_client: Any) -> EventStore:
-    return EventStore(
-        dynamodb_client, settings.events_table, settings.streams_by_type, settings.replay_window_seconds
-    )

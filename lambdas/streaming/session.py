@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from streaming import codec, protocol
 from streaming.connections import Connection, ConnectionRegistry
 from streaming.errors import ErrorCode, StreamingError
-from streaming.fanout import GONE, post_with_retry
+from streaming.management import GONE, Management, post_with_retry
 from streaming.observability import logger
 from streaming.ratelimit import TokenBucket
 from streaming.replay import replay_after, replay_latest
@@ -23,12 +23,6 @@ from streaming.roles import RoleMatrix
 from streaming.store import EventStore, Page
 
 MAX_STRIKES = 20  # refused messages in a row before the server closes the connection
-
-
-class Management(Protocol):
-    def post(self, connection_id: str, data: bytes) -> int: ...
-
-    def delete(self, connection_id: str) -> int: ...
 
 
 class Session:
@@ -60,22 +54,6 @@ class Session:
 
     def disconnect(self, connection_id: str) -> None:
         self._registry.remove(connection_id)
-
-    def close_expired(self) -> int:
-        """Close every connection whose token has expired (run on a schedule); returns how many.
-        A close that fails keeps its expiry record, so the next run tries again."""
-        closed = 0
-        for connection_id, expiry_key in self._registry.due():
-            status = self._management.delete(connection_id)
-            if not (200 <= status < 300 or status == GONE):
-                logger.warning("could not close expired connection", extra={"connection_id": connection_id})
-                continue
-            self._registry.remove(connection_id)  # $disconnect is best effort
-            self._registry.forget_expiry(expiry_key)
-            closed += 1
-        if closed:
-            logger.info("closed expired connections", extra={"count": closed})
-        return closed
 
     def receive(self, connection_id: str, body: str | bytes | None) -> None:
         """Answer one client message. Every problem is answered with an error message; none escapes."""
@@ -191,3 +169,20 @@ class Session:
 def _gone_meanwhile(connection_id: str) -> None:
     """$disconnect removed the connection while its message was answered: nobody to answer."""
     logger.info("connection gone while answering", extra={"connection_id": connection_id})
+
+
+def close_expired(registry: ConnectionRegistry, management: Management) -> int:
+    """Close every connection whose token has expired (run on a schedule); returns how many.
+    A close that fails keeps its expiry record, so the next run tries again."""
+    closed = 0
+    for connection_id, expiry_key in registry.due():
+        status = management.delete(connection_id)
+        if not (200 <= status < 300 or status == GONE):
+            logger.warning("could not close expired connection", extra={"connection_id": connection_id})
+            continue
+        registry.remove(connection_id)  # $disconnect is best effort
+        registry.forget_expiry(expiry_key)
+        closed += 1
+    if closed:
+        logger.info("closed expired connections", extra={"count": closed})
+    return closed

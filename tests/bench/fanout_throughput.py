@@ -20,13 +20,13 @@ from typing import Any
 
 from botocore.credentials import Credentials
 
+from handlers.composition import FANOUT_WORKERS
 from local.aws import REGION
 from stacks.config import load
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.fanout import FanOut, Recipient
 from streaming.management import ManagementApi
-from streaming.runtime import FANOUT_WORKERS
 
 STAGE = "bench"
 TYPES = frozenset({"signal.created"})  # what each benchmark connection subscribes to

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from botocore.credentials import Credentials
 
 from clients.publisher import PublishClient
 from local.sigv4 import verify
 from local.state import LocalCredentials
-from streaming.publish import Publisher
 from tests.conftest import signal
 
 CREDS = LocalCredentials("LOCALTESTKEY", "test-secret")
@@ -45,21 +43,3 @@ def test_requests_carry_a_sigv4_signature_the_local_endpoint_accepts(monkeypatch
     assert verify(LocalCredentials("OTHER", "x"), sent["method"], sent["url"], sent["headers"], body) == (
         "unknown access key"
     )
-
-
-def test_in_process_producers_publish_with_the_handlers_environment(dynamodb, settings, monkeypatch):
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    publisher = Publisher.from_environment(dynamodb)
-    [result] = publisher.publish(signal(), producer="signal-model")
-    assert (result.stream, result.seq, result.duplicate) == ("market", 1, False)
-
-
-def test_in_process_publish_refuses_bad_input_like_the_api(dynamodb, settings, monkeypatch):
-    from streaming.errors import StreamingError
-
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(StreamingError) as raised:
-        Publisher.from_environment(dynamodb).publish({**signal(), "type": "nope"}, producer="x")
-    assert raised.value.error.code == "unknown_type"

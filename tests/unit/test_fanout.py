@@ -13,13 +13,8 @@ from local.aws import create_connections_table
 from streaming import codec
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
-from streaming.fanout import (
-    RETRY_DELAYS_SECONDS,
-    FanOut,
-    Recipient,
-    chunk_payload,
-    recipients_from_payload,
-)
+from streaming.fanout import FanOut, Recipient, chunk_payload, recipients_from_payload
+from streaming.management import RETRY_DELAYS_SECONDS
 from tests.conftest import CONNECTIONS_TABLE, example, signal
 
 pytestmark = pytest.mark.connections

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from handlers import publish_eventbridge, publish_http
+from handlers import composition, publish_eventbridge, publish_http
 from local.aws import create_connections_table
 from local.lambda_runtime import LocalContext, function_url_event
-from streaming import runtime
-from streaming.runtime import delivery, services
+from streaming import constants as c
+from streaming.errors import StreamingError
 from tests.conftest import CONNECTIONS_TABLE, TABLE, example, signal
 
 pytestmark = pytest.mark.events
@@ -23,13 +23,16 @@ def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
     create_connections_table(dynamodb, CONNECTIONS_TABLE)
     for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
         monkeypatch.setenv(name, value)
-    runtime.settings.cache_clear()
-    services.cache_clear()
-    delivery.cache_clear()
+    forget_composition()
     yield
-    runtime.settings.cache_clear()
-    services.cache_clear()
-    delivery.cache_clear()
+    forget_composition()
+
+
+def forget_composition() -> None:
+    """What the composition root built belongs to one test's environment (and moto)."""
+    for built in vars(composition).values():
+        if hasattr(built, "cache_clear"):
+            built.cache_clear()
 
 
 def call(
@@ -226,7 +229,26 @@ def test_an_unexpected_failure_is_a_500_with_a_code_and_no_details(monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("table on fire: secret-ish internals")
 
-    monkeypatch.setattr(services().store, "heads", broken)
+    monkeypatch.setattr(composition.store(), "heads", broken)
     status, body = call("GET", "/streams")
     assert (status, body["error"]["code"]) == (500, "internal_error")
     assert "fire" not in json.dumps(body)
+
+
+def test_in_process_producers_publish_with_the_handlers_environment():
+    [result] = composition.publisher().publish(signal(), producer="signal-model")
+    assert (result.stream, result.seq, result.duplicate) == ("market", 1, False)
+
+
+def test_in_process_publish_refuses_bad_input_like_the_api():
+    with pytest.raises(StreamingError) as raised:
+        composition.publisher().publish({**signal(), "type": "nope"}, producer="x")
+    assert raised.value.error.code == "unknown_type"
+
+
+def test_publishers_deliver_live_where_they_are_wired_to_the_websocket_api(monkeypatch):
+    assert composition.live_deliveries() == (composition.deliver_over_websocket,)
+    monkeypatch.delenv(c.ENV_MANAGEMENT_URL)
+    assert composition.live_deliveries() == ()  # a publisher without the WebSocket API stores only
+    [result] = composition.publisher().publish(signal(), producer="store-only")
+    assert result.seq == 1

@@ -13,7 +13,7 @@ from streaming import codec
 from streaming import cursor as cursors
 from streaming.connections import ConnectionRegistry
 from streaming.ratelimit import TokenBucket
-from streaming.session import MAX_STRIKES, Session
+from streaming.session import MAX_STRIKES, Session, close_expired
 from tests.conftest import CONNECTIONS_TABLE, example, signal
 
 pytestmark = pytest.mark.connections
@@ -397,11 +397,11 @@ def test_the_sweep_closes_expired_connections_and_retries_those_it_could_not_clo
     open_connection(session, clock, "LATER", lifetime=3600)
     clock.advance(6)
     management.delete = lambda connection_id: 204 if connection_id == "DONE" else 0  # type: ignore[method-assign]
-    assert session.close_expired() == 1
+    assert close_expired(registry, management) == 1
     assert registry.get("DONE") is None
     assert [connection_id for connection_id, _ in registry.due()] == ["STUCK"]  # tried again next run
     management.delete = lambda connection_id: 410  # type: ignore[method-assign]  # closed meanwhile
-    assert session.close_expired() == 1
+    assert close_expired(registry, management) == 1
     assert registry.due() == []
 
 

@@ -1,0 +1,158 @@
+"""The composition root: builds, once per execution environment, what a function uses and nothing
+more, from the environment the stack gives it. The domain (streaming/) takes its AWS clients and
+executors as parameters; this is the one place that makes them.
+
+A new live transport plugs in at `live_deliveries`: the publish paths hand it what they store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from streaming import constants as c
+from streaming.auth import AuthError, TokenPolicy, TokenVerifier, jwks_keys
+from streaming.connections import ConnectionRegistry
+from streaming.fanout import Dispatch, FanOut
+from streaming.management import ManagementApi
+from streaming.publish import LiveDelivery, Publisher
+from streaming.ratelimit import TokenBucket
+from streaming.session import Session
+from streaming.settings import AuthSettings, DeliverySettings, Settings
+from streaming.store import Appended, EventStore
+
+# Connections posted to in parallel by one function; the DynamoDB pool matches, since a 410 removes
+# the connection from the posting thread.
+FANOUT_WORKERS = 32
+SECRET_MAX_AGE_SECONDS = 300  # a rotated signing secret is picked up within this
+# Reused across invocations; standard retry mode backs off on throttling.
+_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    connect_timeout=2,
+    read_timeout=5,
+    max_pool_connections=FANOUT_WORKERS,
+)
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@cache
+def dynamodb() -> Any:
+    return boto3.client("dynamodb", config=_CLIENT_CONFIG)
+
+
+@cache
+def store() -> EventStore:
+    config = settings()
+    return EventStore(dynamodb(), config.events_table, config.streams_by_type, config.replay_window_seconds)
+
+
+@cache
+def publisher() -> Publisher:
+    """Also for producers that run in-process, configured by the same environment as the handlers."""
+    return Publisher(settings(), store(), live_deliveries())
+
+
+def live_deliveries() -> Sequence[LiveDelivery]:
+    """Whom a publish hands its stored events: the WebSocket fan-out where this function is wired to
+    the WebSocket API (the stack sets its environment)."""
+    return (deliver_over_websocket,) if c.ENV_MANAGEMENT_URL in os.environ else ()
+
+
+def deliver_over_websocket(stored: Sequence[Appended]) -> None:
+    fanout().deliver_stored(stored).record()
+
+
+# -- WebSocket delivery ---------------------------------------------------------------------------
+
+
+@cache
+def delivery_settings() -> DeliverySettings:
+    return DeliverySettings.from_env()
+
+
+@cache
+def management() -> ManagementApi:
+    session = boto3.session.Session()
+    return ManagementApi(delivery_settings().management_url, session.region_name, session.get_credentials())
+
+
+@cache
+def registry() -> ConnectionRegistry:
+    return ConnectionRegistry(dynamodb(), delivery_settings().connections_table, settings().roles)
+
+
+@cache
+def fanout() -> FanOut:
+    config = delivery_settings()
+    return FanOut(
+        registry(),
+        management(),
+        compress_above=config.compress_above_bytes,
+        chunk_connections=config.fanout_chunk_connections,
+        dispatch=_invoker(config.fanout_function) if config.fanout_function else None,
+        executor=ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="fanout"),
+    )
+
+
+@cache
+def session() -> Session:
+    config = delivery_settings()
+    return Session(
+        registry(),
+        store(),
+        settings().roles,
+        settings().catalog.types,
+        management(),
+        TokenBucket(config.messages_per_second, config.burst),
+        config.compress_above_bytes,
+    )
+
+
+def _invoker(function_name: str) -> Dispatch:
+    client = boto3.client("lambda", config=_CLIENT_CONFIG)
+
+    def dispatch(payload: dict[str, Any]) -> None:
+        client.invoke(FunctionName=function_name, InvocationType="Event", Payload=json.dumps(payload))
+
+    return dispatch
+
+
+# -- Authentication -------------------------------------------------------------------------------
+
+
+@cache
+def verifier() -> tuple[TokenVerifier, AuthSettings]:
+    auth = AuthSettings.from_env()
+    oidc = auth.mode == "oidc"
+    policy = TokenPolicy(
+        audience=auth.audience,
+        issuer=auth.issuer,
+        role_claim=auth.role_claim,
+        algorithms=("RS256", "ES256") if oidc else ("HS256",),
+    )
+    keys = jwks_keys(auth.jwks_url) if oidc else _secret_key(auth.secret_arn)
+    # The roles only: the authorizer needs no store, so it builds none on its cold start.
+    return TokenVerifier(policy, keys, settings().role_grants), auth
+
+
+def _secret_key(secret_arn: str) -> Any:
+    from aws_lambda_powertools.utilities import parameters
+
+    def key(_header: Any) -> str:
+        try:
+            return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+        except Exception as error:  # throttled, denied, deleted: refuse (403) and say why in the audit
+            raise AuthError(f"signing key unavailable ({type(error).__name__})") from None
+
+    return key
