@@ -8,10 +8,12 @@ from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.connection_store import ConnectionStore
 from stacks.constructs.event_store import EventStore
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.publish_api import PublishApi
 from stacks.constructs.sse_stream import SseStream
+from stacks.constructs.token_auth import TokenAuth
 from stacks.constructs.websocket_api import WebSocketApi
 from stacks.nag import acknowledge_reviewed_findings
 from streaming import constants as c
@@ -31,8 +33,18 @@ class StreamingStack(Stack):
         Tags.of(self).add("environment", config.name)
 
         store = EventStore(self, "EventStore", config)
+        connections = ConnectionStore(self, "ConnectionStore", config)
+        auth = TokenAuth(self, "TokenAuth", config)
         functions = PythonFunctionFactory(self, "Functions", config)
-        live = WebSocketApi(self, "WebSocketApi", config=config, functions=functions, store=store)
+        live = WebSocketApi(
+            self,
+            "WebSocketApi",
+            config=config,
+            functions=functions,
+            store=store,
+            connections=connections,
+            auth=auth,
+        )
         publish = PublishApi(self, "PublishApi", config=config, functions=functions, store=store)
         for publisher in (publish.http_function, publish.eventbridge_function):
             live.attach_publisher(publisher)
@@ -42,8 +54,8 @@ class StreamingStack(Stack):
             config=config,
             functions=functions,
             store=store,
-            signing_key=live.signing_key,
-            connections=live.connections,
+            connections=connections,
+            auth=auth,
         )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)

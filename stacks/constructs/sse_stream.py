@@ -8,15 +8,14 @@ Each open stream holds one function invocation until it ends itself (`sse.max_st
 from __future__ import annotations
 
 from aws_cdk import Aws, CfnOutput, Duration
-from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.connection_store import ConnectionStore
 from stacks.constructs.event_store import EventStore
 from stacks.constructs.lambda_code import PythonFunctionFactory
+from stacks.constructs.token_auth import TokenAuth
 from streaming import constants as c
 
 # The adapter's public layers (github.com/aws/aws-lambda-web-adapter, "Zip Packages").
@@ -24,8 +23,6 @@ WEB_ADAPTER_LAYER_ACCOUNT = "753240598075"
 WEB_ADAPTER_LAYER_NAME = "LambdaAdapterLayerArm64"
 # The app answers GET /healthz; the adapter waits for it before passing the first request on.
 READINESS_CHECK_PATH = "/healthz"
-# Stream leases in the connections table: count a subject's (Query), take one (PutItem), return it.
-LEASE_ACTIONS = ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem")
 
 
 def adapter_environment() -> dict[str, str]:
@@ -50,22 +47,17 @@ class SseStream(Construct):
         config: EnvironmentConfig,
         functions: PythonFunctionFactory,
         store: EventStore,
-        signing_key: secretsmanager.ISecret | None,
-        connections: dynamodb.ITableV2,
+        connections: ConnectionStore,
+        auth: TokenAuth,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
-        self.function = self._build_function(functions, store, signing_key, connections)
+        self.function = self._build_function(functions, store, connections, auth)
         # Replay and stream heads, then polling for new events: reads only.
         store.grant_read_access(self.function)
         # Each open stream holds a lease (`sse#<subject>` items), counted per token subject.
-        connections.grant(self.function, *LEASE_ACTIONS)
-        if signing_key is not None:
-            self.function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["secretsmanager:GetSecretValue"], resources=[signing_key.secret_arn]
-                )
-            )
+        connections.grant_leases(self.function)
+        auth.grant_verify(self.function)
         self.url = self._build_url()
 
         CfnOutput(self, c.OUTPUT_SSE_URL, key=c.OUTPUT_SSE_URL, value=self.url.url)
@@ -74,14 +66,13 @@ class SseStream(Construct):
         self,
         functions: PythonFunctionFactory,
         store: EventStore,
-        signing_key: secretsmanager.ISecret | None,
-        connections: dynamodb.ITableV2,
+        connections: ConnectionStore,
+        auth: TokenAuth,
     ) -> lambda_.Function:
         config = self._config
-        secret_arn = signing_key.secret_arn if signing_key is not None else ""
         parts = (
             config.runtime_settings(store.table.table_name).to_env(),
-            config.auth_settings(secret_arn).to_env(),
+            auth.environment(),
             config.sse_settings(connections.table_name).to_env(),
             adapter_environment(),
         )

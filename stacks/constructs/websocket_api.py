@@ -1,6 +1,7 @@
-"""Live delivery over an API Gateway WebSocket API: the connection registry's table, the `$connect`
-authorizer, one route handler for every route, the fan-out worker, the scheduled sweeper that closes
-connections whose token expired, and a throttled, access-logged stage."""
+"""Live delivery over an API Gateway WebSocket API: the `$connect` authorizer, one route handler for
+every route, the fan-out worker, the scheduled sweeper that closes connections whose token expired,
+and a throttled, access-logged stage. The connections table and the token settings are shared with
+SSE and come from their own constructs."""
 
 from __future__ import annotations
 
@@ -12,19 +13,18 @@ from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.connection_store import ConnectionStore
 from stacks.constructs.event_store import EventStore
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.log_groups import retained_log_group
-from stacks.constructs.tables import expiring_table
+from stacks.constructs.token_auth import TokenAuth
 from streaming import constants as c
 
 ROUTE_SELECTION_EXPRESSION = "$request.body.action"
@@ -32,19 +32,6 @@ CONNECT_ROUTE = "$connect"
 # Every route goes to the route handler; only $connect can carry an authorizer in a WebSocket API.
 ROUTES = (CONNECT_ROUTE, "$disconnect", "$default", *c.WEBSOCKET_ACTIONS)
 
-# Exactly what lambdas/streaming/connections.py calls. The route handler registers, subscribes and
-# rate-limits connections; whoever delivers finds subscribers and removes a connection that answered 410.
-ROUTE_HANDLER_CONNECTION_ACTIONS = (
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:Query",
-)
-DELIVERY_CONNECTION_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
-# The sweeper Queries the due expiry records and deletes them, then removes each connection (GetItem,
-# DeleteItem): no writes other than deletes.
-SWEEPER_CONNECTION_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
 # The @connections methods each function calls (lambdas/streaming/session.py, fanout.py); none calls GET.
 # Whoever delivers only posts (a 410 removes the connection's records, it is not closed).
 DELIVERY_MANAGEMENT_METHODS = ("POST",)
@@ -99,19 +86,13 @@ class WebSocketApi(Construct):
         config: EnvironmentConfig,
         functions: PythonFunctionFactory,
         store: EventStore,
+        connections: ConnectionStore,
+        auth: TokenAuth,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
-        self.connections = expiring_table(
-            self,
-            "Connections",
-            config,
-            sort_key_type=dynamodb.AttributeType.STRING,
-            without_pitr_because=f"{config.name}: connection records live a little over API Gateway's "
-            "2-hour connection limit (TTL) and clients rebuild them by reconnecting; "
-            "point-in-time recovery is enabled in prod",
-        )
-        self.signing_key = self._build_signing_key() if config.auth.mode == "hs256" else None
+        self.connections = connections
+        self._auth = auth
         self.api = apigwv2.WebSocketApi(
             self,
             "Api",
@@ -130,28 +111,15 @@ class WebSocketApi(Construct):
 
         store.grant_read_access(self.route_handler)
         store.grant_lookup_access(self.fanout_worker)
-        self.connections.grant(self.route_handler, *ROUTE_HANDLER_CONNECTION_ACTIONS)
-        self.connections.grant(self.fanout_worker, *DELIVERY_CONNECTION_ACTIONS)
+        connections.grant_route_handler(self.route_handler)
+        connections.grant_delivery(self.fanout_worker)
         self._grant_management_api(self.route_handler, ROUTE_HANDLER_MANAGEMENT_METHODS)
         self._grant_management_api(self.fanout_worker, DELIVERY_MANAGEMENT_METHODS)
-        # The sweeper never reads the events table (delivery() builds a store client it does not use).
-        self.connections.grant(self.sweeper, *SWEEPER_CONNECTION_ACTIONS)
+        # The sweeper never reads the events table (it builds no store).
+        connections.grant_sweeper(self.sweeper)
         self._grant_management_api(self.sweeper, SWEEPER_MANAGEMENT_METHODS)
 
         CfnOutput(self, c.OUTPUT_WEBSOCKET_URL, key=c.OUTPUT_WEBSOCKET_URL, value=self.stage.url)
-        CfnOutput(
-            self,
-            c.OUTPUT_CONNECTIONS_TABLE,
-            key=c.OUTPUT_CONNECTIONS_TABLE,
-            value=self.connections.table_name,
-        )
-        if self.signing_key is not None:
-            CfnOutput(
-                self,
-                c.OUTPUT_AUTH_SECRET_ARN,
-                key=c.OUTPUT_AUTH_SECRET_ARN,
-                value=self.signing_key.secret_arn,
-            )
 
     @property
     def management_url(self) -> str:
@@ -166,7 +134,7 @@ class WebSocketApi(Construct):
             fanout_function=self.fanout_worker.function_name
         ).items():
             function.add_environment(name, value)
-        self.connections.grant(function, *DELIVERY_CONNECTION_ACTIONS)
+        self.connections.grant_delivery(function)
         self._grant_management_api(function, DELIVERY_MANAGEMENT_METHODS)
         # The unqualified ARN only ($LATEST); grant_invoke would add every version and alias (ARN:*).
         function.add_to_role_policy(
@@ -179,26 +147,6 @@ class WebSocketApi(Construct):
         return self._config.delivery_settings(
             self.connections.table_name, self.management_url, fanout_function
         ).to_env()
-
-    def _build_signing_key(self) -> secretsmanager.Secret:
-        secret = secretsmanager.Secret(
-            self,
-            "TokenSigningKey",
-            description=f"HS256 key that signs and verifies streaming client tokens ({self._config.name})",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True
-            ),
-            removal_policy=self._config.removal_policy,
-        )
-        Validations.of(secret).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-SMG4",
-                reason="Rotating the HS256 key invalidates every token issued with it; it is rotated "
-                "deliberately (new value, then reissue tokens), by redeploying or by the documented "
-                "manual procedure, not on a schedule",
-            )
-        )
-        return secret
 
     def _build_stage(self) -> apigwv2.WebSocketStage:
         # API Gateway writes these logs with the account's CloudWatch Logs role (one per account and
@@ -257,21 +205,15 @@ class WebSocketApi(Construct):
     def _build_authorizer(
         self, functions: PythonFunctionFactory, runtime: dict[str, str]
     ) -> lambda_.Function:
-        secret_arn = self.signing_key.secret_arn if self.signing_key is not None else ""
         function = functions.function(
             self,
             "ConnectAuthorizer",
             handler=c.HANDLER_WS_AUTHORIZER,
             description="$connect authorizer: token, role and origin checks; refusals audit-logged",
-            environment={**runtime, **self._config.auth_settings(secret_arn).to_env()},
+            environment={**runtime, **self._auth.environment()},
             timeout=Duration.seconds(c.AUTHORIZER_TIMEOUT_SECONDS),
         )
-        if self.signing_key is not None:
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["secretsmanager:GetSecretValue"], resources=[self.signing_key.secret_arn]
-                )
-            )
+        self._auth.grant_verify(function)
         return function
 
     def _build_sweeper(self, functions: PythonFunctionFactory, runtime: dict[str, str]) -> lambda_.Function:
