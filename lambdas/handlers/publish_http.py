@@ -20,8 +20,8 @@ from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
 from streaming.observability import logger, metrics, record_delivery, tracer
 from streaming.replay import replay_after, replay_latest
+from streaming.results import Page
 from streaming.runtime import delivery, services
-from streaming.store import Page
 
 app = LambdaFunctionUrlResolver()
 

@@ -20,7 +20,7 @@ from streaming.codec import EncodedKey, encoded_for, event_frames
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.observability import logger
-from streaming.store import Appended
+from streaming.results import Appended
 
 GONE = 410
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection

@@ -11,8 +11,9 @@ import boto3
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
+from streaming.results import Appended
 from streaming.settings import Settings
-from streaming.store import Appended, EventStore
+from streaming.store import EventStore
 
 
 class Publisher:

@@ -29,50 +29,16 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streaming import constants as c
 from streaming.dynamo import deserialize, key, serialize
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import Envelope, NewEvent, format_ts, parse_ts
+from streaming.results import Appended, Page
 
 Item = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """The outcome of appending one event; `duplicate` when the id was already stored."""
-
-    id: str
-    type: str
-    stream: str
-    seq: int
-    ts: str
-    duplicate: bool
-    conflicts: int = 0
-    envelope: Envelope | None = field(default=None, compare=False, repr=False)  # set when stored now
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "stream": self.stream,
-            "seq": self.seq,
-            "ts": self.ts,
-            "duplicate": self.duplicate,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """A replay answer. `cursor` resumes after it; `more` says another call would return more;
-    `truncated` says events after the given cursor have already left the replay window."""
-
-    events: list[Envelope]
-    cursor: dict[str, int]
-    more: bool = False
-    truncated: bool = False
 
 
 CLAIM_TIMEOUT_SECONDS = 120.0
