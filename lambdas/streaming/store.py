@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from streaming import constants as c
@@ -45,6 +46,17 @@ CLAIM_TIMEOUT_SECONDS = 120.0
 # A claimant never commits later than this after its claim: before its function's timeout, so it can
 # still release a claim it could not commit.
 FENCE_SECONDS = c.PUBLISH_TIMEOUT_SECONDS - 5.0
+
+
+class Step(Enum):
+    """The points of an append where a publisher that crashes or stalls leaves work for recovery."""
+
+    CLAIMED = "claimed"  # the id is claimed (or taken over); the head has not moved yet
+    COMMITTED = "committed"  # the head carries the event; the claim does not know its seq yet
+
+
+def _no_hook(step: Step) -> None:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,9 @@ class EventStore:
         pending_wait_seconds: float = 2.0,
         max_commit_attempts: int = 200,
         max_scan: int = 1000,
+        at_step: Callable[[Step], None] = _no_hook,
     ) -> None:
+        """`at_step` is called as an append reaches each Step: where tests inject a crash or a pause."""
         self._client = client
         self._table = table_name
         self._streams_by_type = dict(streams_by_type)
@@ -95,6 +109,7 @@ class EventStore:
         self._pending_wait = pending_wait_seconds
         self._max_attempts = max_commit_attempts
         self._max_scan = max_scan
+        self._at_step = at_step
 
     # -- appending ---------------------------------------------------------------------------------
 
@@ -169,6 +184,7 @@ class EventStore:
         return self._commit(event, producer, stream, self._read_head(stream), claimed_at)
 
     def _commit(self, event: NewEvent, producer: str, stream: str, head: _Head, claimed_at: int) -> Appended:
+        self._at_step(Step.CLAIMED)
         try:
             envelope, conflicts = self._advance(event, producer, stream, head, claimed_at + self._fence_ms)
         except StreamingError:
@@ -182,6 +198,7 @@ class EventStore:
                     ExpressionAttributeValues=serialize({":mine": claimed_at}),
                 )
             raise
+        self._at_step(Step.COMMITTED)
         self._record_seq(event.id, envelope.seq, envelope.ts)
         return Appended(
             event.id,
