@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from streaming.dynamo import deserialize, serialize
 from streaming.errors import StreamingError
-from streaming.events import parse_new_event
+from streaming.events import Envelope, parse_new_event
 from streaming.replay import replay_after, replay_latest
 from streaming.store import EventStore, Step
+from streaming.store.items import envelope_of, event_item
 from tests.conftest import TABLE, example, signal
 
 pytestmark = pytest.mark.events
@@ -61,6 +65,42 @@ def crash_at(step):
         raise Crash(step)
 
     return once(step, crash)
+
+
+def test_an_envelope_and_its_item_map_both_ways_under_the_stored_attribute_names():
+    envelope = Envelope(
+        id="e-1",
+        type="signal.created",
+        stream="market",
+        seq=7,
+        prev=3,
+        ts="2026-11-27T08:14:03.512Z",
+        schema_version=2,
+        data={"note": ["é", 1.5]},
+        producer="p",
+        key="k",
+        type_heads={"signal.created": 7, "decision.made": 5},
+    )
+    item = event_item(envelope, expires_at=1234)
+    assert item == {
+        "pk": "stream#market",
+        "sk": 7,
+        "id": "e-1",
+        "type": "signal.created",
+        "ts": "2026-11-27T08:14:03.512Z",
+        "prev": 3,
+        "heads": {"signal.created": 7, "decision.made": 5},
+        "schema_version": 2,
+        "producer": "p",
+        "data": '{"note":["é",1.5]}',
+        "key": "k",
+        "expires_at": 1234,
+    }
+    read_back = envelope_of(deserialize(serialize(item)))  # numbers come back as Decimal
+    assert (read_back, read_back.type_heads) == (envelope, envelope.type_heads)
+    assert all(type(n) is int for n in (read_back.seq, read_back.prev, read_back.schema_version))
+    without_key = event_item(replace(envelope, key=None), expires_at=1234)
+    assert "key" not in without_key and envelope_of(without_key).key is None
 
 
 def test_sequences_are_per_stream_and_start_at_one(store, settings):
