@@ -24,9 +24,10 @@ from streaming.fanout import Dispatch, FanOut
 from streaming.management import ManagementApi
 from streaming.publish import LiveDelivery, Publisher
 from streaming.ratelimit import TokenBucket
+from streaming.results import Appended
 from streaming.session import Session
 from streaming.settings import AuthSettings, DeliverySettings, Settings
-from streaming.store import Appended, EventStore
+from streaming.store import EventStore
 
 # Connections posted to in parallel by one function; the DynamoDB pool matches, since a 410 removes
 # the connection from the posting thread.

@@ -21,7 +21,7 @@ from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
 from streaming.observability import logger, metrics, tracer
 from streaming.replay import replay_after, replay_latest
-from streaming.store import Page
+from streaming.results import Page
 
 app = LambdaFunctionUrlResolver()
 

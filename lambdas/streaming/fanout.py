@@ -23,7 +23,7 @@ from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.management import GONE, Poster, post_with_retry
 from streaming.observability import logger, metrics
-from streaming.store import Appended
+from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
 

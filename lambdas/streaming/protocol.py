@@ -14,7 +14,7 @@ from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import format_ts
 from streaming.replay import MAX_REPLAY_LIMIT
-from streaming.store import Page
+from streaming.results import Page
 
 # Client messages are small; API Gateway itself allows 32 KB frames and 128 KB messages.
 MAX_INBOUND_BYTES = 8192

@@ -11,8 +11,9 @@ from typing import Any
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
+from streaming.results import Appended
 from streaming.settings import Settings
-from streaming.store import Appended, EventStore
+from streaming.store import EventStore
 
 # Delivers stored events to live subscribers right away; must not raise (a subscriber that misses
 # an event finds it by replay, so delivery never fails a publish that was stored).

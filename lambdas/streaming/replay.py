@@ -6,8 +6,9 @@ from collections.abc import Iterable
 
 from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
+from streaming.results import Page
 from streaming.roles import RoleMatrix
-from streaming.store import EventStore, Page
+from streaming.store import EventStore
 
 MAX_REPLAY_LIMIT = 1000
 

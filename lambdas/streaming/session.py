@@ -19,8 +19,9 @@ from streaming.management import GONE, Management, post_with_retry
 from streaming.observability import logger
 from streaming.ratelimit import TokenBucket
 from streaming.replay import replay_after, replay_latest
+from streaming.results import Page
 from streaming.roles import RoleMatrix
-from streaming.store import EventStore, Page
+from streaming.store import EventStore
 
 MAX_STRIKES = 20  # refused messages in a row before the server closes the connection
 

@@ -9,7 +9,7 @@ from constructs import Construct
 from stacks.config import EnvironmentConfig
 from stacks.constructs.tables import expiring_table
 
-# Exactly what lambdas/streaming/store.py calls: single-item conditional writes (DeleteItem releases a
+# Exactly what lambdas/streaming/store/ calls: single-item conditional writes (DeleteItem releases a
 # claim whose every commit attempt was refused) and queries.
 STORE_ACTIONS = (
     "dynamodb:GetItem",

@@ -14,7 +14,8 @@ import pytest
 from local.aws import create_events_table, moto_client
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import parse_new_event
-from streaming.store import Appended, EventStore
+from streaming.results import Appended
+from streaming.store import EventStore
 from tests.conftest import TABLE, signal
 
 pytestmark = [pytest.mark.integration, pytest.mark.events, pytest.mark.xdist_group("concurrency")]

@@ -10,7 +10,7 @@ from streaming import cursor as cursors
 from streaming import protocol
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import Envelope
-from streaming.store import Page
+from streaming.results import Page
 
 pytestmark = pytest.mark.connections
 TYPES = ["signal.created", "risk.alert", "system.status"]

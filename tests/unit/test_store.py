@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from streaming.dynamo import deserialize, serialize
 from streaming.errors import StreamingError
-from streaming.events import parse_new_event
+from streaming.events import Envelope, parse_new_event
 from streaming.replay import replay_after, replay_latest
-from streaming.store import EventStore
+from streaming.store import EventStore, Step
+from streaming.store.items import envelope_of, event_item
 from tests.conftest import TABLE, example, signal
 
 pytestmark = pytest.mark.events
@@ -42,17 +46,61 @@ class Crash(Exception):
     pass
 
 
-def crash_once(monkeypatch, store, method):
-    original = getattr(store, method)
-    calls = {"n": 0}
+def once(step, action):
+    """A store hook that runs `action` the first time an append reaches `step`."""
+    pending = [True]
 
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise Crash(method)
-        return original(*args, **kwargs)
+    def hook(reached):
+        if reached is step and pending:
+            pending.clear()
+            action()
 
-    monkeypatch.setattr(store, method, failing)
+    return hook
+
+
+def crash_at(step):
+    """A store hook that crashes the publisher the first time an append reaches `step`."""
+
+    def crash():
+        raise Crash(step)
+
+    return once(step, crash)
+
+
+def test_an_envelope_and_its_item_map_both_ways_under_the_stored_attribute_names():
+    envelope = Envelope(
+        id="e-1",
+        type="signal.created",
+        stream="market",
+        seq=7,
+        prev=3,
+        ts="2026-11-27T08:14:03.512Z",
+        schema_version=2,
+        data={"note": ["é", 1.5]},
+        producer="p",
+        key="k",
+        type_heads={"signal.created": 7, "decision.made": 5},
+    )
+    item = event_item(envelope, expires_at=1234)
+    assert item == {
+        "pk": "stream#market",
+        "sk": 7,
+        "id": "e-1",
+        "type": "signal.created",
+        "ts": "2026-11-27T08:14:03.512Z",
+        "prev": 3,
+        "heads": {"signal.created": 7, "decision.made": 5},
+        "schema_version": 2,
+        "producer": "p",
+        "data": '{"note":["é",1.5]}',
+        "key": "k",
+        "expires_at": 1234,
+    }
+    read_back = envelope_of(deserialize(serialize(item)))  # numbers come back as Decimal
+    assert (read_back, read_back.type_heads) == (envelope, envelope.type_heads)
+    assert all(type(n) is int for n in (read_back.seq, read_back.prev, read_back.schema_version))
+    without_key = event_item(replace(envelope, key=None), expires_at=1234)
+    assert "key" not in without_key and envelope_of(without_key).key is None
 
 
 def test_sequences_are_per_stream_and_start_at_one(store, settings):
@@ -103,11 +151,9 @@ def test_reusing_an_id_for_different_content_is_a_conflict(store, settings):
     assert raised.value.error.code == "id_conflict"
 
 
-def test_crash_before_committing_is_taken_over_after_the_claim_timeout(
-    store, settings, dynamodb, clock, monkeypatch
-):
+def test_crash_before_committing_is_taken_over_after_the_claim_timeout(settings, dynamodb, clock):
     raw = signal()
-    crash_once(monkeypatch, store, "_advance")
+    store = fresh_store(dynamodb, settings, clock, at_step=crash_at(Step.CLAIMED))
     with pytest.raises(Crash):
         store.append(events(settings, raw), "p")
     retrying = fresh_store(dynamodb, settings, clock, pending_wait_seconds=0.1)
@@ -120,11 +166,9 @@ def test_crash_before_committing_is_taken_over_after_the_claim_timeout(
     assert logged(store, settings) == [(1, raw["id"])]
 
 
-def test_crash_after_committing_is_found_again_not_stored_twice(
-    store, settings, dynamodb, clock, monkeypatch
-):
+def test_crash_after_committing_is_found_again_not_stored_twice(settings, dynamodb, clock):
     raw = signal()
-    crash_once(monkeypatch, store, "_record_seq")
+    store = fresh_store(dynamodb, settings, clock, at_step=crash_at(Step.COMMITTED))
     with pytest.raises(Crash):
         store.append(events(settings, raw), "p")
     clock.advance(121)
@@ -143,20 +187,14 @@ def test_the_last_event_lives_in_the_head_until_the_next_publish_copies_it(store
     assert [e.seq for e in store.after({}, frozenset({"signal.created"}), 10).events] == [1, 2]
 
 
-def test_a_claimant_past_its_fence_never_commits(store, settings, clock, monkeypatch):
-    original = store._advance
-
-    def stalled(event, producer, stream, head, fence_ms):
-        clock.advance(31)  # paused longer than the fence between claim and commit
-        return original(event, producer, stream, head, fence_ms)
-
-    monkeypatch.setattr(store, "_advance", stalled)
+def test_a_claimant_past_its_fence_never_commits(settings, dynamodb, clock):
+    # Paused longer than the fence between claim and commit.
+    store = fresh_store(dynamodb, settings, clock, at_step=once(Step.CLAIMED, lambda: clock.advance(31)))
     raw = signal()
     with pytest.raises(StreamingError) as raised:
         store.append(events(settings, raw), "p")
     assert raised.value.error.code == "stream_contended"
     assert store.heads()["market"] == 0
-    monkeypatch.setattr(store, "_advance", original)
     [retried] = store.append(events(settings, raw), "p")  # the refused claim was released
     assert (retried.seq, retried.duplicate) == (1, False)
 
@@ -190,20 +228,21 @@ def test_paging_keeps_each_stream_in_seq_order_when_publisher_clocks_disagree(st
     assert [s for s in served if s[0] == "market"] == [("market", 1), ("market", 2)]
 
 
-def test_a_backend_that_does_not_return_the_existing_claim_still_resolves_it(store, settings, monkeypatch):
+def test_a_backend_that_does_not_return_the_existing_claim_still_resolves_it(
+    store, settings, dynamodb, monkeypatch
+):
     raw = signal()
     [first] = store.append(events(settings, raw), "p")
-    client = store._client
-    original = client.put_item
+    original = dynamodb.put_item
 
     def forgetful(**kwargs):
         try:
             return original(**kwargs)
-        except client.exceptions.ConditionalCheckFailedException as error:
+        except dynamodb.exceptions.ConditionalCheckFailedException as error:
             error.response.pop("Item", None)
             raise
 
-    monkeypatch.setattr(client, "put_item", forgetful)
+    monkeypatch.setattr(dynamodb, "put_item", forgetful)
     [again] = store.append(events(settings, raw), "p")
     assert (again.seq, again.duplicate) == (first.seq, True)
 

@@ -1,0 +1,80 @@
+"""The DynamoDB calls of the event store, on its one table: consistent reads, key-range queries and
+single-item conditional writes (no transactions). A refused write returns the item it found."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from streaming.dynamo import deserialize, key, serialize
+
+Item = dict[str, Any]
+
+
+class Table:
+    def __init__(self, client: Any, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    def get(self, pk: str, sk: int) -> Item | None:
+        response = self._client.get_item(TableName=self._name, Key=key(pk, sk), ConsistentRead=True)
+        return deserialize(response["Item"]) if "Item" in response else None
+
+    def query(self, pk: str, low: int, high: int, *, forward: bool) -> Iterator[Item]:
+        """The items of `pk` with `low` <= sk <= `high`, in sk order or (not `forward`) reversed."""
+        request: dict[str, Any] = {
+            "TableName": self._name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+            "ExpressionAttributeValues": serialize({":pk": pk, ":low": low, ":high": high}),
+            "ConsistentRead": True,
+            "ScanIndexForward": forward,
+            "Limit": 100,
+        }
+        while True:
+            response = self._client.query(**request)
+            for raw in response.get("Items", []):
+                yield deserialize(raw)
+            if "LastEvaluatedKey" not in response:
+                return
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def put_if_absent(self, item: Item) -> Item | None:
+        """Put the item unless its key exists; return the existing item (or {}) when it does."""
+        return self._unless_refused(
+            self._client.put_item,
+            TableName=self._name,
+            Item=serialize(item),
+            ConditionExpression="attribute_not_exists(pk)",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+
+    def update(
+        self, pk: str, sk: int, expression: str, values: Mapping[str, Any], **options: Any
+    ) -> Item | None:
+        """Update one item; `options` are the request's other parameters (its condition, ...).
+        Return None when done, or what the refusal returned when the condition failed ({} if nothing)."""
+        return self._unless_refused(
+            self._client.update_item,
+            TableName=self._name,
+            Key=key(pk, sk),
+            UpdateExpression=expression,
+            ExpressionAttributeValues=serialize(values),
+            **options,
+        )
+
+    def delete_if(self, pk: str, sk: int, condition: str, values: Mapping[str, Any]) -> Item | None:
+        """Delete one item if `condition` holds; like `update`, return {} when it did not."""
+        return self._unless_refused(
+            self._client.delete_item,
+            TableName=self._name,
+            Key=key(pk, sk),
+            ConditionExpression=condition,
+            ExpressionAttributeValues=serialize(values),
+        )
+
+    def _unless_refused(self, write: Any, **request: Any) -> Item | None:
+        try:
+            write(**request)
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            return deserialize(error.response.get("Item", {}))
+        return None
