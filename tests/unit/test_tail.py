@@ -4,6 +4,7 @@ and one shared tailer reading new events once for every subscription."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from streaming import cursor as cursors
-from streaming.tail import StreamPlan, Tailer, subscription
+from streaming.sse_plan import StreamPlan
+from streaming.tail import Subscription, Tailer
 from tests.conftest import example, signal
 
 pytestmark = pytest.mark.events
@@ -50,7 +52,7 @@ def plan(
 
 async def collect(store, tailer, stream_plan, while_open=None) -> list[dict[str, Any]]:
     chunks = []
-    task = asyncio.ensure_future(_drain(subscription(store, tailer, stream_plan), chunks))
+    task = asyncio.ensure_future(_drain(Subscription(store, tailer, stream_plan), chunks))
     if while_open is not None:
         await asyncio.sleep(0.15)
         await asyncio.to_thread(while_open)
@@ -211,7 +213,7 @@ def test_streams_cancelled_at_any_moment_never_silence_the_others(store, publish
     async def leaver(stream_plan) -> None:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as group:
-                group.start_soon(_drain, subscription(store, tailer, stream_plan), [])
+                group.start_soon(_drain, Subscription(store, tailer, stream_plan), [])
                 await anyio.sleep(rng.uniform(0.0, 0.2))
                 scope.cancel()
 
@@ -222,7 +224,7 @@ def test_streams_cancelled_at_any_moment_never_silence_the_others(store, publish
         stayers = [[] for _ in range(3)]
         staying = [
             asyncio.ensure_future(
-                _drain(subscription(store, tailer, plan(settings, start, seconds=60, heartbeat=0.2)), chunks)
+                _drain(Subscription(store, tailer, plan(settings, start, seconds=60, heartbeat=0.2)), chunks)
             )
             for chunks in stayers
         ]
@@ -287,7 +289,7 @@ def test_a_stream_that_cannot_write_ends_itself_and_the_tailer_starts_over(store
         hanging.thaw()
         later, chunks = signal(), []
         again = asyncio.ensure_future(
-            _drain(subscription(store, tailer, plan(settings, store.heads(), seconds=60)), chunks)
+            _drain(Subscription(store, tailer, plan(settings, store.heads(), seconds=60)), chunks)
         )
         await asyncio.to_thread(publisher.publish, [later], "tests")
         deadline = time.monotonic() + 30
@@ -355,3 +357,46 @@ class HangingHeads:
     def thaw(self) -> None:
         self._left = 10**9
         self._thawed.set()
+
+
+def test_a_subscription_says_how_it_ended(store, publisher, settings):
+    """Planned (its end event written), stalled (the same, after writing nothing for too long),
+    client left (stopped from outside before its end), failed (a failure escaped it)."""
+    from streaming.tail import Ending
+
+    publisher.publish([signal()], "tests")
+
+    class Broken:
+        def heads(self, *args: Any) -> dict[str, int]:
+            return store.heads(*args)
+
+        def after(self, *args: Any) -> Any:
+            raise ConnectionError("the table is gone")
+
+    async def to_the_end(subscription: Subscription) -> Ending:
+        with contextlib.suppress(ConnectionError):
+            async for _ in subscription:
+                pass
+        return subscription.ending
+
+    async def left_after_one_chunk(subscription: Subscription) -> Ending:
+        chunks = aiter(subscription)
+        await anext(chunks)
+        await chunks.aclose()  # what Starlette does when the client goes away
+        return subscription.ending
+
+    async def scenario() -> list[Ending]:
+        tailer = Tailer(store, settings.streams_by_type, interval=0.02)
+        hanging = HangingHeads(store, reads_before_hanging=0)
+        stalling = Tailer(hanging, settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
+        stalls = plan(settings, {}, seconds=60, heartbeat=0.1, stall=0.3)
+        endings = [
+            await to_the_end(Subscription(store, tailer, plan(settings, {}, seconds=0.2))),
+            await to_the_end(Subscription(store, stalling, stalls)),
+            await left_after_one_chunk(Subscription(store, tailer, plan(settings, {}, seconds=60))),
+            await to_the_end(Subscription(Broken(), tailer, plan(settings, {}, seconds=60))),  # type: ignore[arg-type]
+        ]
+        hanging.thaw()
+        return endings
+
+    assert run(scenario()) == [Ending.PLANNED, Ending.STALLED, Ending.CLIENT_LEFT, Ending.FAILED]
