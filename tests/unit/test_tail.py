@@ -50,14 +50,18 @@ def plan(
     )
 
 
-async def collect(store, tailer, stream_plan, while_open=None) -> list[dict[str, Any]]:
-    chunks = []
-    task = asyncio.ensure_future(_drain(Subscription(store, tailer, stream_plan), chunks))
-    if while_open is not None:
-        await asyncio.sleep(0.15)
-        await asyncio.to_thread(while_open)
-    await task
+async def collect(store, tailer, stream_plan) -> list[dict[str, Any]]:
+    chunks: list[bytes] = []
+    await _drain(Subscription(store, tailer, stream_plan), chunks)
     return parse(b"".join(chunks))
+
+
+async def until(condition, what: str, seconds: float = 30) -> None:
+    """Wait for `condition`, however loaded the machine; fail after a generous `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.02)
 
 
 async def _drain(body, chunks) -> None:
@@ -109,29 +113,37 @@ def test_live_events_come_from_one_shared_read_for_every_subscription(store, pub
     async def scenario():
         tailer = Tailer(store, settings.streams_by_type, interval=0.05)
         # Not started yet: every subscription starts it at once, and one poller must result.
-        stream_plan = plan(settings, store.heads(), seconds=1.0)
+        stream_plan = plan(settings, store.heads(), seconds=60)
         later = [signal() for _ in range(2)]
-
-        async def publish_later():
-            await asyncio.sleep(0.2)
-            await asyncio.to_thread(publisher.publish, later, "tests")
-
-        results = await asyncio.gather(
-            *(collect(store, tailer, stream_plan) for _ in range(5)), publish_later()
-        )
-        return results[:5], tailer, later
+        streams = [[] for _ in range(5)]
+        tasks = [asyncio.ensure_future(_drain(Subscription(store, tailer, stream_plan), c)) for c in streams]
+        await until(lambda: all(_heartbeats(chunks) for chunks in streams), "every stream open")
+        await asyncio.to_thread(publisher.publish, later, "tests")
+        await until(lambda: all(len(_ids(chunks)) >= len(later) for chunks in streams), "the live events")
+        for task in tasks:
+            task.cancel()
+        return [_ids(chunks) for chunks in streams], tailer, later
 
     results, tailer, later = run(scenario())
-    for messages in results:
-        live = [json.loads(m["data"])["id"] for m in messages if m.get("event") == "signal.created"]
+    for live in results:
         assert live == [event["id"] for event in later]
     assert tailer.event_reads <= 2  # one read per head change, not one per subscription
 
 
 def test_heartbeats_carry_server_time_heads_and_the_cursor_so_far(store, publisher, settings):
     publisher.publish([signal()], "tests")
-    tailer = Tailer(store, settings.streams_by_type, interval=0.05)
-    messages = run(collect(store, tailer, plan(settings, {}, seconds=0.7, heartbeat=0.2)))
+
+    async def scenario() -> list[dict[str, Any]]:
+        tailer = Tailer(store, settings.streams_by_type, interval=0.05)
+        chunks: list[bytes] = []
+        stream = asyncio.ensure_future(
+            _drain(Subscription(store, tailer, plan(settings, {}, seconds=60, heartbeat=0.2)), chunks)
+        )
+        await until(lambda: _heartbeats(chunks) >= 3, "three heartbeats")
+        stream.cancel()
+        return parse(b"".join(chunks))
+
+    messages = run(scenario())
     beats = [m for m in messages if m.get("event") == "heartbeat"]
     assert len(beats) >= 3
     assert any(m.get("comment") == "heartbeat" for m in messages)
@@ -310,10 +322,14 @@ def test_a_poller_that_stopped_is_started_again(store, settings):
         tailer = Tailer(store, settings.streams_by_type, interval=0.02)
         await tailer.watch(frozenset({"market"}))
         assert tailer._poller is not None
-        tailer._poller.cancel()
-        await asyncio.sleep(0.05)
-        heads = await asyncio.wait_for(tailer.heads(frozenset({"market"})), 10)
-        return heads, tailer._poller is not None and not tailer._poller.done()
+        stopped = tailer._poller
+        stopped.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopped  # stopped for sure, not merely asked to stop
+        async with asyncio.timeout(30):
+            heads = await tailer.heads(frozenset({"market"}))
+        started_again = tailer._poller is not stopped and not tailer._poller.done()
+        return heads, started_again
 
     assert run(scenario()) == ({"market": 0}, True)
 
