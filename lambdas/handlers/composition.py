@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 
 from streaming import constants as c
-from streaming.auth import AuthError, TokenPolicy, TokenVerifier, jwks_keys
+from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
 from streaming.connections import ConnectionRegistry
 from streaming.fanout import Dispatch, FanOut
 from streaming.management import ManagementApi
@@ -154,6 +154,6 @@ def _secret_key(secret_arn: str) -> Any:
         try:
             return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
         except Exception as error:  # throttled, denied, deleted: refuse (403) and say why in the audit
-            raise AuthError(f"signing key unavailable ({type(error).__name__})") from None
+            raise KeyUnavailable(f"signing key unavailable ({type(error).__name__})") from None
 
     return key

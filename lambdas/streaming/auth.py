@@ -13,10 +13,12 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 import jwt
+
+from streaming.errors import ErrorCode
 
 SUBPROTOCOL = "streaming.v1"
 # Sec-WebSocket-Protocol: streaming.v1, token.<jwt>
@@ -31,11 +33,26 @@ KeyProvider = Callable[[Mapping[str, Any]], Any]
 
 
 class AuthError(Exception):
-    """A refused connection. `reason` is safe to log and to audit; it never contains the token."""
+    """A refused connection. `reason` is safe to log and to audit; it never contains the token.
+    `code` is what an entry point that answers with error codes (SSE) says."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INVALID_TOKEN
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TokenExpired(AuthError):
+    """Expired, or too close to expiring to be used: the client gets a new token."""
+
+    code = ErrorCode.TOKEN_EXPIRED
+
+
+class KeyUnavailable(AuthError):
+    """The key to verify with could not be had: the server's fault, not the token's."""
+
+    code = ErrorCode.INTERNAL_ERROR
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,7 @@ class TokenVerifier:
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
+            raise TokenExpired("token expired") from None
         except jwt.InvalidAudienceError:
             raise AuthError("wrong audience") from None
         except jwt.InvalidIssuerError:
@@ -100,7 +117,7 @@ class TokenVerifier:
         if isinstance(expires_at, bool) or not isinstance(expires_at, int | float) or abs(expires_at) > 2**53:
             raise AuthError("malformed token (exp)")  # PyJWT accepts anything int() takes
         if expires_at - time.time() < self._policy.min_seconds_left:
-            raise AuthError("token expired")
+            raise TokenExpired("token expired")
         role = claims.get(self._policy.role_claim)
         if role not in self._roles:
             raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role")
@@ -124,7 +141,7 @@ def jwks_keys(jwks_url: str, *, lifespan_seconds: int = 300) -> KeyProvider:
         try:
             return client.get_signing_key(kid).key
         except jwt.PyJWKClientError as error:
-            raise AuthError(f"signing key unavailable ({type(error).__name__})") from None
+            raise KeyUnavailable(f"signing key unavailable ({type(error).__name__})") from None
 
     return key
 

@@ -189,10 +189,16 @@ def _types(value: Any, known: Iterable[str], *, required: bool) -> frozenset[str
         return None
     if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
         raise StreamingError(ErrorCode.INVALID_MESSAGE, "types must be a non-empty list of event type names")
-    unknown = sorted(set(value) - set(known))
+    return known_types(value, known)
+
+
+def known_types(names: Iterable[str], known: Iterable[str]) -> frozenset[str]:
+    """The named event types; UNKNOWN_TYPE if one is not configured. SSE's `types` too."""
+    requested = frozenset(names)
+    unknown = sorted(requested - set(known))
     if unknown:
         raise StreamingError(ErrorCode.UNKNOWN_TYPE, f"unknown event types {unknown}")
-    return frozenset(value)
+    return requested
 
 
 def _bounded(value: Any, name: str) -> int:

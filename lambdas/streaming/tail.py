@@ -19,12 +19,13 @@ import heapq
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from enum import Enum
 
 from streaming import codec
 from streaming import cursor as cursors
 from streaming.events import Envelope, format_ts
 from streaming.observability import count, logger
+from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
 
 PAGE_SIZE = 100
@@ -179,55 +180,69 @@ class Tailer:
         self._since[stream], self._recent[stream] = head, deque(maxlen=KEEP_PER_STREAM)
 
 
-@dataclass(frozen=True)
-class StreamPlan:
-    role: str
-    types: frozenset[str]
-    streams: frozenset[str]
-    position: dict[str, int]  # where the subscriber is: everything up to it was delivered before
-    heartbeat_seconds: float
-    stall_seconds: float  # a stream that could write nothing for this long ends itself
-    max_stream_seconds: float
-    retry_ms: int
-    compress_above: int
-    ends_because: str = "planned"  # or "token_expiring": reconnect with a new token (or "stalled")
-
-
 def _visible(heads: Mapping[str, int], plan: StreamPlan) -> dict[str, int]:
     """Heads of the streams the subscriber sees, and no others."""
     return {stream: seq for stream, seq in heads.items() if stream in plan.streams}
 
 
-async def subscription(store: EventStore, tailer: Tailer, plan: StreamPlan) -> AsyncIterator[bytes]:
-    """The bytes of one SSE response: catch up, tail, heartbeat, and end before `max_stream_seconds`.
-    A stream that could write nothing, not even a heartbeat, for `stall_seconds` ends itself (the
-    client reconnects) and has the tailer start over if the tailer is what stalled."""
-    loop = asyncio.get_running_loop()
-    position = dict(plan.position)
-    started = loop.time()
-    ends_at = started + plan.max_stream_seconds
-    stall_after = plan.stall_seconds
-    next_heartbeat, written, ends_because = started, started, plan.ends_because
-    while loop.time() < ends_at:
+class Ending(Enum):
+    """How a subscription ended."""
+
+    PLANNED = "planned"  # it wrote its end event: its planned end, or its token expiring
+    STALLED = "stalled"  # it wrote its end event after it could write nothing for too long
+    CLIENT_LEFT = "client left"  # stopped from outside before its end: its client went away
+    FAILED = "failed"  # a failure ended it, with no end event
+
+
+class Subscription:
+    """The bytes of one SSE response (iterate it once): catch up, tail, heartbeat, and end before
+    `max_stream_seconds`. A stream that could write nothing, not even a heartbeat, for `stall_seconds`
+    ends itself (the client reconnects) and has the tailer start over if the tailer is what stalled.
+    `ending` says how it ended."""
+
+    def __init__(self, store: EventStore, tailer: Tailer, plan: StreamPlan) -> None:
+        self._store, self._tailer, self._plan = store, tailer, plan
+        self.ending = Ending.CLIENT_LEFT  # until it ends by itself: a stream stopped from outside
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async with asyncio.timeout_at(written + stall_after):
-                chunks, next_heartbeat = await _next_chunks(
-                    store, tailer, plan, position, next_heartbeat, ends_at
-                )
-        except TimeoutError:
-            ends_because = "stalled"
-            logger.warning("sse stream stalled", extra={"seconds": stall_after, "role": plan.role})
-            count("SseStreamsStalled")
-            if tailer.recover(stale_after=stall_after):
-                count("SseTailerRestarts")
-            break
-        for chunk in chunks:
-            yield chunk
-        if chunks:
-            written = loop.time()
-    # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
-    end = codec.dumps({"reconnect": True, "reason": ends_because})
-    yield codec.sse_message(retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end)
+            async for chunk in self._chunks():
+                yield chunk
+        except Exception:
+            self.ending = Ending.FAILED
+            raise
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        store, tailer, plan = self._store, self._tailer, self._plan
+        loop = asyncio.get_running_loop()
+        position = dict(plan.position)
+        started = loop.time()
+        ends_at = started + plan.max_stream_seconds
+        stall_after = plan.stall_seconds
+        next_heartbeat, written, ends_because = started, started, plan.ends_because
+        while loop.time() < ends_at:
+            try:
+                async with asyncio.timeout_at(written + stall_after):
+                    chunks, next_heartbeat = await _next_chunks(
+                        store, tailer, plan, position, next_heartbeat, ends_at
+                    )
+            except TimeoutError:
+                ends_because = "stalled"
+                logger.warning("sse stream stalled", extra={"seconds": stall_after, "role": plan.role})
+                count("SseStreamsStalled")
+                if tailer.recover(stale_after=stall_after):
+                    count("SseTailerRestarts")
+                break
+            for chunk in chunks:
+                yield chunk
+            if chunks:
+                written = loop.time()
+        # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
+        self.ending = Ending.STALLED if ends_because == "stalled" else Ending.PLANNED
+        end = codec.dumps({"reconnect": True, "reason": ends_because})
+        yield codec.sse_message(
+            retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end
+        )
 
 
 async def _next_chunks(

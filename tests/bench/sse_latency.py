@@ -32,8 +32,9 @@ from local.state import LocalState
 from local.token import issue
 from stacks.config import load
 from streaming.publish import Publisher
+from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
-from streaming.tail import StreamPlan, Tailer, subscription
+from streaming.tail import Subscription, Tailer
 from tests.conftest import signal
 from tests.integration.conftest import outputs, running_local_stack
 
@@ -92,7 +93,7 @@ def requests_per_minute(seconds: float, events_per_second: float) -> float:
                     await asyncio.to_thread(publisher.publish, signal(), "bench")
 
             producer = asyncio.create_task(publish())
-            async for _ in subscription(store, tailer, plan):
+            async for _ in Subscription(store, tailer, plan):
                 pass
             producer.cancel()
 

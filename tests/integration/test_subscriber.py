@@ -95,8 +95,7 @@ def test_every_event_once_in_order_across_cuts_and_planned_ends(stack, transport
             ping_seconds=1,
         )
         async with subscriber:
-            await until(lambda: subscriber.state == "open")
-            await asyncio.sleep(0.5)  # subscribed
+            await until(lambda: subscriber.started)  # subscribed: every event from now on arrives
 
             async def cut() -> None:  # the server closes the connection (WebSocket); SSE ends as planned
                 if transport == "websocket":
@@ -131,8 +130,7 @@ def test_planned_reconnects_before_the_token_expires_hand_over_without_a_break(s
             on_state=states.append,
         )
         async with subscriber:
-            await until(lambda: subscriber.state == "open")
-            await asyncio.sleep(0.5)  # subscribed
+            await until(lambda: subscriber.started)  # subscribed: every event from now on arrives
             published: list[str] = []
             deadline = time.monotonic() + 90
             while subscriber.planned_reconnects < 2:
@@ -183,8 +181,7 @@ def test_a_websocket_that_cannot_connect_falls_back_to_sse(stack):
             backoff=Backoff(base_seconds=0.05),
         )
         async with subscriber:
-            await until(lambda: subscriber.state == "open" and subscriber.current_transport == "sse")
-            await asyncio.sleep(0.5)
+            await until(lambda: subscriber.started and subscriber.current_transport == "sse")
             published = await publish_in_rounds(stack, 2)
             return published, await receive(subscriber, len(published)), subscriber.current_transport
 

@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+import jwt
 import pytest
 
 from handlers import composition, publish_eventbridge, publish_http
@@ -252,3 +253,17 @@ def test_publishers_deliver_live_where_they_are_wired_to_the_websocket_api(monke
     assert composition.live_deliveries() == ()  # a publisher without the WebSocket API stores only
     [result] = composition.publisher().publish(signal(), producer="store-only")
     assert result.seq == 1
+
+
+def test_an_unreadable_signing_key_is_the_servers_fault_not_the_tokens(monkeypatch):
+    from stacks.config import load
+    from streaming.auth import KeyUnavailable
+
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:streaming-missing"
+    for name, value in load("dev").auth_settings(missing).to_env().items():
+        monkeypatch.setenv(name, value)
+    token_verifier, _ = composition.verifier()
+    token = jwt.encode({"sub": "alice"}, "a key of at least thirty-two bytes", algorithm="HS256")
+    with pytest.raises(KeyUnavailable) as raised:
+        token_verifier.verify(token)
+    assert raised.value.reason.startswith("signing key unavailable")

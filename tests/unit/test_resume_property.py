@@ -28,8 +28,9 @@ from streaming import cursor as cursors
 from streaming.events import Envelope
 from streaming.publish import Publisher
 from streaming.replay import replay_after
+from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
-from streaming.tail import StreamPlan, Tailer, subscription
+from streaming.tail import Subscription, Tailer
 from tests.conftest import example
 from tests.resume import Application
 
@@ -85,7 +86,7 @@ def resume_over_sse(app: Application, store: EventStore, runtime: Any, types: fr
             compress_above=10**9,
         )
         tailer = Tailer(store, runtime.streams_by_type, interval=0.01)
-        async for chunk in subscription(store, tailer, plan):
+        async for chunk in Subscription(store, tailer, plan):
             fields = dict(line.split(": ", 1) for line in chunk.decode().strip().split("\n") if ": " in line)
             if fields.get("event") in types:
                 app.receive(json.loads(fields["data"]))

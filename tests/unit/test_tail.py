@@ -4,6 +4,7 @@ and one shared tailer reading new events once for every subscription."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from streaming import cursor as cursors
-from streaming.tail import StreamPlan, Tailer, subscription
+from streaming.sse_plan import StreamPlan
+from streaming.tail import Subscription, Tailer
 from tests.conftest import example, signal
 
 pytestmark = pytest.mark.events
@@ -48,14 +50,18 @@ def plan(
     )
 
 
-async def collect(store, tailer, stream_plan, while_open=None) -> list[dict[str, Any]]:
-    chunks = []
-    task = asyncio.ensure_future(_drain(subscription(store, tailer, stream_plan), chunks))
-    if while_open is not None:
-        await asyncio.sleep(0.15)
-        await asyncio.to_thread(while_open)
-    await task
+async def collect(store, tailer, stream_plan) -> list[dict[str, Any]]:
+    chunks: list[bytes] = []
+    await _drain(Subscription(store, tailer, stream_plan), chunks)
     return parse(b"".join(chunks))
+
+
+async def until(condition, what: str, seconds: float = 30) -> None:
+    """Wait for `condition`, however loaded the machine; fail after a generous `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.02)
 
 
 async def _drain(body, chunks) -> None:
@@ -107,29 +113,37 @@ def test_live_events_come_from_one_shared_read_for_every_subscription(store, pub
     async def scenario():
         tailer = Tailer(store, settings.streams_by_type, interval=0.05)
         # Not started yet: every subscription starts it at once, and one poller must result.
-        stream_plan = plan(settings, store.heads(), seconds=1.0)
+        stream_plan = plan(settings, store.heads(), seconds=60)
         later = [signal() for _ in range(2)]
-
-        async def publish_later():
-            await asyncio.sleep(0.2)
-            await asyncio.to_thread(publisher.publish, later, "tests")
-
-        results = await asyncio.gather(
-            *(collect(store, tailer, stream_plan) for _ in range(5)), publish_later()
-        )
-        return results[:5], tailer, later
+        streams = [[] for _ in range(5)]
+        tasks = [asyncio.ensure_future(_drain(Subscription(store, tailer, stream_plan), c)) for c in streams]
+        await until(lambda: all(_heartbeats(chunks) for chunks in streams), "every stream open")
+        await asyncio.to_thread(publisher.publish, later, "tests")
+        await until(lambda: all(len(_ids(chunks)) >= len(later) for chunks in streams), "the live events")
+        for task in tasks:
+            task.cancel()
+        return [_ids(chunks) for chunks in streams], tailer, later
 
     results, tailer, later = run(scenario())
-    for messages in results:
-        live = [json.loads(m["data"])["id"] for m in messages if m.get("event") == "signal.created"]
+    for live in results:
         assert live == [event["id"] for event in later]
     assert tailer.event_reads <= 2  # one read per head change, not one per subscription
 
 
 def test_heartbeats_carry_server_time_heads_and_the_cursor_so_far(store, publisher, settings):
     publisher.publish([signal()], "tests")
-    tailer = Tailer(store, settings.streams_by_type, interval=0.05)
-    messages = run(collect(store, tailer, plan(settings, {}, seconds=0.7, heartbeat=0.2)))
+
+    async def scenario() -> list[dict[str, Any]]:
+        tailer = Tailer(store, settings.streams_by_type, interval=0.05)
+        chunks: list[bytes] = []
+        stream = asyncio.ensure_future(
+            _drain(Subscription(store, tailer, plan(settings, {}, seconds=60, heartbeat=0.2)), chunks)
+        )
+        await until(lambda: _heartbeats(chunks) >= 3, "three heartbeats")
+        stream.cancel()
+        return parse(b"".join(chunks))
+
+    messages = run(scenario())
     beats = [m for m in messages if m.get("event") == "heartbeat"]
     assert len(beats) >= 3
     assert any(m.get("comment") == "heartbeat" for m in messages)
@@ -211,7 +225,7 @@ def test_streams_cancelled_at_any_moment_never_silence_the_others(store, publish
     async def leaver(stream_plan) -> None:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as group:
-                group.start_soon(_drain, subscription(store, tailer, stream_plan), [])
+                group.start_soon(_drain, Subscription(store, tailer, stream_plan), [])
                 await anyio.sleep(rng.uniform(0.0, 0.2))
                 scope.cancel()
 
@@ -222,7 +236,7 @@ def test_streams_cancelled_at_any_moment_never_silence_the_others(store, publish
         stayers = [[] for _ in range(3)]
         staying = [
             asyncio.ensure_future(
-                _drain(subscription(store, tailer, plan(settings, start, seconds=60, heartbeat=0.2)), chunks)
+                _drain(Subscription(store, tailer, plan(settings, start, seconds=60, heartbeat=0.2)), chunks)
             )
             for chunks in stayers
         ]
@@ -287,7 +301,7 @@ def test_a_stream_that_cannot_write_ends_itself_and_the_tailer_starts_over(store
         hanging.thaw()
         later, chunks = signal(), []
         again = asyncio.ensure_future(
-            _drain(subscription(store, tailer, plan(settings, store.heads(), seconds=60)), chunks)
+            _drain(Subscription(store, tailer, plan(settings, store.heads(), seconds=60)), chunks)
         )
         await asyncio.to_thread(publisher.publish, [later], "tests")
         deadline = time.monotonic() + 30
@@ -308,10 +322,14 @@ def test_a_poller_that_stopped_is_started_again(store, settings):
         tailer = Tailer(store, settings.streams_by_type, interval=0.02)
         await tailer.watch(frozenset({"market"}))
         assert tailer._poller is not None
-        tailer._poller.cancel()
-        await asyncio.sleep(0.05)
-        heads = await asyncio.wait_for(tailer.heads(frozenset({"market"})), 10)
-        return heads, tailer._poller is not None and not tailer._poller.done()
+        stopped = tailer._poller
+        stopped.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopped  # stopped for sure, not merely asked to stop
+        async with asyncio.timeout(30):
+            heads = await tailer.heads(frozenset({"market"}))
+        started_again = tailer._poller is not stopped and not tailer._poller.done()
+        return heads, started_again
 
     assert run(scenario()) == ({"market": 0}, True)
 
@@ -355,3 +373,46 @@ class HangingHeads:
     def thaw(self) -> None:
         self._left = 10**9
         self._thawed.set()
+
+
+def test_a_subscription_says_how_it_ended(store, publisher, settings):
+    """Planned (its end event written), stalled (the same, after writing nothing for too long),
+    client left (stopped from outside before its end), failed (a failure escaped it)."""
+    from streaming.tail import Ending
+
+    publisher.publish([signal()], "tests")
+
+    class Broken:
+        def heads(self, *args: Any) -> dict[str, int]:
+            return store.heads(*args)
+
+        def after(self, *args: Any) -> Any:
+            raise ConnectionError("the table is gone")
+
+    async def to_the_end(subscription: Subscription) -> Ending:
+        with contextlib.suppress(ConnectionError):
+            async for _ in subscription:
+                pass
+        return subscription.ending
+
+    async def left_after_one_chunk(subscription: Subscription) -> Ending:
+        chunks = aiter(subscription)
+        await anext(chunks)
+        await chunks.aclose()  # what Starlette does when the client goes away
+        return subscription.ending
+
+    async def scenario() -> list[Ending]:
+        tailer = Tailer(store, settings.streams_by_type, interval=0.02)
+        hanging = HangingHeads(store, reads_before_hanging=0)
+        stalling = Tailer(hanging, settings.streams_by_type, interval=0.02)  # type: ignore[arg-type]
+        stalls = plan(settings, {}, seconds=60, heartbeat=0.1, stall=0.3)
+        endings = [
+            await to_the_end(Subscription(store, tailer, plan(settings, {}, seconds=0.2))),
+            await to_the_end(Subscription(store, stalling, stalls)),
+            await left_after_one_chunk(Subscription(store, tailer, plan(settings, {}, seconds=60))),
+            await to_the_end(Subscription(Broken(), tailer, plan(settings, {}, seconds=60))),  # type: ignore[arg-type]
+        ]
+        hanging.thaw()
+        return endings
+
+    assert run(scenario()) == [Ending.PLANNED, Ending.STALLED, Ending.CLIENT_LEFT, Ending.FAILED]
