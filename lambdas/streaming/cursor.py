@@ -19,15 +19,16 @@ _PREFIX = "c1."
 _STREAM = re.compile(STREAM_NAME_PATTERN)
 MAX_CURSOR_LENGTH = 1024
 
-Cursor = Mapping[str, int]
+# A place in the streams, stream -> seq: a cursor's content, the stream heads, how far a reader got.
+Position = dict[str, int]
 
 
-def encode(cursor: Cursor) -> str:
+def encode(cursor: Mapping[str, int]) -> str:
     payload = json.dumps(dict(sorted(cursor.items())), separators=(",", ":")).encode()
     return _PREFIX + base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
-def decode(token: str | None) -> dict[str, int]:
+def decode(token: str | None) -> Position:
     """An absent or empty cursor means "from the start of the replay window"."""
     if not token:
         return {}

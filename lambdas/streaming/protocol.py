@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +119,7 @@ def parse(raw: str | bytes, known_types: Iterable[str]) -> Request:
 
 
 def welcome(
-    connection_id: str, role: str, allowed: Iterable[str], heads: Mapping[str, int], expires_at: int
+    connection_id: str, role: str, allowed: Iterable[str], heads: cursors.Position, expires_at: int
 ) -> dict[str, Any]:
     return {
         "type": "welcome",
@@ -133,7 +133,7 @@ def welcome(
 
 
 def subscribed(
-    types: Iterable[str], denied: Iterable[str], position: Mapping[str, int], request_id: str | None
+    types: Iterable[str], denied: Iterable[str], position: cursors.Position, request_id: str | None
 ) -> dict[str, Any]:
     """`cursor`: the stream heads when the subscription began; live delivery is complete after it."""
     return _answer(
@@ -145,7 +145,7 @@ def unsubscribed(types: Iterable[str], request_id: str | None) -> dict[str, Any]
     return _answer("unsubscribed", request_id, types=sorted(types))
 
 
-def pong(heads: Mapping[str, int], request_id: str | None) -> dict[str, Any]:
+def pong(heads: cursors.Position, request_id: str | None) -> dict[str, Any]:
     """Server time lets a client measure clock drift; heads let it notice a lost last event."""
     return _answer("pong", request_id, server_time=_now(), heads=dict(heads))
 

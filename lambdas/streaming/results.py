@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from streaming.cursor import Position
 from streaming.events import Envelope
 
 
@@ -39,6 +40,6 @@ class Page:
     `truncated` says events after the given cursor have already left the replay window."""
 
     events: list[Envelope]
-    cursor: dict[str, int]
+    cursor: Position
     more: bool = False
     truncated: bool = False

@@ -32,7 +32,7 @@ class StreamPlan:
     role: str
     types: frozenset[str]
     streams: frozenset[str]
-    position: dict[str, int]  # where the subscriber is: everything up to it was delivered before
+    position: cursors.Position  # where the subscriber is: everything up to it was delivered before
     heartbeat_seconds: float
     stall_seconds: float  # a stream that could write nothing for this long ends itself
     max_stream_seconds: float
@@ -55,7 +55,7 @@ def plan_stream(
     allowed_origins: Iterable[str],
     roles: RoleMatrix,
     streams_by_type: Mapping[str, str],
-    heads: Callable[[], Mapping[str, int]],
+    heads: Callable[[], cursors.Position],
     leases: StreamLeases,
     settings: SseSettings,
 ) -> PlannedStream:
@@ -114,7 +114,7 @@ def _visible_types(
     return roles.visible(role, asked)
 
 
-def _position(resume: str | None, streams: frozenset[str], heads: Mapping[str, int]) -> dict[str, int]:
+def _position(resume: str | None, streams: frozenset[str], heads: cursors.Position) -> cursors.Position:
     """Where the stream starts: the cursor to resume from, else the current heads of its streams."""
     position = cursors.decode(resume) if resume else {s: seq for s, seq in heads.items() if s in streams}
     ahead = sorted(s for s, seq in position.items() if seq > heads.get(s, 0))

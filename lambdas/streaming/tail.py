@@ -51,9 +51,9 @@ class Tailer:
         self._start_over()
 
     def _start_over(self) -> None:
-        self._heads: dict[str, int] = {}
+        self._heads: cursors.Position = {}
         self._recent: dict[str, deque[Envelope]] = {}
-        self._since: dict[str, int] = {}  # memory holds every event of the stream after this seq
+        self._since: cursors.Position = {}  # memory holds every event of the stream after this seq
         self._refreshes = 0
         self._refreshed_at = time.monotonic()
         self._refreshed = asyncio.Event()  # set, and replaced, after every refresh
@@ -67,7 +67,7 @@ class Tailer:
             self._wake.set()
         await self.heads(streams)
 
-    async def heads(self, streams: frozenset[str] = frozenset()) -> dict[str, int]:
+    async def heads(self, streams: frozenset[str] = frozenset()) -> cursors.Position:
         """The heads as last read, once a read has covered `streams`."""
         while True:
             if self._poller is None or self._poller.done():  # exactly one, however many ask at once
@@ -103,12 +103,12 @@ class Tailer:
         self._poller = asyncio.create_task(self._poll())
 
     def recent_after(
-        self, position: Mapping[str, int], types: frozenset[str], streams: Iterable[str]
-    ) -> tuple[list[Envelope], dict[str, int]] | None:
+        self, position: cursors.Position, types: frozenset[str], streams: Iterable[str]
+    ) -> tuple[list[Envelope], cursors.Position] | None:
         """The events of `types` after `position` from memory, in seq order per stream and by time
         across streams, and where each stream then stands; None if memory does not reach back."""
         found: list[list[Envelope]] = []
-        reached: dict[str, int] = {}
+        reached: cursors.Position = {}
         for stream in streams:
             after = position.get(stream, 0)
             if stream not in self._since or after < self._since[stream]:
@@ -119,7 +119,7 @@ class Tailer:
         merged = list(heapq.merge(*found, key=lambda e: (e.ts, e.stream, e.seq)))
         return merged, reached
 
-    async def wait_beyond(self, position: Mapping[str, int], streams: frozenset[str], timeout: float) -> None:
+    async def wait_beyond(self, position: cursors.Position, streams: frozenset[str], timeout: float) -> None:
         """Return when a head of `streams` is beyond `position`, or after `timeout` seconds."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -180,7 +180,7 @@ class Tailer:
         self._since[stream], self._recent[stream] = head, deque(maxlen=KEEP_PER_STREAM)
 
 
-def _visible(heads: Mapping[str, int], plan: StreamPlan) -> dict[str, int]:
+def _visible(heads: cursors.Position, plan: StreamPlan) -> cursors.Position:
     """Heads of the streams the subscriber sees, and no others."""
     return {stream: seq for stream, seq in heads.items() if stream in plan.streams}
 
@@ -249,7 +249,7 @@ async def _next_chunks(
     store: EventStore,
     tailer: Tailer,
     plan: StreamPlan,
-    position: dict[str, int],
+    position: cursors.Position,
     next_heartbeat: float,
     ends_at: float,
 ) -> tuple[list[bytes], float]:
@@ -286,7 +286,7 @@ async def _next_chunks(
     return chunks, next_heartbeat
 
 
-def _heartbeat(heads: Mapping[str, int], position: Mapping[str, int], retry_ms: int) -> bytes:
+def _heartbeat(heads: cursors.Position, position: cursors.Position, retry_ms: int) -> bytes:
     """A heartbeat carries the server time and the heads (a head beyond the cursor: something to come),
     and the cursor so far as its id, so a reconnect resumes from here even when nothing arrived."""
     body = {"server_time": format_ts(int(time.time() * 1000)), "heads": dict(heads)}

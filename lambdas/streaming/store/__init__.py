@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from streaming.cursor import Position
 from streaming.events import Envelope, NewEvent
 from streaming.results import Appended, Page
 from streaming.store.append import Appender, Step
@@ -81,7 +82,7 @@ class EventStore:
         `producer` is who publishes, as the caller authenticated it."""
         return self._appender.append(events, producer)
 
-    def after(self, cursor: Mapping[str, int], types: frozenset[str], limit: int) -> Page:
+    def after(self, cursor: Position, types: frozenset[str], limit: int) -> Page:
         """Events of `types` after `cursor`, at most `limit`, expired events excluded. Each stream's
         events come in seq order; streams are interleaved by ts."""
         return self._reader.after(cursor, types, limit)
@@ -95,6 +96,6 @@ class EventStore:
         """One event by position (the fan-out worker reads what it delivers); None if it has expired."""
         return self._reader.get(stream, seq)
 
-    def heads(self, types: Iterable[str] | None = None) -> dict[str, int]:
+    def heads(self, types: Iterable[str] | None = None) -> Position:
         """The last seq of every stream (0 for an empty stream), or of the streams of `types`."""
         return self._reader.heads(types)

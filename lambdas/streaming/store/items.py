@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streaming import constants as c
+from streaming.cursor import Position
 from streaming.events import Envelope
 
 Item = dict[str, Any]
@@ -30,7 +31,7 @@ def expires_at(epoch_ms: int, window_seconds: int) -> int:
     return epoch_ms // 1000 + window_seconds
 
 
-def ints(mapping: Mapping[str, Any]) -> dict[str, int]:
+def ints(mapping: Mapping[str, Any]) -> Position:
     return {name: int(value) for name, value in mapping.items()}
 
 
@@ -109,7 +110,7 @@ class Head:
     event's item (its own item may not be written yet)."""
 
     seq: int
-    heads: dict[str, int]
+    heads: Position
     last: Item | None
 
     @classmethod

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from streaming.cursor import Position
 from streaming.events import Envelope
 from streaming.results import Page
 from streaming.store import items
@@ -34,7 +35,7 @@ class Reader:
         self._clock = clock
         self._max_scan = max_scan
 
-    def after(self, cursor: Mapping[str, int], types: frozenset[str], limit: int) -> Page:
+    def after(self, cursor: Position, types: frozenset[str], limit: int) -> Page:
         """Events of `types` after `cursor`, at most `limit`, expired events excluded. Each stream's
         events come in seq order; streams are interleaved by ts."""
         now_s = self._clock()
@@ -65,7 +66,7 @@ class Reader:
         `more` says a stream was scanned to the bound without finding `count` visible events."""
         now_s = self._clock()
         newest: list[list[Envelope]] = []
-        tail: dict[str, int] = {}
+        tail: Position = {}
         bounded = False
         for stream in self._streams_of(types):
             head = self.head(stream)
@@ -94,7 +95,7 @@ class Reader:
             return None
         return items.envelope_of(item)
 
-    def heads(self, types: Iterable[str] | None = None) -> dict[str, int]:
+    def heads(self, types: Iterable[str] | None = None) -> Position:
         """The last seq of every stream (0 for an empty stream), or of the streams of `types`."""
         streams = (
             self._streams_of(frozenset(types)) if types is not None else set(self._streams_by_type.values())
