@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from aws_cdk import RemovalPolicy
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streaming.constants import STREAM_NAME_PATTERN
@@ -159,9 +158,13 @@ class EnvironmentConfig(BaseModel):
         return f"Streaming-{self.name}"
 
     @property
-    def removal_policy(self) -> RemovalPolicy:
-        """What happens to data (table, logs, undelivered events) when the stack is deleted."""
-        return RemovalPolicy.RETAIN if self.retain_data else RemovalPolicy.DESTROY
+    def removal_policy(self) -> Any:
+        """Transitional, for stacks/constructs/websocket_api.py until it calls
+        stacks.constructs.removal.removal_policy; imported late so loading the configuration never
+        starts the CDK's jsii runtime."""
+        from stacks.constructs.removal import removal_policy
+
+        return removal_policy(self)
 
     @property
     def replay_window_seconds(self) -> int:

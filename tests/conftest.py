@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import os
-
-# The CDK's jsii runtime prints a banner on Node 20 at import; the Makefile silences it the same way.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 import time
 import uuid
 from collections.abc import Iterator

@@ -8,6 +8,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.removal import removal_policy
 from streaming import constants as c
 
 
@@ -32,7 +33,7 @@ def expiring_table(
             point_in_time_recovery_enabled=config.point_in_time_recovery
         ),
         deletion_protection=config.deletion_protection,
-        removal_policy=config.removal_policy,
+        removal_policy=removal_policy(config),
     )
     if not config.point_in_time_recovery:
         Validations.of(table).acknowledge(Acknowledgment(id="AwsSolutions-DDB3", reason=without_pitr_because))
