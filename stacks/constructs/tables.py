@@ -1,5 +1,5 @@
-"""DynamoDB tables the way this project keeps them: on demand, TTL on `expires_at`, and the environment's
-removal policy, point-in-time recovery and deletion protection."""
+"""DynamoDB tables the way this project keeps them: the layout from stacks/table_layouts.py, on demand,
+and the environment's removal policy, point-in-time recovery and deletion protection."""
 
 from __future__ import annotations
 
@@ -9,26 +9,36 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.removal import removal_policy
-from streaming import constants as c
+from stacks.table_layouts import CONNECTIONS, TableLayout
+
+_ATTRIBUTE_TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
 
 
 def expiring_table(
     scope: Construct,
     construct_id: str,
     config: EnvironmentConfig,
+    layout: TableLayout | None = None,
     *,
-    sort_key_type: dynamodb.AttributeType,
     without_pitr_because: str,
+    sort_key_type: dynamodb.AttributeType | None = None,
 ) -> dynamodb.TableV2:
     """`without_pitr_because`: why this table may go without point-in-time recovery where the
-    environment turns it off (the cdk-nag finding is acknowledged with it)."""
+    environment turns it off (the cdk-nag finding is acknowledged with it).
+
+    `sort_key_type` is transitional: the connections table's construct still names its sort key's type
+    instead of passing `CONNECTIONS` as its layout."""
+    if layout is None:
+        if sort_key_type is not dynamodb.AttributeType.STRING:
+            raise ValueError("pass the table's layout")
+        layout = CONNECTIONS
     table = dynamodb.TableV2(
         scope,
         construct_id,
-        partition_key=dynamodb.Attribute(name=c.PARTITION_KEY, type=dynamodb.AttributeType.STRING),
-        sort_key=dynamodb.Attribute(name=c.SORT_KEY, type=sort_key_type),
+        partition_key=dynamodb.Attribute(name=layout.partition_key, type=dynamodb.AttributeType.STRING),
+        sort_key=dynamodb.Attribute(name=layout.sort_key, type=_ATTRIBUTE_TYPES[layout.sort_key_type]),
         billing=dynamodb.Billing.on_demand(),
-        time_to_live_attribute=c.TTL_ATTRIBUTE,
+        time_to_live_attribute=layout.ttl_attribute,
         point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
             point_in_time_recovery_enabled=config.point_in_time_recovery
         ),

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from handlers import publish_eventbridge, publish_http
-from local.aws import create_connections_table
 from local.lambda_runtime import LocalContext, function_url_event
+from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import runtime
 from streaming.runtime import delivery, services
 from tests.conftest import CONNECTIONS_TABLE, TABLE, example, signal
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.events
 
 @pytest.fixture(autouse=True)
 def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
-    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
     for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
         monkeypatch.setenv(name, value)
     runtime.settings.cache_clear()
