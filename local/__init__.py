@@ -1,11 +1,7 @@
 """The embedded local stack: moto server for AWS, the real handlers behind loopback HTTP endpoints."""
 
-import os
 import sys
 from pathlib import Path
-
-# The local stack reads cdk.json through stacks.config, which loads the CDK's jsii runtime: no banner.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 # As in Lambda, where the asset root is on sys.path, the handler code imports as `streaming`/`handlers`.
 _LAMBDA_ROOT = str(Path(__file__).resolve().parent.parent / "lambdas")

@@ -26,7 +26,7 @@ from pathlib import Path
 import boto3
 
 from local import console
-from local.aws import REGION, create_connections_table, create_events_table, start_moto
+from local.aws import REGION, start_moto
 from local.gateway import STAGE, GatewayProcess
 from local.lambda_runtime import (
     LocalFunction,
@@ -39,6 +39,7 @@ from local.live_page import PAGE_PATH, live_page_app, page_origins
 from local.serving import listen, serve, url_host
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
+from stacks.table_layouts import CONNECTIONS, EVENTS, create_table
 from streaming import constants as c
 
 TABLE = "streaming-local-events"
@@ -115,8 +116,8 @@ def main() -> None:
         POWERTOOLS_TRACE_DISABLED="true",
     )
     dynamodb = boto3.client("dynamodb")
-    create_events_table(dynamodb, TABLE)
-    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    create_table(dynamodb, TABLE, EVENTS)
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
     boto3.client("events").create_event_bus(Name=BUS)
     secret_arn = boto3.client("secretsmanager").create_secret(Name=SECRET, SecretString=state.jwt_secret())[
         "ARN"

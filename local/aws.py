@@ -1,9 +1,10 @@
-"""Local AWS: moto server made safe for concurrent requests, and the resources the stack creates."""
+"""Local AWS: a moto server made safe for concurrent requests and closer to DynamoDB's costs."""
 
 from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import json
 import logging
 import threading
@@ -13,8 +14,6 @@ from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler, DynamoResult
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
-
-from streaming import constants as c
 
 REGION = "us-east-1"
 
@@ -34,15 +33,18 @@ class SerializedMoto:
 
 # moto's cost per request grows with what it touches, where DynamoDB's does not; two patches bring the
 # local stack's item operations closer to DynamoDB's shape (measured in docs/performance.md). Both
-# leave answers unchanged: every unit test runs through them.
+# leave answers unchanged. They are applied when the local moto server starts (`start_moto`), never at
+# import: tests that mock AWS in-process run on moto as it is.
 
 
 def _partition_scoped(query: Any) -> Any:
     """A base-table Query reads only the queried partition (moto sorts every item of the table)."""
 
+    signature = inspect.signature(query)  # index_name by name, wherever moto's callers put it
+
     @functools.wraps(query)
     def scoped(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        index_name = signature.bind(self, hash_key, *args, **kwargs).arguments.get("index_name")
         if index_name or hash_key is None or not self.range_key_attr:
             return query(self, hash_key, *args, **kwargs)
         items = self.items[hash_key].values() if hash_key in self.items else []
@@ -82,12 +84,16 @@ def _wire_bytes(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-Table.query = _partition_scoped(Table.query)  # type: ignore[method-assign]
-DynamoHandler.serialized = _plain_json_items(DynamoHandler.serialized)  # type: ignore[method-assign]
+@functools.cache  # once per process
+def patch_moto() -> None:
+    """Apply both patches to moto's classes (for every moto in this process)."""
+    Table.query = _partition_scoped(Table.query)  # type: ignore[method-assign]
+    DynamoHandler.serialized = _plain_json_items(DynamoHandler.serialized)  # type: ignore[method-assign]
 
 
 def start_moto(host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, str]:
     """Start moto on loopback in a background thread; returns the server and its endpoint URL."""
+    patch_moto()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per AWS call
     server = make_server(host, port, SerializedMoto(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
@@ -105,41 +111,6 @@ def moto_client(service: str, endpoint_url: str) -> Any:
         region_name=REGION,
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
-    )
-
-
-def create_connections_table(dynamodb: Any, table_name: str) -> None:
-    """The connections table (string keys, TTL), as the WebSocket API's construct will declare it."""
-    dynamodb.create_table(
-        TableName=table_name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.update_time_to_live(
-        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": c.TTL_ATTRIBUTE}
-    )
-
-
-def create_events_table(dynamodb: Any, table_name: str) -> None:
-    """The events table as stacks/constructs/event_store.py declares it (key schema and TTL)."""
-    dynamodb.create_table(
-        TableName=table_name,
-        KeySchema=[
-            {"AttributeName": c.PARTITION_KEY, "KeyType": "HASH"},
-            {"AttributeName": c.SORT_KEY, "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": c.PARTITION_KEY, "AttributeType": "S"},
-            {"AttributeName": c.SORT_KEY, "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.update_time_to_live(
-        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": c.TTL_ATTRIBUTE}
     )
 
 

@@ -11,14 +11,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from aws_cdk import RemovalPolicy
+from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS, STREAM_NAME_PATTERN
+from streaming.constants import STREAM_NAME_PATTERN
 from streaming.events import EventCatalog
-from streaming.settings import AuthSettings, DeliverySettings, Settings, SseSettings
+from streaming.settings import AuthMode, AuthSettings, DeliverySettings, Settings, SseSettings, limits
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -31,6 +31,11 @@ SSE_TIMEOUT_MARGIN_SECONDS = 30
 # CORS-safelisted response headers.
 SSE_CORS_ALLOWED_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", "Cache-Control")
 SSE_CORS_MAX_AGE_SECONDS = 600  # how long a browser may reuse a preflight's answer
+
+
+def within(group: type, field_name: str, *, unit: int = 1) -> Interval:
+    """The bounds a runtime settings field declares, checked here at synth as well as at cold start."""
+    return Interval(**limits(group, field_name, unit=unit))
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,8 @@ class Cors:
 
 class RateLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    websocket_messages_per_second: int = Field(gt=0)
-    websocket_burst: int = Field(gt=0)
+    websocket_messages_per_second: Annotated[int, within(DeliverySettings, "messages_per_second")]
+    websocket_burst: Annotated[int, within(DeliverySettings, "burst")]
     api_rate_per_second: int = Field(gt=0)
     api_burst: int = Field(gt=0)
 
@@ -57,7 +62,7 @@ class AuthConfig(BaseModel):
     with an identity provider's JWKS."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: Literal["hs256", "oidc"]
+    mode: AuthMode
     audience: str = Field(min_length=1)
     role_claim: str = Field(min_length=1)
     issuer: str = Field(min_length=1, description="hs256: defaults to streaming-<environment>")
@@ -85,21 +90,23 @@ class SseConfig(BaseModel):
     """SSE over Lambda response streaming: one function invocation per open stream."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    poll_interval_ms: int = Field(
-        default=500, ge=50, le=60_000, description="how often a stream reads the store"
+    poll_interval_ms: Annotated[int, within(SseSettings, "poll_interval_ms")] = Field(
+        default=500, description="how often a stream reads the store"
     )
-    heartbeat_seconds: int = Field(default=15, ge=1, le=300)
-    max_stream_seconds: int = Field(
-        default=840, ge=5, description="a stream ends itself (retry: hint) this long after it opened"
+    heartbeat_seconds: Annotated[int, within(SseSettings, "heartbeat_seconds")] = 15
+    max_stream_seconds: Annotated[int, within(SseSettings, "max_stream_seconds")] = Field(
+        default=840, description="a stream ends itself (retry: hint) this long after it opened"
     )
     timeout_seconds: int = Field(default=900, ge=35, le=900, description="the function's; Lambda allows 900")
-    retry_ms: int = Field(default=1000, ge=0, le=60_000, description="the retry: hint a stream ends with")
+    retry_ms: Annotated[int, within(SseSettings, "retry_ms")] = Field(
+        default=1000, description="the retry: hint a stream ends with"
+    )
     reserved_concurrency: int | None = Field(
         default=None, ge=1, description="most streams open at once (each holds one function): caps cost"
     )
     memory_mb: int = Field(default=256, ge=128, le=10_240)
-    max_streams_per_subject: int = Field(
-        default=5, ge=1, le=100, description="open streams one token subject may hold at once"
+    max_streams_per_subject: Annotated[int, within(SseSettings, "max_streams_per_subject")] = Field(
+        default=5, description="open streams one token subject may hold at once"
     )
 
     @model_validator(mode="after")
@@ -119,7 +126,7 @@ class EnvironmentConfig(BaseModel):
     name: str
     account: str | None = None
     region: str | None = None
-    replay_window_hours: int = Field(ge=1, le=24 * 365)
+    replay_window_hours: Annotated[int, within(Settings, "replay_window_seconds", unit=3600)]
     retain_data: bool
     point_in_time_recovery: bool
     deletion_protection: bool
@@ -128,16 +135,16 @@ class EnvironmentConfig(BaseModel):
     auth: AuthConfig
     event_types: dict[str, str] = Field(min_length=1, description="event type -> stream")
     roles: dict[str, list[str]] = Field(min_length=1, description="role -> event types it may see")
-    max_event_bytes: int = Field(
-        ge=256, le=120_000, description="API Gateway WebSocket messages are <= 128 KB"
+    max_event_bytes: Annotated[int, within(Settings, "max_event_bytes")] = Field(
+        description="API Gateway WebSocket messages are <= 128 KB"
     )
-    max_batch_events: int = Field(ge=1, le=1000)
-    compress_above_bytes: int = Field(default=8192, ge=256, description="larger event data is sent gzipped")
-    fanout_chunk_connections: int = Field(
-        default=250,
-        ge=10,
-        le=MAX_FANOUT_CHUNK_CONNECTIONS,  # a chunk must fit one asynchronous invocation (256 KB)
-        description="audiences up to this size are delivered inline",
+    max_batch_events: Annotated[int, within(Settings, "max_batch_events")]
+    compress_above_bytes: Annotated[int, within(DeliverySettings, "compress_above_bytes")] = Field(
+        default=8192, description="larger event data is sent gzipped"
+    )
+    # at most what fits one asynchronous invocation (256 KB)
+    fanout_chunk_connections: Annotated[int, within(DeliverySettings, "fanout_chunk_connections")] = Field(
+        default=250, description="audiences up to this size are delivered inline"
     )
     publish_reserved_concurrency: int | None = Field(default=None, ge=1)
     alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -149,11 +156,6 @@ class EnvironmentConfig(BaseModel):
     @property
     def stack_name(self) -> str:
         return f"Streaming-{self.name}"
-
-    @property
-    def removal_policy(self) -> RemovalPolicy:
-        """What happens to data (table, logs, undelivered events) when the stack is deleted."""
-        return RemovalPolicy.RETAIN if self.retain_data else RemovalPolicy.DESTROY
 
     @property
     def replay_window_seconds(self) -> int:

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import os
-
-# The CDK's jsii runtime prints a banner on Node 20 at import; the Makefile silences it the same way.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +10,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.aws import REGION, create_events_table
 from stacks.config import load
+from stacks.table_layouts import EVENTS, create_table
 from streaming.publish import Publisher
 from streaming.settings import DeliverySettings, Settings
 from streaming.store import EventStore
 
+REGION = "us-east-1"  # moto's in-process mock; nothing reaches AWS
 TABLE = "events-test"
 CONNECTIONS_TABLE = "connections-test"
 
@@ -72,7 +70,7 @@ def delivery_settings() -> DeliverySettings:
 def dynamodb() -> Iterator[Any]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        create_events_table(client, TABLE)
+        create_table(client, TABLE, EVENTS)
         yield client
 
 

@@ -1,22 +1,108 @@
-"""Runtime settings, read once from the environment the stack (or the local stack) sets."""
+"""Runtime settings, read once from the environment the stack (or the local stack) sets.
+
+Each settings group is one dataclass whose fields declare their environment variable, how its text is
+read and written, and the bounds it must keep; `from_env`, `to_env` and the bounds check are derived
+from that declaration, and stacks/config.py takes its pydantic bounds from it too (`limits`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, Literal, NamedTuple, Self, TypedDict, cast, get_args
 
 from streaming import constants as c
 from streaming.events import EventCatalog
 from streaming.roles import RoleMatrix
 
+AuthMode = Literal["hs256", "oidc"]
+
 
 class ConfigurationError(RuntimeError):
     """The function's environment is incomplete or inconsistent; it cannot serve anything."""
+
+
+class Limits(TypedDict, total=False):
+    """Numeric bounds, named as pydantic (annotated-types) names them, so stacks/config.py checks them too."""
+
+    gt: int
+    ge: int
+    le: int
+
+
+class Codec(NamedTuple):
+    """How a value is read from, and written to, the text of an environment variable."""
+
+    read: Callable[[str], Any]
+    write: Callable[[Any], str]
+
+
+TEXT = Codec(str, str)
+INTEGER = Codec(int, str)
+NUMBER = Codec(float, str)
+JSON_LIST = Codec(lambda text: tuple(json.loads(text)), lambda values: json.dumps(list(values)))
+STREAMS = Codec(json.loads, lambda streams: json.dumps(dict(streams), sort_keys=True))
+GRANTS = Codec(
+    lambda text: {role: tuple(types) for role, types in json.loads(text).items()},
+    lambda grants: json.dumps({role: list(types) for role, types in grants.items()}),
+)
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """Where one settings field lives in a function's environment."""
+
+    name: str
+    codec: Codec
+    optional: bool  # may be absent (read as ""), and is left out when empty; otherwise it must be set
+    limits: Limits
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        if self.optional and self.name not in env:
+            return ""
+        return self.codec.read(env[self.name])
+
+    def problems(self, value: Any) -> list[str]:
+        if value == "" and not self.optional:
+            return [f"{self.name} is empty"]
+        bounds, broken = self.limits, []
+        if "gt" in bounds and not value > bounds["gt"]:
+            broken.append(f"more than {bounds['gt']}")
+        if "ge" in bounds and not value >= bounds["ge"]:
+            broken.append(f"at least {bounds['ge']}")
+        if "le" in bounds and not value <= bounds["le"]:
+            broken.append(f"at most {bounds['le']}")
+        return [f"{self.name} must be {' and '.join(broken)}, not {value}"] if broken else []
+
+
+def env_var(
+    name: str,
+    codec: Codec = TEXT,
+    *,
+    optional: bool = False,
+    limits: Limits | None = None,
+    default: Any = dataclasses.MISSING,
+) -> Any:
+    """A settings field kept in the environment variable `name`."""
+    declaration = EnvVar(name, codec, optional, limits or Limits())
+    return dataclasses.field(default=default, metadata={EnvVar: declaration})
+
+
+def _declared(group: type) -> Iterator[tuple[str, EnvVar]]:
+    for field in dataclasses.fields(group):
+        yield field.name, field.metadata[EnvVar]
+
+
+def limits(group: type, field_name: str, *, unit: int = 1) -> Limits:
+    """The bounds one settings field declares, in `unit`s of it (3600: seconds as hours)."""
+    declared = cast(dict[str, int], dict(_declared(group))[field_name].limits)
+    return cast(Limits, {key: bound // unit for key, bound in declared.items()})
 
 
 @contextmanager
@@ -31,19 +117,50 @@ def _read_environment() -> Iterator[None]:
         raise ConfigurationError(f"environment is malformed: {error}") from None
 
 
-@dataclass(frozen=True)
-class Settings:
-    events_table: str
-    streams_by_type: Mapping[str, str]
-    role_grants: Mapping[str, tuple[str, ...]]
-    replay_window_seconds: int
-    max_event_bytes: int
-    max_batch_events: int
+class EnvSettings:
+    """A settings group declared with `env_var` fields (subclasses are frozen dataclasses)."""
 
     def __post_init__(self) -> None:
+        problems = [
+            problem for name, var in _declared(type(self)) for problem in var.problems(getattr(self, name))
+        ]
+        problems += self._rules()
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    def _rules(self) -> list[str]:
+        """What the fields must keep together, beyond each one's own bounds."""
+        return []
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
+        with _read_environment():
+            return cls(**{name: var.read(env) for name, var in _declared(cls)})
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of from_env: what the stack and the local stack put into a function's environment."""
+        values = ((var, getattr(self, name)) for name, var in _declared(type(self)))
+        return {var.name: var.codec.write(value) for var, value in values if value != "" or not var.optional}
+
+
+# Both transports compress above the same size and keep their records in the connections table.
+_COMPRESS_ABOVE_BYTES = Limits(ge=256)
+
+
+@dataclass(frozen=True)
+class Settings(EnvSettings):
+    events_table: str = env_var(c.ENV_EVENTS_TABLE)
+    streams_by_type: Mapping[str, str] = env_var(c.ENV_EVENT_STREAMS, STREAMS)
+    role_grants: Mapping[str, tuple[str, ...]] = env_var(c.ENV_ROLE_MATRIX, GRANTS)
+    replay_window_seconds: int = env_var(
+        c.ENV_REPLAY_WINDOW_SECONDS, INTEGER, limits=Limits(ge=3600, le=365 * 24 * 3600)
+    )
+    # API Gateway WebSocket messages are at most 128 KB.
+    max_event_bytes: int = env_var(c.ENV_MAX_EVENT_BYTES, INTEGER, limits=Limits(ge=256, le=120_000))
+    max_batch_events: int = env_var(c.ENV_MAX_BATCH_EVENTS, INTEGER, limits=Limits(ge=1, le=1000))
+
+    def _rules(self) -> list[str]:
         problems = []
-        if not self.events_table:
-            problems.append(f"{c.ENV_EVENTS_TABLE} is empty")
         for event_type, stream in self.streams_by_type.items():
             if not re.match(c.STREAM_NAME_PATTERN, stream):
                 problems.append(f"stream {stream!r} of {event_type} does not match {c.STREAM_NAME_PATTERN}")
@@ -51,37 +168,7 @@ class Settings:
             unknown = set(types) - set(self.streams_by_type)
             if unknown:
                 problems.append(f"role {role} grants unknown types {sorted(unknown)}")
-        if self.replay_window_seconds < 3600:
-            problems.append("the replay window must be at least 3600 seconds")
-        if not 1 <= self.max_batch_events <= 1000 or not 256 <= self.max_event_bytes <= 120_000:
-            problems.append("max batch must be 1..1000 events and max event size 256..120000 bytes")
-        if problems:
-            raise ConfigurationError("; ".join(problems))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        with _read_environment():
-            return cls(
-                events_table=env[c.ENV_EVENTS_TABLE],
-                streams_by_type=json.loads(env[c.ENV_EVENT_STREAMS]),
-                role_grants={
-                    role: tuple(types) for role, types in json.loads(env[c.ENV_ROLE_MATRIX]).items()
-                },
-                replay_window_seconds=int(env[c.ENV_REPLAY_WINDOW_SECONDS]),
-                max_event_bytes=int(env[c.ENV_MAX_EVENT_BYTES]),
-                max_batch_events=int(env[c.ENV_MAX_BATCH_EVENTS]),
-            )
-
-    def to_env(self) -> dict[str, str]:
-        """The inverse of from_env: what the stack and the local stack put into a function's environment."""
-        return {
-            c.ENV_EVENTS_TABLE: self.events_table,
-            c.ENV_EVENT_STREAMS: json.dumps(dict(self.streams_by_type), sort_keys=True),
-            c.ENV_ROLE_MATRIX: json.dumps({role: list(types) for role, types in self.role_grants.items()}),
-            c.ENV_REPLAY_WINDOW_SECONDS: str(self.replay_window_seconds),
-            c.ENV_MAX_EVENT_BYTES: str(self.max_event_bytes),
-            c.ENV_MAX_BATCH_EVENTS: str(self.max_batch_events),
-        }
+        return problems
 
     @cached_property
     def catalog(self) -> EventCatalog:
@@ -98,164 +185,66 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class DeliverySettings:
+class DeliverySettings(EnvSettings):
     """Live delivery over the WebSocket API: where connections are kept and how to reach them."""
 
-    connections_table: str
-    management_url: str  # the stage's @connections endpoint, https://{api}.execute-api.../{stage}
-    fanout_function: str  # worker invoked asynchronously per chunk of a large audience
-    fanout_chunk_connections: int  # audiences up to this size are delivered inline
-    compress_above_bytes: int  # event data larger than this (as JSON) is sent gzip-compressed
-    messages_per_second: float  # inbound token bucket per connection
-    burst: int
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.connections_table or not self.management_url:
-            problems.append(f"{c.ENV_CONNECTIONS_TABLE} and {c.ENV_MANAGEMENT_URL} must be set")
-        if not 10 <= self.fanout_chunk_connections <= c.MAX_FANOUT_CHUNK_CONNECTIONS:
-            problems.append(f"the fan-out chunk must be 10..{c.MAX_FANOUT_CHUNK_CONNECTIONS} connections")
-        if self.compress_above_bytes < 256:
-            problems.append("compression must start at 256 bytes or more")
-        if self.messages_per_second <= 0 or self.burst < 1:
-            problems.append("the inbound rate limit needs a positive rate and a burst of at least 1")
-        if problems:
-            raise ConfigurationError("; ".join(problems))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> DeliverySettings:
-        with _read_environment():
-            return cls(
-                connections_table=env[c.ENV_CONNECTIONS_TABLE],
-                management_url=env[c.ENV_MANAGEMENT_URL],
-                fanout_function=env.get(c.ENV_FANOUT_FUNCTION, ""),
-                fanout_chunk_connections=int(env[c.ENV_FANOUT_CHUNK_CONNECTIONS]),
-                compress_above_bytes=int(env[c.ENV_COMPRESS_ABOVE_BYTES]),
-                messages_per_second=float(env[c.ENV_WS_MESSAGES_PER_SECOND]),
-                burst=int(env[c.ENV_WS_BURST]),
-            )
-
-    def to_env(self) -> dict[str, str]:
-        env = {
-            c.ENV_CONNECTIONS_TABLE: self.connections_table,
-            c.ENV_MANAGEMENT_URL: self.management_url,
-            c.ENV_FANOUT_CHUNK_CONNECTIONS: str(self.fanout_chunk_connections),
-            c.ENV_COMPRESS_ABOVE_BYTES: str(self.compress_above_bytes),
-            c.ENV_WS_MESSAGES_PER_SECOND: str(self.messages_per_second),
-            c.ENV_WS_BURST: str(self.burst),
-        }
-        if self.fanout_function:  # only functions that hand chunks on name the worker
-            env[c.ENV_FANOUT_FUNCTION] = self.fanout_function
-        return env
+    connections_table: str = env_var(c.ENV_CONNECTIONS_TABLE)
+    # the stage's @connections endpoint, https://{api}.execute-api.../{stage}
+    management_url: str = env_var(c.ENV_MANAGEMENT_URL)
+    # audiences up to this size are delivered inline
+    fanout_chunk_connections: int = env_var(
+        c.ENV_FANOUT_CHUNK_CONNECTIONS, INTEGER, limits=Limits(ge=10, le=c.MAX_FANOUT_CHUNK_CONNECTIONS)
+    )
+    # event data larger than this (as JSON) is sent gzip-compressed
+    compress_above_bytes: int = env_var(c.ENV_COMPRESS_ABOVE_BYTES, INTEGER, limits=_COMPRESS_ABOVE_BYTES)
+    # inbound token bucket per connection
+    messages_per_second: float = env_var(c.ENV_WS_MESSAGES_PER_SECOND, NUMBER, limits=Limits(gt=0))
+    burst: int = env_var(c.ENV_WS_BURST, INTEGER, limits=Limits(ge=1))
+    # worker invoked asynchronously per chunk of a large audience; named only to the functions that
+    # hand chunks on
+    fanout_function: str = env_var(c.ENV_FANOUT_FUNCTION, optional=True, default="")
 
 
 @dataclass(frozen=True)
-class AuthSettings:
+class AuthSettings(EnvSettings):
     """How tokens are verified: "hs256" with the secret at `secret_arn`, or "oidc" with `jwks_url`."""
 
-    mode: str
-    audience: str
-    issuer: str
-    role_claim: str
-    allowed_origins: tuple[str, ...]
-    secret_arn: str = ""
-    jwks_url: str = ""
+    mode: str = env_var(c.ENV_AUTH_MODE)  # one of AuthMode
+    audience: str = env_var(c.ENV_AUTH_AUDIENCE)
+    issuer: str = env_var(c.ENV_AUTH_ISSUER)
+    role_claim: str = env_var(c.ENV_AUTH_ROLE_CLAIM)
+    allowed_origins: tuple[str, ...] = env_var(c.ENV_ALLOWED_ORIGINS, JSON_LIST)
+    secret_arn: str = env_var(c.ENV_AUTH_SECRET_ARN, optional=True, default="")
+    jwks_url: str = env_var(c.ENV_AUTH_JWKS_URL, optional=True, default="")
 
-    def __post_init__(self) -> None:
+    def _rules(self) -> list[str]:
         problems = []
-        if self.mode not in ("hs256", "oidc"):
+        if self.mode not in get_args(AuthMode):
             problems.append(f"{c.ENV_AUTH_MODE} must be hs256 or oidc, not {self.mode!r}")
         if self.mode == "hs256" and not self.secret_arn:
             problems.append(f"hs256 needs {c.ENV_AUTH_SECRET_ARN}")
         if self.mode == "oidc" and not self.jwks_url.startswith("https://"):
             problems.append(f"oidc needs an https {c.ENV_AUTH_JWKS_URL}")
-        if not self.audience or not self.issuer or not self.role_claim:
-            problems.append("audience, issuer and role claim must be set")
-        if problems:
-            raise ConfigurationError("; ".join(problems))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> AuthSettings:
-        with _read_environment():
-            return cls(
-                mode=env[c.ENV_AUTH_MODE],
-                audience=env[c.ENV_AUTH_AUDIENCE],
-                issuer=env[c.ENV_AUTH_ISSUER],
-                role_claim=env[c.ENV_AUTH_ROLE_CLAIM],
-                allowed_origins=tuple(json.loads(env[c.ENV_ALLOWED_ORIGINS])),
-                secret_arn=env.get(c.ENV_AUTH_SECRET_ARN, ""),
-                jwks_url=env.get(c.ENV_AUTH_JWKS_URL, ""),
-            )
-
-    def to_env(self) -> dict[str, str]:
-        env = {
-            c.ENV_AUTH_MODE: self.mode,
-            c.ENV_AUTH_AUDIENCE: self.audience,
-            c.ENV_AUTH_ISSUER: self.issuer,
-            c.ENV_AUTH_ROLE_CLAIM: self.role_claim,
-            c.ENV_ALLOWED_ORIGINS: json.dumps(list(self.allowed_origins)),
-        }
-        if self.secret_arn:
-            env[c.ENV_AUTH_SECRET_ARN] = self.secret_arn
-        if self.jwks_url:
-            env[c.ENV_AUTH_JWKS_URL] = self.jwks_url
-        return env
+        return problems
 
 
 @dataclass(frozen=True)
-class SseSettings:
+class SseSettings(EnvSettings):
     """An open SSE stream: how often it polls the store, heartbeats, and when it ends itself."""
 
-    poll_interval_ms: int
-    heartbeat_seconds: int
-    max_stream_seconds: int  # below the function's timeout, so the stream ends with a retry: hint
-    retry_ms: int
-    compress_above_bytes: int
-    max_streams_per_subject: int  # open streams one token subject may hold at once
-    streams_table: str  # where the open streams are counted: the connections table
+    poll_interval_ms: int = env_var(c.ENV_SSE_POLL_INTERVAL_MS, INTEGER, limits=Limits(ge=50, le=60_000))
+    heartbeat_seconds: int = env_var(c.ENV_SSE_HEARTBEAT_SECONDS, INTEGER, limits=Limits(ge=1, le=300))
+    # below the function's timeout (Lambda's limit is 15 minutes), so the stream ends with a retry: hint
+    max_stream_seconds: int = env_var(c.ENV_SSE_MAX_STREAM_SECONDS, INTEGER, limits=Limits(ge=5, le=900))
+    retry_ms: int = env_var(c.ENV_SSE_RETRY_MS, INTEGER, limits=Limits(ge=0, le=60_000))
+    compress_above_bytes: int = env_var(c.ENV_COMPRESS_ABOVE_BYTES, INTEGER, limits=_COMPRESS_ABOVE_BYTES)
+    # open streams one token subject may hold at once
+    max_streams_per_subject: int = env_var(
+        c.ENV_SSE_MAX_STREAMS_PER_SUBJECT, INTEGER, limits=Limits(ge=1, le=100)
+    )
+    streams_table: str = env_var(c.ENV_CONNECTIONS_TABLE)  # where the open streams are counted
 
     @property
     def stall_seconds(self) -> float:
         """A stream that wrote nothing, not even a heartbeat, for two heartbeat intervals has stalled."""
         return 2.0 * self.heartbeat_seconds
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 1 <= self.max_streams_per_subject <= 100 or not self.streams_table:
-            problems.append("SSE needs 1..100 streams per subject and the connections table to count them in")
-        if not 50 <= self.poll_interval_ms <= 60_000:
-            problems.append("the SSE poll interval must be 50..60000 ms")
-        if not 1 <= self.heartbeat_seconds <= 300:
-            problems.append("the SSE heartbeat must be 1..300 seconds")
-        if not 5 <= self.max_stream_seconds <= 900:
-            problems.append("an SSE stream lasts 5..900 seconds (Lambda's 15-minute limit)")
-        if not 0 <= self.retry_ms <= 60_000:
-            problems.append("the SSE retry hint must be 0..60000 ms")
-        if self.compress_above_bytes < 256:
-            problems.append("compression must start at 256 bytes or more")
-        if problems:
-            raise ConfigurationError("; ".join(problems))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> SseSettings:
-        with _read_environment():
-            return cls(
-                poll_interval_ms=int(env[c.ENV_SSE_POLL_INTERVAL_MS]),
-                heartbeat_seconds=int(env[c.ENV_SSE_HEARTBEAT_SECONDS]),
-                max_stream_seconds=int(env[c.ENV_SSE_MAX_STREAM_SECONDS]),
-                retry_ms=int(env[c.ENV_SSE_RETRY_MS]),
-                compress_above_bytes=int(env[c.ENV_COMPRESS_ABOVE_BYTES]),
-                max_streams_per_subject=int(env[c.ENV_SSE_MAX_STREAMS_PER_SUBJECT]),
-                streams_table=env[c.ENV_CONNECTIONS_TABLE],
-            )
-
-    def to_env(self) -> dict[str, str]:
-        return {
-            c.ENV_SSE_POLL_INTERVAL_MS: str(self.poll_interval_ms),
-            c.ENV_SSE_HEARTBEAT_SECONDS: str(self.heartbeat_seconds),
-            c.ENV_SSE_MAX_STREAM_SECONDS: str(self.max_stream_seconds),
-            c.ENV_SSE_RETRY_MS: str(self.retry_ms),
-            c.ENV_COMPRESS_ABOVE_BYTES: str(self.compress_above_bytes),
-            c.ENV_SSE_MAX_STREAMS_PER_SUBJECT: str(self.max_streams_per_subject),
-            c.ENV_CONNECTIONS_TABLE: self.streams_table,
-        }

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import cast
 
 from aws_cdk import CfnElement, CfnOutput
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.tables import expiring_table
+from stacks.table_layouts import CONNECTIONS
 from streaming import constants as c
 
 # The table was created inside the WebSocket API construct; a new logical id would replace it (and
@@ -43,7 +43,7 @@ class ConnectionStore(Construct):
             self,
             "Connections",
             config,
-            sort_key_type=dynamodb.AttributeType.STRING,
+            CONNECTIONS,
             without_pitr_because=f"{config.name}: connection records live a little over API Gateway's "
             "2-hour connection limit (TTL) and clients rebuild them by reconnecting; "
             "point-in-time recovery is enabled in prod",

@@ -8,6 +8,7 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.tables import expiring_table
+from stacks.table_layouts import EVENTS
 
 # Exactly what lambdas/streaming/store/ calls: single-item conditional writes (DeleteItem releases a
 # claim whose every commit attempt was refused) and queries.
@@ -43,7 +44,7 @@ class EventStore(Construct):
             self,
             "Events",
             config,
-            sort_key_type=dynamodb.AttributeType.NUMBER,
+            EVENTS,
             without_pitr_because=f"{config.name} holds only a replay window of events (TTL); "
             "point-in-time recovery is enabled in prod, where the data is retained",
         )

@@ -6,6 +6,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.removal import removal_policy
 
 
 def retained_log_group(scope: Construct, construct_id: str, config: EnvironmentConfig) -> logs.LogGroup:
@@ -13,7 +14,7 @@ def retained_log_group(scope: Construct, construct_id: str, config: EnvironmentC
         scope,
         construct_id,
         retention=_RETENTION[config.log_retention_days],
-        removal_policy=config.removal_policy,
+        removal_policy=removal_policy(config),
     )
 
 

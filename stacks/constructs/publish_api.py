@@ -12,6 +12,7 @@ from constructs import Construct
 from stacks.config import EnvironmentConfig
 from stacks.constructs.event_store import EventStore
 from stacks.constructs.lambda_code import PythonFunctionFactory
+from stacks.constructs.removal import removal_policy
 from streaming import constants as c
 
 
@@ -64,7 +65,7 @@ class PublishApi(Construct):
             enforce_ssl=True,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             retention_period=Duration.days(14),
-            removal_policy=self._config.removal_policy,
+            removal_policy=removal_policy(self._config),
         )
         function = functions.function(
             self,

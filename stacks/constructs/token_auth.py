@@ -12,6 +12,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.removal import removal_policy
 from streaming import constants as c
 
 # The key was created inside the WebSocket API construct; a new logical id would replace it, and every
@@ -54,7 +55,7 @@ class TokenAuth(Construct):
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 password_length=64, exclude_punctuation=True
             ),
-            removal_policy=self._config.removal_policy,
+            removal_policy=removal_policy(self._config),
         )
         cast(CfnElement, secret.node.default_child).override_logical_id(SIGNING_KEY_LOGICAL_ID)
         Validations.of(secret).acknowledge(

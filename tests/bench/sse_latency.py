@@ -26,11 +26,12 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from local.aws import create_events_table, moto_client, start_moto
+from local.aws import moto_client, start_moto
 from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
 from stacks.config import load
+from stacks.table_layouts import EVENTS, create_table
 from streaming.publish import Publisher
 from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
@@ -67,7 +68,7 @@ def requests_per_minute(seconds: float, events_per_second: float) -> float:
     server, url = start_moto()
     try:
         raw = moto_client("dynamodb", url)
-        create_events_table(raw, table)
+        create_table(raw, table, EVENTS)
         counting = CountingClient(raw)
         store = EventStore(counting, table, settings.streams_by_type, settings.replay_window_seconds)
         publisher = Publisher(settings, EventStore(raw, table, settings.streams_by_type, 86400))

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from local.aws import create_events_table, moto_client
+from local.aws import moto_client
 from stacks.config import load
+from stacks.table_layouts import EVENTS, create_table
 from streaming.events import NewEvent, parse_new_event
 from streaming.store import EventStore
 from tests.conftest import signal
@@ -64,7 +65,7 @@ def counter_append(client: Any, table: str, settings: Any) -> tuple[Publish, Cal
 
 def run(moto_url: str, variant: Any, publishers: int, events_each: int, table: str) -> dict[str, float]:
     settings = load("dev").runtime_settings(table)
-    create_events_table(moto_client("dynamodb", moto_url), table)
+    create_table(moto_client("dynamodb", moto_url), table, EVENTS)
     batches = [
         [parse_new_event(signal(), settings.catalog, settings.max_event_bytes) for _ in range(events_each)]
         for _ in range(publishers)

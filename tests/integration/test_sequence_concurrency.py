@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from local.aws import create_events_table, moto_client
+from local.aws import moto_client
+from stacks.table_layouts import EVENTS, create_table
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import parse_new_event
 from streaming.results import Appended
@@ -67,7 +68,7 @@ def item_count(client) -> int:
 
 def test_parallel_publishers_get_a_gap_free_sequence_and_republishing_stores_nothing(moto_url, settings):
     client = moto_client("dynamodb", moto_url)
-    create_events_table(client, TABLE)
+    create_table(client, TABLE, EVENTS)
     batches = [[signal() for _ in range(EVENTS_EACH)] for _ in range(PUBLISHERS)]
 
     results = run_publishers(moto_url, settings, batches)

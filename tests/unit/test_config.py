@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
@@ -273,3 +275,29 @@ def test_sse_settings_follow_a_changed_configuration():
     sse = {"poll_interval_ms": 250, "heartbeat_seconds": 5, "max_stream_seconds": 300, "retry_ms": 0}
     settings = SseSettings.from_env(load("dev", with_sse(**sse)).sse_settings("t").to_env())
     assert {key: getattr(settings, key) for key in sse} == sse
+
+
+# `make token` runs this: the configuration is read and a token issued, with no CDK (whose jsii runtime
+# starts a Node process) in sight.
+MAKE_TOKEN_WITHOUT_THE_CDK = """
+import runpy, sys
+sys.argv = ["local.token", "--role", "viewer", "--sub", "someone", "--state-dir", sys.argv[1]]
+runpy.run_module("local.token", run_name="__main__")
+import stacks.config, tools.events_doc
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("aws_cdk", "jsii", "constructs")))
+"""
+
+
+def test_reading_the_configuration_and_issuing_a_local_token_never_load_the_cdk(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", MAKE_TOKEN_WITHOUT_THE_CDK, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    token, loaded = run.stdout.splitlines()
+    assert token.count(".") == 2  # a JWT
+    assert loaded == "[]"
+    assert run.stderr == ""  # nor the jsii runtime's banner

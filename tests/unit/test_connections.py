@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from local.aws import create_connections_table
+from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import constants as c
 from streaming.connections import ConnectionRegistry
 from streaming.dynamo import serialize
@@ -18,7 +18,7 @@ TABLE = "connections-test"
 
 @pytest.fixture
 def registry(dynamodb, settings, clock):
-    create_connections_table(dynamodb, TABLE)
+    create_table(dynamodb, TABLE, CONNECTIONS)
     return ConnectionRegistry(dynamodb, TABLE, settings.roles, clock=clock)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from local.aws import create_connections_table
+from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import codec
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
@@ -65,7 +65,7 @@ class Sleeps:
 
 @pytest.fixture
 def registry(dynamodb, settings, clock):
-    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
     return ConnectionRegistry(dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock)
 
 

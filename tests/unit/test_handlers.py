@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from handlers import composition, publish_eventbridge, publish_http
-from local.aws import create_connections_table
 from local.lambda_runtime import LocalContext, function_url_event
+from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import constants as c
 from streaming.errors import StreamingError
 from tests.conftest import CONNECTIONS_TABLE, TABLE, example, signal
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.events
 
 @pytest.fixture(autouse=True)
 def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
-    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
     for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
         monkeypatch.setenv(name, value)
     forget_composition()

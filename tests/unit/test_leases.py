@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from local.aws import create_connections_table
+from stacks.table_layouts import CONNECTIONS, create_table
 from streaming.leases import GRACE_SECONDS, StreamLeases
 from tests.conftest import CONNECTIONS_TABLE
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.connections
 
 @pytest.fixture
 def leases(dynamodb, clock):
-    create_connections_table(dynamodb, CONNECTIONS_TABLE)
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
     return StreamLeases(dynamodb, CONNECTIONS_TABLE, clock=clock)
 
 

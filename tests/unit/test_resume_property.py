@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from local.aws import REGION, create_events_table
 from stacks.config import load
+from stacks.table_layouts import EVENTS, create_table
 from streaming import codec
 from streaming import cursor as cursors
 from streaming.events import Envelope
@@ -31,7 +31,7 @@ from streaming.replay import replay_after
 from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
 from streaming.tail import Subscription, Tailer
-from tests.conftest import example
+from tests.conftest import REGION, example
 from tests.resume import Application
 
 pytestmark = [pytest.mark.reconnect, pytest.mark.events]
@@ -48,7 +48,7 @@ def dynamodb() -> Iterator[Any]:
 
 def fresh_store(dynamodb: Any) -> tuple[EventStore, Publisher, Any]:
     runtime = load("dev").runtime_settings(f"events-{next(_tables)}")
-    create_events_table(dynamodb, runtime.events_table)
+    create_table(dynamodb, runtime.events_table, EVENTS)
     store = EventStore(dynamodb, runtime.events_table, runtime.streams_by_type, runtime.replay_window_seconds)
     return store, Publisher(runtime, store), runtime
 
