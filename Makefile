@@ -34,8 +34,8 @@ test-%: install  # one test gate of the specification by name: make test-reconne
 	@case " $(GATES) " in *" $* "*) ;; *) echo "unknown gate '$*'; gates: $(GATES)"; exit 2;; esac
 	$(PY) -m pytest -n 2 --dist loadgroup -m $*
 
-unit: install
-	$(PY) -m pytest tests/unit
+unit: install  # the domain on moto; tests/local: the emulator, and what is tested through its parts
+	$(PY) -m pytest tests/unit tests/local
 
 infra: install
 	$(PY) -m pytest tests/infra

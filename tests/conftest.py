@@ -11,7 +11,8 @@ import pytest
 from moto import mock_aws
 
 from stacks.config import load
-from stacks.table_layouts import EVENTS, create_table
+from stacks.table_layouts import CONNECTIONS, EVENTS, create_table
+from streaming.connections import ConnectionRegistry
 from streaming.publish import Publisher
 from streaming.settings import DeliverySettings, Settings
 from streaming.store import EventStore
@@ -82,6 +83,12 @@ def clock() -> Clock:
 @pytest.fixture
 def store(dynamodb: Any, settings: Settings, clock: Clock) -> EventStore:
     return EventStore(dynamodb, TABLE, settings.streams_by_type, settings.replay_window_seconds, clock=clock)
+
+
+@pytest.fixture
+def registry(dynamodb: Any, settings: Settings, clock: Clock) -> ConnectionRegistry:
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
+    return ConnectionRegistry(dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock)
 
 
 @pytest.fixture

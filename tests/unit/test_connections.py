@@ -6,20 +6,12 @@ import time
 
 import pytest
 
-from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import constants as c
-from streaming.connections import ConnectionRegistry
 from streaming.dynamo import serialize
 from streaming.ratelimit import Admission, TokenBucket
+from tests.conftest import CONNECTIONS_TABLE
 
 pytestmark = pytest.mark.connections
-TABLE = "connections-test"
-
-
-@pytest.fixture
-def registry(dynamodb, settings, clock):
-    create_table(dynamodb, TABLE, CONNECTIONS)
-    return ConnectionRegistry(dynamodb, TABLE, settings.roles, clock=clock)
 
 
 def admit(registry, connection_id, bucket):
@@ -185,7 +177,7 @@ def test_remove_also_drops_subscriptions_its_record_does_not_list(registry, dyna
     connection = registry.connect("R", "r", "viewer", int(clock()) + 3600)
     registry.remove("R")
     orphan = {"pk": "type#signal.created", "sk": "R", "role": "viewer", "expires_at": connection.expires_at}
-    dynamodb.put_item(TableName=TABLE, Item=serialize(orphan))
+    dynamodb.put_item(TableName=CONNECTIONS_TABLE, Item=serialize(orphan))
     assert subscribed(registry, "signal.created") == [("R", "viewer")]
     registry.remove("R", ["signal.created"])
     assert subscribed(registry, "signal.created") == []

@@ -84,20 +84,6 @@ def test_readme_says_where_the_state_dir_puts_the_endpoints_file_and_secrets():
     assert "--state-dir" in readme and "endpoints.json" in readme
 
 
-def test_readme_says_which_issuer_and_audience_local_tokens_carry_and_the_local_stack_checks(tmp_path):
-    import jwt
-
-    from local.state import LocalState
-    from local.token import issue
-    from stacks.config import load
-
-    claims = jwt.decode(issue(LocalState(tmp_path), "viewer", "alice"), options={"verify_signature": False})
-    checked = load("dev").auth_settings("arn:secret")  # the local stack runs the dev configuration
-    assert (claims["iss"], claims["aud"]) == (checked.issuer, checked.audience)
-    readme = (ROOT / "README.md").read_text()
-    assert f"`iss: {checked.issuer}`" in readme and f"`aud: {checked.audience}`" in readme
-
-
 def test_the_envelope_doc_says_encoding_comes_over_sse_as_well_as_websocket():
     # What each transport does: tests/integration/test_contract_gaps.py (large events over both).
     [row] = [line for line in DOC.read_text().splitlines() if line.startswith("| `encoding` |")]

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import codec
-from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.fanout import FanOut, Recipient, chunk_payload, recipients_from_payload
 from streaming.management import RETRY_DELAYS_SECONDS
@@ -61,12 +59,6 @@ class Sleeps:
     def __call__(self, seconds: float) -> None:
         with self._lock:
             self.delays.append(seconds)
-
-
-@pytest.fixture
-def registry(dynamodb, settings, clock):
-    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
-    return ConnectionRegistry(dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock)
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ from typing import Any
 
 import pytest
 
-from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import codec
 from streaming import cursor as cursors
-from streaming.connections import ConnectionRegistry
 from streaming.ratelimit import TokenBucket
 from streaming.session import MAX_STRIKES, Session, close_expired
-from tests.conftest import CONNECTIONS_TABLE, example, signal
+from tests.conftest import example, signal
 
 pytestmark = pytest.mark.connections
 GENEROUS = TokenBucket(rate=1000, burst=1000)
@@ -40,12 +38,6 @@ class FakeManagement:
         messages = [message for _, message in self.posts]
         self.posts.clear()
         return messages
-
-
-@pytest.fixture
-def registry(dynamodb, settings, clock):
-    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
-    return ConnectionRegistry(dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock)
 
 
 @pytest.fixture
