@@ -9,7 +9,7 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.connection_store import ConnectionStore
-from stacks.constructs.event_store import EventStore
+from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.publish_api import PublishApi
 from stacks.constructs.sse_stream import SseStream
@@ -32,7 +32,7 @@ class StreamingStack(Stack):
         Tags.of(self).add("project", "realtime-streaming")
         Tags.of(self).add("environment", config.name)
 
-        store = EventStore(self, "EventStore", config)
+        store = EventsTable(self, "EventStore", config)  # the construct id keeps the table's logical id
         connections = ConnectionStore(self, "ConnectionStore", config)
         auth = TokenAuth(self, "TokenAuth", config)
         functions = PythonFunctionFactory(self, "Functions", config)

@@ -10,7 +10,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
-from stacks.constructs.event_store import EventStore
+from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.removal import removal_policy
 from streaming import constants as c
@@ -24,7 +24,7 @@ class PublishApi(Construct):
         *,
         config: EnvironmentConfig,
         functions: PythonFunctionFactory,
-        store: EventStore,
+        store: EventsTable,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config

@@ -13,7 +13,7 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.connection_store import ConnectionStore
-from stacks.constructs.event_store import EventStore
+from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.token_auth import TokenAuth
 from streaming import constants as c
@@ -46,7 +46,7 @@ class SseStream(Construct):
         *,
         config: EnvironmentConfig,
         functions: PythonFunctionFactory,
-        store: EventStore,
+        store: EventsTable,
         connections: ConnectionStore,
         auth: TokenAuth,
     ) -> None:
@@ -65,7 +65,7 @@ class SseStream(Construct):
     def _build_function(
         self,
         functions: PythonFunctionFactory,
-        store: EventStore,
+        store: EventsTable,
         connections: ConnectionStore,
         auth: TokenAuth,
     ) -> lambda_.Function:

@@ -21,7 +21,7 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.connection_store import ConnectionStore
-from stacks.constructs.event_store import EventStore
+from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.log_groups import retained_log_group
 from stacks.constructs.token_auth import TokenAuth
@@ -85,7 +85,7 @@ class WebSocketApi(Construct):
         *,
         config: EnvironmentConfig,
         functions: PythonFunctionFactory,
-        store: EventStore,
+        store: EventsTable,
         connections: ConnectionStore,
         auth: TokenAuth,
     ) -> None:

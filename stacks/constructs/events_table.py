@@ -23,7 +23,7 @@ READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")  # replay and stream heads
 LOOKUP_ACTIONS = ("dynamodb:GetItem",)  # one event by position (and its stream's head)
 
 
-class EventStore(Construct):
+class EventsTable(Construct):
     def __init__(self, scope: Construct, construct_id: str, config: EnvironmentConfig) -> None:
         super().__init__(scope, construct_id)
         self.table = self._build_table(config)
