@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -26,6 +27,7 @@ from streaming.observability import logger, metrics
 from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
+MAX_METRIC_VALUES = 100  # values of one metric in one EMF document, CloudWatch's limit
 
 
 @dataclass
@@ -38,10 +40,13 @@ class Report:
     chunks_dispatched: int = 0
     lookup_ms: float = 0.0  # finding the audience
     post_ms: float = 0.0  # posting to it (this function's share)
+    # Per connection served: from its oldest event's store time to its last frame's accepted post.
+    latencies_ms: list[float] = field(default_factory=list)
 
     def add(self, other: Report) -> None:
         for name in ("connections", "frames", "delivered", "gone", "failed", "chunks_dispatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latencies_ms += other.latencies_ms
 
     def record(self) -> None:
         """As metrics, the same from a publish function and a fan-out worker."""
@@ -55,6 +60,21 @@ class Report:
         if self.connections:
             metrics.add_metric(name="FanOutLookupTime", unit=MetricUnit.Milliseconds, value=self.lookup_ms)
             metrics.add_metric(name="FanOutPostTime", unit=MetricUnit.Milliseconds, value=self.post_ms)
+        for latency in spread(self.latencies_ms, MAX_METRIC_VALUES):
+            metrics.add_metric(name="DeliveryLatency", unit=MetricUnit.Milliseconds, value=latency)
+
+
+def spread(values: Sequence[float], most: int) -> list[float]:
+    """At most `most` of `values`, evenly spaced in sorted order, so their percentiles stay theirs."""
+    ordered = sorted(values)
+    if len(ordered) <= most:
+        return ordered
+    return [ordered[round(i * (len(ordered) - 1) / (most - 1))] for i in range(most)]
+
+
+def stored_at(event: Envelope) -> float:
+    """When the event was stored, in epoch seconds (its `ts`, RFC 3339 with `Z`)."""
+    return datetime.fromisoformat(event.ts.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass
@@ -82,6 +102,7 @@ class FanOut:
         dispatch: Dispatch | None = None,
         executor: ThreadPoolExecutor,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
         self._poster = poster
@@ -90,6 +111,7 @@ class FanOut:
         self._dispatch = dispatch
         self._executor = executor
         self._sleep = sleep
+        self._clock = clock
 
     def deliver(self, events: Sequence[Envelope]) -> Report:
         """Deliver freshly stored events to everyone subscribed who may see them."""
@@ -159,6 +181,7 @@ class FanOut:
     def _send_one(self, recipient: Recipient, encoded: dict[EncodedKey, bytes]) -> Report:
         report = Report(connections=1)
         frames = event_frames(recipient.events, recipient.types, self._compress_above, encoded=encoded)
+        oldest = min((stored_at(event) for event in recipient.events), default=None)
         for frame in frames:
             report.frames += 1
             status = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)
@@ -170,6 +193,8 @@ class FanOut:
                 return report
             if 200 <= status < 300:
                 report.delivered += 1
+                if oldest is not None and report.delivered == len(frames):
+                    report.latencies_ms.append(max(0.0, (self._clock() - oldest) * 1000))
             else:
                 # Stop here: events arrive in seq order per stream or not at all; the client replays.
                 report.failed += 1

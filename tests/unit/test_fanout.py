@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,8 +12,9 @@ import pytest
 
 from streaming import codec
 from streaming.events import Envelope
-from streaming.fanout import FanOut, Recipient, chunk_payload, recipients_from_payload
+from streaming.fanout import FanOut, Recipient, chunk_payload, recipients_from_payload, spread, stored_at
 from streaming.management import RETRY_DELAYS_SECONDS
+from streaming.observability import metrics
 from tests.conftest import CONNECTIONS_TABLE, example, signal
 
 pytestmark = pytest.mark.connections
@@ -74,7 +76,7 @@ def sleeps():
 
 @pytest.fixture
 def make_fanout(registry, executor, sleeps):
-    def make(poster, *, chunk_connections=250, dispatch=None, compress_above=10**9):
+    def make(poster, *, chunk_connections=250, dispatch=None, compress_above=10**9, clock=time.time):
         return FanOut(
             registry,
             poster,
@@ -83,6 +85,7 @@ def make_fanout(registry, executor, sleeps):
             dispatch=dispatch,
             executor=executor,
             sleep=sleeps,
+            clock=clock,
         )
 
     return make
@@ -432,3 +435,27 @@ def test_an_event_is_encoded_once_however_many_connections_get_it(registry, cloc
     make_fanout(poster, compress_above=256).deliver([big_event(1), big_event(2)])
     assert sorted(calls) == sorted({e.id for e in (big_event(1), big_event(2))})
     assert all(len(poster.events(connection_id)) == 2 for connection_id in ("A", "B", "C"))
+
+
+def test_each_connection_served_reports_its_latency_from_the_store_time_as_a_metric(
+    registry, clock, make_fanout, capsys
+):
+    for connection_id in ("A", "B"):
+        connect(registry, clock, connection_id, "viewer", ["proposal.updated"])
+    events = [big_event(seq) for seq in range(1, 5)]  # two frames each
+    report = make_fanout(FakePoster(), clock=lambda: stored_at(events[0]) + 0.25).deliver(events)
+    assert report.latencies_ms == [pytest.approx(250), pytest.approx(250)]  # once per connection
+    report.record()
+    metrics.flush_metrics()
+    [document] = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if "DeliveryLatency" in line
+    ]
+    assert document["DeliveryLatency"] == [pytest.approx(250), pytest.approx(250)]
+    assert document["FramesDelivered"] == [4.0]
+
+
+def test_many_latencies_are_recorded_as_an_even_spread_that_keeps_their_percentiles():
+    spread_out = spread([float(v) for v in range(999, -1, -1)], 100)
+    assert len(spread_out) == 100 and spread_out == sorted(spread_out)
+    assert (spread_out[0], spread_out[-1], spread_out[98]) == (0.0, 999.0, 989.0)
+    assert spread([3.0, 1.0], 100) == [1.0, 3.0]
