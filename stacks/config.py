@@ -57,6 +57,16 @@ class RateLimits(BaseModel):
     api_burst: int = Field(gt=0)
 
 
+class AlarmThresholds(BaseModel):
+    """When the stack's alarms fire (docs/operations.md). The service levels: delivery success and
+    end-to-end latency; the rest are signs of trouble before those move."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    delivery_success_percent: float = Field(default=99.9, gt=0, le=100)
+    delivery_latency_p99_ms: int = Field(default=100, gt=0)
+    refused_connections_per_5_minutes: int = Field(default=100, gt=0)
+
+
 class AuthConfig(BaseModel):
     """How connecting clients' tokens are verified: "hs256" with a key the stack generates, or "oidc"
     with an identity provider's JWKS."""
@@ -148,6 +158,7 @@ class EnvironmentConfig(BaseModel):
     )
     publish_reserved_concurrency: int | None = Field(default=None, ge=1)
     alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    alarms: AlarmThresholds = AlarmThresholds()
     log_retention_days: Literal[1, 3, 7, 14, 30, 90, 180, 365, 731, 1827]
     powertools_layer_version: int = Field(ge=1)
     web_adapter_layer_version: int = Field(ge=1, description="the public LambdaAdapterLayerArm64 layer")

@@ -11,6 +11,7 @@ from stacks.config import EnvironmentConfig
 from stacks.constructs.connection_store import ConnectionStore
 from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
+from stacks.constructs.monitoring import Monitoring
 from stacks.constructs.publish_api import PublishApi
 from stacks.constructs.sse_stream import SseStream
 from stacks.constructs.token_auth import TokenAuth
@@ -48,7 +49,7 @@ class StreamingStack(Stack):
         publish = PublishApi(self, "PublishApi", config=config, functions=functions, store=store)
         for publisher in (publish.http_function, publish.eventbridge_function):
             live.attach_publisher(publisher)
-        SseStream(
+        sse = SseStream(
             self,
             "SseStream",
             config=config,
@@ -56,6 +57,23 @@ class StreamingStack(Stack):
             store=store,
             connections=connections,
             auth=auth,
+        )
+
+        Monitoring(
+            self,
+            "Monitoring",
+            config=config,
+            functions={
+                "PublishHttp": publish.http_function,
+                "PublishEventBridge": publish.eventbridge_function,
+                "RouteHandler": live.route_handler,
+                "ConnectAuthorizer": live.authorizer,
+                "FanoutWorker": live.fanout_worker,
+                "ExpirySweeper": live.sweeper,
+                "Sse": sse.function,
+            },
+            tables={"Events": store.table, "Connections": connections.table},
+            undelivered=publish.undelivered,
         )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)

@@ -59,7 +59,7 @@ class PublishApi(Construct):
         self, functions: PythonFunctionFactory, environment: dict[str, str]
     ) -> tuple[events.EventBus, lambda_.Function]:
         bus = events.EventBus(self, "Bus", event_bus_name=f"streaming-{self._config.name}")
-        failed = sqs.Queue(
+        self.undelivered = failed = sqs.Queue(
             self,
             "UndeliveredEvents",
             enforce_ssl=True,
