@@ -1,9 +1,10 @@
 """Alarms to an SNS topic (e-mail from `alarm_email`): the service levels (delivery success and
 end-to-end latency, from the metrics the functions emit), and the signs of trouble before those move:
 function errors and throttles, events EventBridge could not hand over, DynamoDB throttling, a spike
-of refused connections. A composite alarm says "streaming degraded" when any of them is in alarm.
-Every alarm notifies the topic; the composite has no action of its own (one place to page on or to
-show). docs/operations.md has a runbook section per alarm, under the same names."""
+of refused connections, SSE streams at their cap. A composite alarm says "streaming degraded" when
+any of them is in alarm. Every alarm notifies the topic; the composite has no action of its own (one
+place to page on or to show). docs/operations.md has a runbook section per alarm, under the same
+names."""
 
 from __future__ import annotations
 
@@ -105,6 +106,17 @@ class Monitoring(Construct):
                         description=f"The {name} function has {what}",
                     )
                 )
+        cap = config.sse.reserved_concurrency
+        if cap is not None:  # each open stream holds one invocation: at the cap, new streams are refused
+            trouble.append(
+                self._alarm(
+                    "SseStreamsAtCap",
+                    functions["Sse"].metric("ConcurrentExecutions", statistic="Maximum", period=PERIOD),
+                    threshold=cap,
+                    comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    description=f"Open SSE streams reached the function's reserved concurrency ({cap})",
+                )
+            )
         for name, table in tables.items():
             trouble.append(
                 self._alarm(

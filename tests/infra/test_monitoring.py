@@ -41,6 +41,8 @@ def test_every_alarm_notifies_the_topic_and_treats_no_data_as_no_breach(stack, e
     expected = {"DeliverySuccess", "DeliveryLatencyP99", "UndeliveredEvents", "RefusedConnections"}
     expected |= {f"{name}{metric}" for name in FUNCTIONS for metric in ("Errors", "Throttles")}
     expected |= {"EventsTableThrottles", "ConnectionsTableThrottles"}
+    if load(environment).sse.reserved_concurrency is not None:
+        expected.add("SseStreamsAtCap")
     assert set(found) == expected
     for name, alarm in found.items():
         assert alarm["AlarmActions"] == [{"Ref": topic(stack)}], name
@@ -121,3 +123,17 @@ def test_the_topic_is_encrypted_with_a_key_cloudwatch_may_use_and_mails_where_co
     assert subscriptions == (
         [{"Protocol": "email", "Endpoint": email, "TopicArn": {"Ref": topic(stack)}}] if email else []
     )
+
+
+def test_sse_streams_at_the_reserved_concurrency_alarm_where_there_is_a_cap(stack, environment):
+    cap = load(environment).sse.reserved_concurrency
+    alarm = alarms(stack, environment).get("SseStreamsAtCap")
+    if cap is None:
+        assert alarm is None  # no reservation: streams share the account's concurrency
+        return
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "AWS/Lambda",
+        "ConcurrentExecutions",
+        "Maximum",
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (cap, "GreaterThanOrEqualToThreshold")
