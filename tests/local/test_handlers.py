@@ -267,3 +267,41 @@ def test_an_unreadable_signing_key_is_the_servers_fault_not_the_tokens(monkeypat
     with pytest.raises(KeyUnavailable) as raised:
         token_verifier.verify(token)
     assert raised.value.reason.startswith("signing key unavailable")
+
+
+def test_the_authorizer_counts_refusals_and_neither_its_metrics_nor_its_logs_carry_the_token(
+    dynamodb, monkeypatch, capsys
+):
+    import io
+
+    import boto3
+
+    from handlers import ws_authorizer
+    from stacks.config import load
+    from streaming.observability import logger
+
+    key = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="signing-key", SecretString="k" * 64
+    )["ARN"]
+    for name, value in load("dev").auth_settings(key).to_env().items():
+        monkeypatch.setenv(name, value)
+    forged = jwt.encode({"sub": "mallory", "role": "admin"}, "not the key" * 4, algorithm="HS256")
+    event = {
+        "methodArn": "arn:aws:execute-api:us-east-1:123456789012:api/dev/$connect",
+        "headers": {"Sec-WebSocket-Protocol": f"streaming.v1, token.{forged}"},
+        "queryStringParameters": {"token": forged},
+        "requestContext": {"identity": {"sourceIp": "203.0.113.9"}},
+    }
+    logs = io.StringIO()
+    before = logger.registered_handler.setStream(logs)  # type: ignore[attr-defined]
+    try:
+        answer = ws_authorizer.handler(event, LocalContext("ws-authorizer"))
+    finally:
+        logger.registered_handler.setStream(before)  # type: ignore[attr-defined]
+    assert answer["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    output = capsys.readouterr().out + logs.getvalue()  # metrics (EMF) and log lines
+    documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    [refused] = [d for d in documents if "ConnectionsRefused" in d]
+    assert refused["ConnectionsRefused"] == [1.0]
+    assert any(d.get("message") == "connection refused" and d["reason"] == "bad signature" for d in documents)
+    assert forged not in output and forged.split(".")[2] not in output
