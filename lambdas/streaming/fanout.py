@@ -23,7 +23,7 @@ from streaming.codec import EncodedKey, encoded_for, event_frames
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.management import GONE, Poster, post_with_retry
-from streaming.observability import logger, metrics
+from streaming.observability import logger, metrics, tracer
 from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
@@ -134,6 +134,7 @@ class FanOut:
         report.post_ms = sent.post_ms
         return report
 
+    @tracer.capture_method(capture_response=False)
     def deliver_stored(self, results: Sequence[Appended]) -> Report:
         """Fan out what a publish stored just now. The events are durable already, so a failure here
         is logged, never raised: subscribers notice it (heads, prev) and catch up by replay."""
@@ -162,6 +163,7 @@ class FanOut:
             recipient.events = [event for event in events if event.type in recipient.found_by]
         return audience
 
+    @tracer.capture_method(capture_response=False)
     def send(self, recipients: Iterable[Recipient]) -> Report:
         """Post every recipient's frames, connections in parallel, each connection's frames in order."""
         started = time.perf_counter()

@@ -11,6 +11,7 @@ from typing import Any
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
+from streaming.observability import tracer
 from streaming.results import Appended
 from streaming.settings import Settings
 from streaming.store import EventStore
@@ -26,6 +27,7 @@ class Publisher:
         self._store = store
         self._live = tuple(live)
 
+    @tracer.capture_method(capture_response=False)
     def publish(self, events: Any, producer: str) -> list[Appended]:
         """Publish one event or a batch given as decoded JSON; raises StreamingError on bad input."""
         # Anything but a list is one event; a non-object is then refused as an invalid envelope.

@@ -32,6 +32,7 @@ from typing import Any
 
 from streaming.cursor import Position
 from streaming.events import Envelope, NewEvent
+from streaming.observability import tracer
 from streaming.results import Appended, Page
 from streaming.store.append import Appender, Step
 from streaming.store.claims import CLAIM_TIMEOUT_SECONDS, FENCE_SECONDS, Claims
@@ -77,6 +78,7 @@ class EventStore:
             at_step=at_step,
         )
 
+    @tracer.capture_method(capture_response=False)
     def append(self, events: Sequence[NewEvent], producer: str) -> list[Appended]:
         """Store each event once, in order. Re-appending a stored id returns its original seq.
         `producer` is who publishes, as the caller authenticated it."""
