@@ -266,14 +266,22 @@ def test_streams_cancelled_at_any_moment_never_silence_the_others(store, publish
         ):
             await asyncio.sleep(0.05)
         beats_after = [_heartbeats(chunks) for chunks in stayers]
+        ended = [[m["data"] for m in parse(b"".join(c)) if m.get("event") == "end"] for c in stayers]
         for task in staying:
             task.cancel()
-        return received, beats, beats_after, hung
+        return received, beats, beats_after, hung, ended
 
     tailer: Tailer
-    received, beats, beats_after, hung = run(scenario())
+    received, beats, beats_after, hung, ended = run(scenario())
     assert hung == 0  # a cancelled stream ends
-    assert all(ids == published for ids in received), [len(ids) for ids in received]
+    # On a failure, say which events are missing, where in the run, and whether a stream ended early.
+    missing = [[published.index(i) for i in published if i not in ids] for ids in received]
+    assert all(ids == published for ids in received), (
+        [len(ids) for ids in received],
+        missing,
+        ended,
+        tailer.restarts,
+    )
     assert all(after > before for before, after in zip(beats, beats_after, strict=True))
 
 
