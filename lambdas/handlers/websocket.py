@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.composition import session as websocket_session
 from streaming.auth import SUBPROTOCOL, token_from_request
-from streaming.observability import logger, metrics, tracer
+from streaming.observability import count, logger, metrics, tracer
 
 OK = {"statusCode": 200}
 
@@ -27,11 +27,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if route == "$connect":
         connection = session.connect(connection_id, request["authorizer"])
         metrics.add_metric(name="Connections", unit=MetricUnit.Count, value=1)
+        count("ConnectionsOpened", role=connection.role, transport="websocket")
         logger.info("connected", extra={"role": connection.role, "expires_at": connection.expires_at})
         return _accept(event)
     if route == "$disconnect":
         session.disconnect(connection_id)
         metrics.add_metric(name="Disconnections", unit=MetricUnit.Count, value=1)
+        count("ConnectionsClosed", transport="websocket")
         logger.info("disconnected", extra={"status": request.get("disconnectStatusCode")})
         return OK
     metrics.add_metric(name="MessagesReceived", unit=MetricUnit.Count, value=1)

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import cache
 
+from aws_lambda_powertools.metrics import MetricUnit
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -23,7 +24,7 @@ from handlers import composition
 from streaming.auth import redact, token_from_request
 from streaming.errors import ErrorCode, StreamingError
 from streaming.leases import StreamLeases
-from streaming.observability import logger
+from streaming.observability import count, logger
 from streaming.settings import SseSettings
 from streaming.sse_plan import PlannedStream, StreamRequest, plan_stream
 from streaming.tail import Ending, Subscription, Tailer
@@ -63,6 +64,7 @@ async def events(request: Request) -> Response:
     logger.info(
         "sse stream", extra={"subject": subject, "role": plan.role, "types": sorted(plan.types), **client}
     )
+    count("ConnectionsOpened", role=plan.role, transport="sse")
     body = _logged(Subscription(composition.store(), _tailer(), plan), subject, planned.lease)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -95,6 +97,9 @@ async def _logged(stream: Subscription, subject: str, lease: str) -> AsyncIterat
         seconds = round(time.monotonic() - started, 1)
         how = _HOW[stream.ending]
         logger.info("sse stream closed", extra={"subject": subject, "how": how, "seconds": seconds})
+        count("ConnectionsClosed", transport="sse")
+        count("SseStreamsEnded", ending=stream.ending.value)  # planned, stalled, client left, failed
+        count("SseStreamSeconds", seconds, MetricUnit.Seconds)
 
 
 def _lease_returned(done: asyncio.Future[None], subject: str) -> None:

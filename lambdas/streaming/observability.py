@@ -12,8 +12,11 @@ metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 
 
-def count(name: str) -> None:
-    """One occurrence of something rare, written at once (EMF): for code that runs outside a Lambda
-    handler's metrics flush, such as the SSE app under the Lambda Web Adapter."""
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
+def count(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count, **dimensions: str) -> None:
+    """One measurement written at once (EMF), with dimensions of its own besides the service: for
+    code that runs outside a Lambda handler's metrics flush (the SSE app under the Lambda Web Adapter),
+    and for breakdowns (by role, by transport) the handler's other metrics should not carry."""
+    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE_NAME)
+        for dimension, dimension_value in dimensions.items():
+            metric.add_dimension(name=dimension, value=dimension_value)

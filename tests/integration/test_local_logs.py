@@ -122,6 +122,11 @@ def test_websocket_clients_that_leave_while_events_flow_end_with_one_line_each_a
         "resetting": [1006],
     }
     assert all(line["function_name"] == "websocket" for lines in statuses.values() for line in lines)
+    documents = entries(stack)
+    opened = [d for d in documents if "ConnectionsOpened" in d and d.get("transport") == "websocket"]
+    closed = [d for d in documents if "ConnectionsClosed" in d and d.get("transport") == "websocket"]
+    assert len(opened) >= 3 and len(closed) >= 3  # by role and transport; closed by transport
+    assert all(d["role"] for d in opened)
     no_traceback(stack)
 
 
@@ -187,6 +192,12 @@ def test_sse_clients_that_leave_end_with_one_line_each_naming_the_sse_function(s
         assert closed["how"] == "client left"
         assert opened["function_name"] == closed["function_name"] == "sse"
         assert opened["function_request_id"] == closed["function_request_id"]  # one invocation per stream
+    # The metrics (EMF) of the two streams: opened by role and transport, ended by how, and their length.
+    documents = entries(stack)
+    opened_sse = [d for d in documents if "ConnectionsOpened" in d and d.get("transport") == "sse"]
+    ended = [d for d in documents if "SseStreamsEnded" in d and d.get("ending") == "client left"]
+    assert len(opened_sse) >= 2 and {d["role"] for d in opened_sse} == {"viewer"}
+    assert len(ended) >= 2 and len([d for d in documents if "SseStreamSeconds" in d]) >= 2
     no_traceback(stack)
 
 
