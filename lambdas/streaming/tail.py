@@ -172,7 +172,9 @@ class Tailer:
             if len(recent) == recent.maxlen:  # the oldest were dropped: say so before the next await
                 self._since[stream] = max(self._since[stream], recent[0].seq - 1)
             if page.cursor.get(stream, 0) <= position[stream]:
-                break  # nothing more to read (expired meanwhile)
+                # The head is beyond what can be read: memory must not claim to reach it (the
+                # caller starts it over at the head; subscriptions behind read the store).
+                raise LookupError(f"{stream} could not be read up to its head {head}")
             position = {stream: page.cursor[stream]}
 
     def _forget(self, stream: str, head: int) -> None:

@@ -424,3 +424,40 @@ def test_a_subscription_says_how_it_ended(store, publisher, settings):
         return endings
 
     assert run(scenario()) == [Ending.PLANNED, Ending.STALLED, Ending.CLIENT_LEFT, Ending.FAILED]
+
+
+def test_a_head_the_tailer_cannot_read_up_to_is_never_passed_over(store, publisher, settings):
+    """The heads say a stream moved on, but the read of its new events finds nothing (a torn read):
+    memory must not claim to reach that head, or every stream would skip the event."""
+    from streaming.results import Page
+
+    class FirstReadFindsNothing:
+        def __init__(self) -> None:
+            self.empty_reads = 0
+
+        def heads(self, types=None):
+            return store.heads(types)
+
+        def after(self, position, types, limit):
+            if not self.empty_reads:
+                self.empty_reads += 1
+                return Page(events=[], cursor=dict(position), more=False, truncated=False)
+            return store.after(position, types, limit)
+
+    async def scenario() -> int:
+        reads = FirstReadFindsNothing()
+        tailer = Tailer(reads, settings.streams_by_type, interval=0.01)
+        start = store.heads()
+        await tailer.watch(frozenset(start))  # memory begins at the current heads
+        [stored] = await asyncio.to_thread(publisher.publish, [signal()], "tests")
+        chunks: list[bytes] = []
+        stream = asyncio.ensure_future(
+            _drain(Subscription(store, tailer, plan(settings, start, seconds=60)), chunks)
+        )
+        try:
+            await until(lambda: stored.id in _ids(chunks), "the event, read from the store")
+        finally:
+            stream.cancel()
+        return reads.empty_reads
+
+    assert run(scenario()) == 1
