@@ -282,12 +282,9 @@ class Subscriber:
                     continue
                 try:
                     successor = await self._open_websocket(await self._token())
-                except _Refused as refused:
-                    self._warn(f"planned reconnect refused ({refused}); asking for a new token later")
-                    current.postpone(RENEW_RETRY_SECONDS)
-                    continue
-                except (OSError, TimeoutError, websockets.WebSocketException) as error:
-                    self._warn(f"planned reconnect failed: {type(error).__name__}")
+                except (_Refused, OSError, TimeoutError, websockets.WebSocketException) as error:
+                    # The current connection serves on; the next try asks for a new token again.
+                    self._warn(f"planned reconnect failed: {type(error).__name__} {error}")
                     current.postpone(RENEW_RETRY_SECONDS)
                     continue
                 if await successor.caught_up_within(self.silence_seconds):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -74,7 +75,13 @@ def spread(values: Sequence[float], most: int) -> list[float]:
 
 def stored_at(event: Envelope) -> float:
     """When the event was stored, in epoch seconds (its `ts`, RFC 3339 with `Z`)."""
-    return datetime.fromisoformat(event.ts.replace("Z", "+00:00")).timestamp()
+    return _epoch_seconds(event.ts)
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(ts: str) -> float:
+    """Parsed once per event, however many connections it goes to (and however many workers ask)."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass
