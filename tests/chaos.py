@@ -18,6 +18,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,7 @@ class Run:
         endpoints = json.loads(state.endpoints_file.read_text())[LOCAL_STACK]
         self.ws_url = endpoints["WebSocketUrl"]
         self.sse_url = endpoints["SseUrl"] + "events"
-        management_url = self.ws_url.replace("ws://", "http://").rstrip("/") + f"/{STAGE}"
-        self.management = ManagementApi(management_url, "us-east-1", Credentials("local", "local"))
+        self.management = server_side(state)
         self.publishing = True
 
     def lifetime(self) -> float:
@@ -207,29 +207,44 @@ class Run:
             sub.app.adopt(position)
 
     async def publish(self, count: int, types: list[str]) -> list[Any]:
-        client, settings, results = local_client(self.state), load("dev").runtime_settings("unused"), []
-        while count > 0:
-            batch = [
-                example(self.rng.choice(types), settings) for _ in range(min(count, self.rng.randint(1, 3)))
-            ]
-            for attempt in range(20):
-                try:
-                    results.append(await asyncio.to_thread(client.publish, batch))
-                    break
-                except Exception:  # contended: publish again with the same ids, as producers are told
-                    await asyncio.sleep(0.05 * (attempt + 1))
-            count -= len(batch)
-            await asyncio.sleep(self.rng.uniform(0, 0.02))
-        return results
+        return await publish_at_random(self.state, self.rng, count, types, pause=0.02)
 
 
-def expected_for(state: LocalState, sub: Subscriber) -> list[tuple[str, int]]:
-    """Every event of the subscriber's types after where it started, from the store."""
+def server_side(state: LocalState) -> ManagementApi:
+    """The local stack's `@connections` API, signed as the handlers sign: to cut connections."""
+    websocket_url = json.loads(state.endpoints_file.read_text())[LOCAL_STACK]["WebSocketUrl"]
+    management_url = websocket_url.replace("ws://", "http://").rstrip("/") + f"/{STAGE}"
+    return ManagementApi(management_url, "us-east-1", Credentials("local", "local"))
+
+
+async def publish_at_random(
+    state: LocalState, rng: random.Random, count: int, types: list[str], *, pause: float
+) -> list[Any]:
+    """`count` events of random `types` in batches of 1 to 3, up to `pause` seconds apart; a contended
+    publish is repeated with the same ids, as producers are told."""
+    client, settings, results = local_client(state), load("dev").runtime_settings("unused"), []
+    while count > 0:
+        batch = [example(rng.choice(types), settings) for _ in range(min(count, rng.randint(1, 3)))]
+        for attempt in range(20):
+            try:
+                results.append(await asyncio.to_thread(client.publish, batch))
+                break
+            except Exception:  # contended
+                await asyncio.sleep(0.05 * (attempt + 1))
+        count -= len(batch)
+        await asyncio.sleep(rng.uniform(0, pause))
+    return results
+
+
+def expected_for(
+    state: LocalState, start: dict[str, int] | None, role: str, types: Iterable[str]
+) -> list[tuple[str, int]]:
+    """Every event of `types` the role may see after `start`, from the store, in seq order per stream."""
     client = local_client(state)
     found: list[tuple[str, int]] = []
-    cursor = cursors.encode(sub.start or {})
+    cursor = cursors.encode(start or {})
     while True:
-        page = client.events_after(cursor=cursor, types=sorted(sub.types), role=sub.role, limit=1000)
+        page = client.events_after(cursor=cursor, types=sorted(types), role=role, limit=1000)
         found += [(e["stream"], e["seq"]) for e in page["events"]]
         if not page["more"]:
             return sorted(found)
@@ -270,7 +285,7 @@ async def chaos(
         task.cancel()
     lost = duplicates = out_of_order = expected_total = delivered = 0
     for sub in subs:
-        expected = expected_for(state, sub)
+        expected = expected_for(state, sub.start, sub.role, sub.types)
         got = [(e["stream"], e["seq"]) for e in sub.app.processed]
         expected_total += len(expected)
         delivered += len(got)
@@ -305,7 +320,7 @@ async def chaos(
 
 def expected_last(state: LocalState, sub: Subscriber) -> dict[str, int]:
     last: dict[str, int] = {}
-    for stream, seq in expected_for(state, sub):
+    for stream, seq in expected_for(state, sub.start, sub.role, sub.types):
         last[stream] = max(last.get(stream, 0), seq)
     return last
 

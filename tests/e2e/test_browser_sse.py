@@ -15,6 +15,7 @@ from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
 from tests.conftest import signal
+from tests.e2e.conftest import wait_for
 from tests.integration.conftest import outputs, running_local_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local-stack")]
@@ -48,15 +49,6 @@ def page_at(browser) -> Iterator[Callable[[str], Any]]:
     yield open_page
     for page in pages:
         page.close()
-
-
-def wait_for(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def test_eventsource_with_a_token_receives_reconnects_after_the_planned_end_and_loses_nothing(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +80,23 @@ def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
 
 def outputs(state: LocalState) -> dict[str, str]:
     return json.loads(state.endpoints_file.read_text())[LOCAL_STACK]  # type: ignore[no-any-return]
+
+
+def connection_ids(state: LocalState) -> list[str]:
+    """The WebSocket connections the local stack has registered."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=outputs(state)["AwsEndpointUrl"], region_name="us-east-1")
+    items = client.scan(TableName="streaming-local-connections")["Items"]
+    return [item["pk"]["S"].split("#", 1)[1] for item in items if item["pk"]["S"].startswith("connection#")]
+
+
+async def until(condition: Any, seconds: float = 60, *, strict: bool = True) -> None:
+    """Wait for `condition`, however loaded the machine; past `seconds`, fail (or, not `strict`,
+    return and let the caller's figures say what is missing)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            assert not strict, "gave up waiting"
+            return
+        await asyncio.sleep(0.05)

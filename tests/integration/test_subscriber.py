@@ -12,17 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.credentials import Credentials
 
 from clients.backoff import Backoff
 from clients.subscriber import Endpoints, Subscriber, SubscriberFailed
-from local.gateway import STAGE
 from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
-from streaming.management import ManagementApi
+from tests.chaos import server_side
 from tests.conftest import signal
-from tests.integration.conftest import outputs, running_local_stack
+from tests.integration.conftest import connection_ids, running_local_stack, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.reconnect, pytest.mark.xdist_group("local-stack")]
 TYPES = {"signal.created"}
@@ -43,13 +41,6 @@ def closed_port_url(scheme: str) -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"{scheme}://127.0.0.1:{port}/"
-
-
-async def until(condition: Any, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        await asyncio.sleep(0.05)
 
 
 async def receive(subscriber: Subscriber, count: int, seconds: float = 60) -> list[dict[str, Any]]:
@@ -79,12 +70,7 @@ async def publish_in_rounds(stack: LocalState, rounds: int, between: Any = None)
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 def test_every_event_once_in_order_across_cuts_and_planned_ends(stack, transport):
-    management = ManagementApi(
-        outputs(stack)["WebSocketUrl"].replace("ws://", "http://").rstrip("/") + f"/{STAGE}",
-        "us-east-1",
-        Credentials("local", "local"),
-    )
-    connection_ids: list[str] = []
+    management = server_side(stack)
 
     async def scenario() -> tuple[list[str], list[dict[str, Any]], Subscriber]:
         subscriber = Subscriber(
@@ -99,9 +85,7 @@ def test_every_event_once_in_order_across_cuts_and_planned_ends(stack, transport
 
             async def cut() -> None:  # the server closes the connection (WebSocket); SSE ends as planned
                 if transport == "websocket":
-                    ids = await asyncio.to_thread(_connection_ids, stack)
-                    connection_ids.extend(ids)
-                    for connection_id in ids:
+                    for connection_id in await asyncio.to_thread(connection_ids, stack):
                         await asyncio.to_thread(management.delete, connection_id)
 
             published = await publish_in_rounds(stack, 20, cut)
@@ -160,14 +144,6 @@ def test_the_last_events_come_first_then_live_ones_exactly_once(stack):
 
     earlier, later, got = asyncio.run(scenario())
     assert [e["id"] for e in got] == earlier[-4:] + later
-
-
-def _connection_ids(stack: LocalState) -> list[str]:
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=outputs(stack)["AwsEndpointUrl"], region_name="us-east-1")
-    items = client.scan(TableName="streaming-local-connections")["Items"]
-    return [item["pk"]["S"].split("#", 1)[1] for item in items if item["pk"]["S"].startswith("connection#")]
 
 
 def test_a_websocket_that_cannot_connect_falls_back_to_sse(stack):

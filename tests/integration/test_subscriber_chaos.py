@@ -10,26 +10,21 @@ import asyncio
 import itertools
 import json
 import random
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from botocore.credentials import Credentials
 
 from clients.backoff import Backoff
 from clients.subscriber import Endpoints, Subscriber
-from local.gateway import STAGE
 from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
 from stacks.config import load
-from streaming import cursor as cursors
-from streaming.management import ManagementApi
-from tests.conftest import example
+from tests.chaos import expected_for, publish_at_random, server_side
 from tests.faults import CuttingProxy
-from tests.integration.conftest import outputs, running_local_stack
+from tests.integration.conftest import connection_ids, outputs, running_local_stack, until
 
 pytestmark = [
     pytest.mark.integration,
@@ -96,11 +91,7 @@ async def scenario(stack: LocalState, rng: random.Random) -> dict[str, Any]:
 
             async def cut_at_random() -> None:
                 nonlocal server_cuts
-                management = ManagementApi(
-                    urls["WebSocketUrl"].replace("ws://", "http://").rstrip("/") + f"/{STAGE}",
-                    "us-east-1",
-                    Credentials("local", "local"),
-                )
+                management = server_side(stack)
                 while not cutter_done.is_set():
                     await asyncio.sleep(rng.uniform(0.05, 0.3))
                     choice = rng.random()
@@ -115,7 +106,7 @@ async def scenario(stack: LocalState, rng: random.Random) -> dict[str, Any]:
             cutter = asyncio.create_task(cut_at_random())
             types = sorted(config.event_types)
             share = [EVENTS // PUBLISHERS] * PUBLISHERS
-            await asyncio.gather(*(publish(stack, rng, n, types) for n in share))
+            await asyncio.gather(*(publish_at_random(stack, rng, n, types, pause=0.05) for n in share))
             cutter_done.set()
             await cutter
             expected = {id(s): expected_for(stack, start, role, s.types) for role, s in subscribers}
@@ -157,45 +148,3 @@ async def scenario(stack: LocalState, rng: random.Random) -> dict[str, Any]:
             "repeats_suppressed": sum(s.ordering.repeats for _, s in subscribers),
             "gap_replays": sum(s.gap_replays for _, s in subscribers),
         }
-
-
-async def publish(stack: LocalState, rng: random.Random, count: int, types: list[str]) -> None:
-    client, settings = local_client(stack), load("dev").runtime_settings("unused")
-    while count > 0:
-        batch = [example(rng.choice(types), settings) for _ in range(min(count, rng.randint(1, 3)))]
-        for attempt in range(20):
-            try:
-                await asyncio.to_thread(client.publish, batch)
-                break
-            except Exception:  # contended: publish again with the same ids, as producers are told
-                await asyncio.sleep(0.05 * (attempt + 1))
-        count -= len(batch)
-        await asyncio.sleep(rng.uniform(0, 0.05))
-
-
-def expected_for(stack: LocalState, start: dict[str, int], role: str, types: frozenset[str]) -> list[Any]:
-    """Every event of these types after `start`, from the store, in seq order per stream."""
-    client, found, cursor = local_client(stack), [], cursors.encode(start)
-    while True:
-        page = client.events_after(cursor=cursor, types=sorted(types), role=role, limit=1000)
-        found += [(e["stream"], e["seq"]) for e in page["events"]]
-        if not page["more"]:
-            return sorted(found)
-        cursor = page["cursor"]
-
-
-def connection_ids(stack: LocalState) -> list[str]:
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=outputs(stack)["AwsEndpointUrl"], region_name="us-east-1")
-    items = client.scan(TableName="streaming-local-connections")["Items"]
-    return [item["pk"]["S"].split("#", 1)[1] for item in items if item["pk"]["S"].startswith("connection#")]
-
-
-async def until(condition: Any, seconds: float = 60, *, strict: bool = True) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            assert not strict, "gave up waiting"
-            return
-        await asyncio.sleep(0.05)
