@@ -21,6 +21,7 @@ from streaming import constants as c
 from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
 from streaming.connections import ConnectionRegistry
 from streaming.fanout import Dispatch, FanOut
+from streaming.leases import StreamLeases
 from streaming.management import ManagementApi
 from streaming.publish import LiveDelivery, Publisher
 from streaming.ratelimit import TokenBucket
@@ -91,6 +92,12 @@ def management() -> ManagementApi:
 @cache
 def registry() -> ConnectionRegistry:
     return ConnectionRegistry(dynamodb(), delivery_settings().connections_table, settings().roles)
+
+
+@cache
+def stream_leases() -> StreamLeases:
+    """The SSE streams' leases, for counting them (the SSE function takes its own from SseSettings)."""
+    return StreamLeases(dynamodb(), delivery_settings().connections_table)
 
 
 @cache

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from handlers.composition import publisher
 from streaming.errors import StreamingError
 from streaming.observability import logger, metrics, tracer
+from streaming.publish import record
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -34,10 +35,6 @@ def handler(event: EventBridgeModel, context: LambdaContext) -> dict[str, Any]:
             "rejected", extra={"code": error.error.code, "reason": error.message, "source": event.source}
         )
         raise
+    record(results)
     [result] = results
-    metrics.add_metric(
-        name="EventsPublished" if not result.duplicate else "DuplicatePublishes",
-        unit=MetricUnit.Count,
-        value=1,
-    )
     return result.to_dict()

@@ -4,6 +4,7 @@ POST /events               one event, {"events": [...]} or a JSON array -> ids, 
 GET  /events?cursor=&types=&role=&limit=   replay after a cursor (role defaults to admin)
 GET  /events/latest?count=&types=&role=    the last N events a role may see
 GET  /streams              the head seq of every stream
+GET  /stats                the open connections by transport and role (counted every minute)
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.composition import publisher, settings, store
+from handlers.composition import delivery_settings, dynamodb, publisher, settings, store
 from streaming import cursor as cursors
+from streaming import stats
 from streaming.errors import ErrorCode, StreamingError
 from streaming.observability import logger, metrics, tracer
+from streaming.publish import record
 from streaming.replay import replay_after, replay_latest
 from streaming.results import Page
 
@@ -33,15 +36,10 @@ def publish() -> Response[str]:
         raise StreamingError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the events as application/json")
     caller = app.current_event.request_context.authorizer.iam.user_arn or "unknown"
     results, is_batch = publisher().publish_body(app.current_event.decoded_body or "", producer=caller)
-    fresh = [result for result in results if not result.duplicate]
-    metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=len(fresh))
-    metrics.add_metric(name="DuplicatePublishes", unit=MetricUnit.Count, value=len(results) - len(fresh))
-    metrics.add_metric(
-        name="SequenceConflicts", unit=MetricUnit.Count, value=sum(r.conflicts for r in results)
-    )
+    record(results)
     logger.info("published", extra={"events": [r.to_dict() for r in results]})
     body = {"events": [r.to_dict() for r in results]} if is_batch else results[0].to_dict()
-    return _json(201 if fresh else 200, body)
+    return _json(201 if any(not result.duplicate for result in results) else 200, body)
 
 
 @app.get("/events")
@@ -71,6 +69,16 @@ def read_latest() -> Response[str]:
 def stream_heads() -> Response[str]:
     metrics.add_metric(name="HeadReads", unit=MetricUnit.Count, value=1)
     return _json(200, {"streams": store().heads()})
+
+
+@app.get("/stats")
+def connection_stats() -> Response[str]:
+    counted = stats.load(dynamodb(), delivery_settings().connections_table)
+    if counted is None:
+        raise StreamingError(
+            ErrorCode.NOT_FOUND, "no connection stats yet: the sweep counts them every minute"
+        )
+    return _json(200, dict(counted))
 
 
 @app.route("/events", method=["PUT", "PATCH", "DELETE"])

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from handlers.composition import session as websocket_session
 from streaming.auth import SUBPROTOCOL, token_from_request
 from streaming.observability import count, logger, metrics, tracer
+from streaming.session import disconnect_kind
 
 OK = {"statusCode": 200}
 
@@ -33,8 +34,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if route == "$disconnect":
         session.disconnect(connection_id)
         metrics.add_metric(name="Disconnections", unit=MetricUnit.Count, value=1)
+        status = request.get("disconnectStatusCode")
         count("ConnectionsClosed", transport="websocket")
-        logger.info("disconnected", extra={"status": request.get("disconnectStatusCode")})
+        count("Disconnects", transport="websocket", kind=disconnect_kind(status))
+        logger.info("disconnected", extra={"status": status})
         return OK
     metrics.add_metric(name="MessagesReceived", unit=MetricUnit.Count, value=1)
     session.receive(connection_id, event.get("body"))

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.composition import verifier
 from streaming.auth import authorize_connect
-from streaming.observability import logger, metrics
+from streaming.observability import count, logger, metrics
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -21,7 +21,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     source_ip = (event.get("requestContext") or {}).get("identity", {}).get("sourceIp")
     if refusal is not None:
         metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
-        logger.warning("connection refused", extra={"audit": True, "reason": refusal, "source_ip": source_ip})
+        metrics.add_metric(name="AuthFailures", unit=MetricUnit.Count, value=1)
+        count("AuthFailures", transport="websocket", reason=refusal.kind)
+        logger.warning(
+            "connection refused", extra={"audit": True, "reason": refusal.reason, "source_ip": source_ip}
+        )
     else:
         metrics.add_metric(name="ConnectionsAuthorized", unit=MetricUnit.Count, value=1)
         logger.info(

@@ -1,4 +1,5 @@
-"""Runs every minute: closes the WebSocket connections whose token has expired."""
+"""Runs every minute: closes the WebSocket connections whose token has expired, then counts the open
+connections of both transports (streaming.stats): saved for `GET /stats`, written as gauges."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.composition import management, registry
+from handlers.composition import delivery_settings, dynamodb, management, registry, settings, stream_leases
+from streaming import stats
 from streaming.observability import logger, metrics
 from streaming.session import close_expired
 
@@ -17,4 +19,7 @@ from streaming.session import close_expired
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     closed = close_expired(registry(), management())
     metrics.add_metric(name="ExpiredConnectionsClosed", unit=MetricUnit.Count, value=closed)
-    return {"closed": closed}
+    counted = stats.take(registry(), stream_leases(), settings().streams_by_type)
+    stats.save(dynamodb(), delivery_settings().connections_table, counted)
+    stats.record(counted, settings().roles.names)
+    return {"closed": closed, "open": counted.to_dict()["total"]}

@@ -21,13 +21,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from handlers import composition
-from streaming.auth import redact, token_from_request
+from streaming.auth import KeyUnavailable, redact, token_from_request
 from streaming.errors import ErrorCode, StreamingError
 from streaming.leases import StreamLeases
 from streaming.observability import count, logger
 from streaming.settings import SseSettings
-from streaming.sse_plan import PlannedStream, StreamRequest, plan_stream
-from streaming.tail import Ending, Subscription, Tailer
+from streaming.sse_plan import PlannedStream, StreamRequest, Unauthenticated, plan_stream
+from streaming.subscription import Ending, Subscription
+from streaming.tail import Tailer
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -55,9 +56,13 @@ async def events(request: Request) -> Response:
         planned = await asyncio.to_thread(_plan, request, query)
     except StreamingError as refused:
         logger.warning("sse refused", extra={"code": refused.error.code, "reason": refused.message, **client})
+        if isinstance(refused, Unauthenticated):
+            _count_auth_failure(refused.kind)
         return JSONResponse(refused.to_body(), status_code=refused.status)
-    except Exception:  # the store or the signing key unavailable: a server fault, said as one
+    except Exception as error:  # the store or the signing key unavailable: a server fault, said as one
         logger.exception("sse failed", extra=client)
+        if isinstance(error, KeyUnavailable):
+            _count_auth_failure(error.kind)
         failure = StreamingError(ErrorCode.INTERNAL_ERROR, "internal error; try again")
         return JSONResponse(failure.to_body(), status_code=failure.status)
     plan, subject = planned.plan, planned.subject
@@ -67,6 +72,11 @@ async def events(request: Request) -> Response:
     count("ConnectionsOpened", role=plan.role, transport="sse")
     body = _logged(Subscription(composition.store(), _tailer(), plan), subject, planned.lease)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _count_auth_failure(kind: str) -> None:
+    count("AuthFailures", transport="sse", reason=kind)
+    count("AuthFailures")  # the total, which the alarm watches
 
 
 # The log's `how`: a stream that wrote its end event ended as planned, stalled or not (a stall is
@@ -99,6 +109,7 @@ async def _logged(stream: Subscription, subject: str, lease: str) -> AsyncIterat
         logger.info("sse stream closed", extra={"subject": subject, "how": how, "seconds": seconds})
         count("ConnectionsClosed", transport="sse")
         count("SseStreamsEnded", ending=stream.ending.value)  # planned, stalled, client left, failed
+        count("Disconnects", transport="sse", kind=stream.ending.kind)
         count("SseStreamSeconds", seconds, MetricUnit.Seconds)
 
 

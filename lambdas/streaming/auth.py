@@ -34,13 +34,15 @@ KeyProvider = Callable[[Mapping[str, Any]], Any]
 
 class AuthError(Exception):
     """A refused connection. `reason` is safe to log and to audit; it never contains the token.
+    `kind` names it in one of a few fixed words, for metrics (a reason may quote the token's header).
     `code` is what an entry point that answers with error codes (SSE) says."""
 
     code: ClassVar[ErrorCode] = ErrorCode.INVALID_TOKEN
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 class TokenExpired(AuthError):
@@ -53,6 +55,13 @@ class KeyUnavailable(AuthError):
     """The key to verify with could not be had: the server's fault, not the token's."""
 
     code = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "key_unavailable")
+
+
+class OriginNotAllowed(AuthError):
+    code = ErrorCode.ORIGIN_NOT_ALLOWED
 
 
 @dataclass(frozen=True)
@@ -85,11 +94,11 @@ class TokenVerifier:
 
     def verify(self, token: str | None) -> Principal:
         if not token:
-            raise AuthError("no token")
+            raise AuthError("no token", "missing")
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") not in self._policy.algorithms:
-                raise AuthError(f"algorithm {header.get('alg')!r} not accepted")
+                raise AuthError(f"algorithm {header.get('alg')!r} not accepted", "algorithm")
             claims = jwt.decode(
                 token,
                 self._keys(header),
@@ -100,27 +109,27 @@ class TokenVerifier:
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            raise TokenExpired("token expired") from None
+            raise TokenExpired("token expired", "expired") from None
         except jwt.InvalidAudienceError:
-            raise AuthError("wrong audience") from None
+            raise AuthError("wrong audience", "audience") from None
         except jwt.InvalidIssuerError:
-            raise AuthError("wrong issuer") from None
+            raise AuthError("wrong issuer", "issuer") from None
         except jwt.InvalidSignatureError:
-            raise AuthError("bad signature") from None
+            raise AuthError("bad signature", "signature") from None
         except jwt.ImmatureSignatureError:
-            raise AuthError("token not yet valid") from None
+            raise AuthError("token not yet valid", "not_yet_valid") from None
         except jwt.MissingRequiredClaimError as error:
-            raise AuthError(f"missing claim {error.claim}") from None
+            raise AuthError(f"missing claim {error.claim}", "claims") from None
         except (jwt.PyJWTError, ValueError) as error:
-            raise AuthError(f"malformed token ({type(error).__name__})") from None
+            raise AuthError(f"malformed token ({type(error).__name__})", "malformed") from None
         expires_at = claims["exp"]
         if isinstance(expires_at, bool) or not isinstance(expires_at, int | float) or abs(expires_at) > 2**53:
-            raise AuthError("malformed token (exp)")  # PyJWT accepts anything int() takes
+            raise AuthError("malformed token (exp)", "malformed")  # PyJWT accepts anything int() takes
         if expires_at - time.time() < self._policy.min_seconds_left:
-            raise TokenExpired("token expired")
+            raise TokenExpired("token expired", "expired")
         role = claims.get(self._policy.role_claim)
         if role not in self._roles:
-            raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role")
+            raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role", "role")
         return Principal(subject=str(claims["sub"]), role=role, expires_at=int(expires_at))
 
 
@@ -137,7 +146,7 @@ def jwks_keys(jwks_url: str, *, lifespan_seconds: int = 300) -> KeyProvider:
     def key(header: Mapping[str, Any]) -> Any:
         kid = header.get("kid")
         if not kid:
-            raise AuthError("token names no key (kid)")
+            raise AuthError("token names no key (kid)", "malformed")
         try:
             return client.get_signing_key(kid).key
         except jwt.PyJWKClientError as error:
@@ -179,22 +188,22 @@ def redact(query: str | Mapping[str, str]) -> str:
 
 def authorize_connect(
     event: Mapping[str, Any], verifier: TokenVerifier, allowed_origins: Iterable[str]
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], AuthError | None]:
     """Decide an API Gateway WebSocket `$connect` REQUEST authorizer event.
 
     Returns the IAM policy answer (Allow with the principal in `context`, or Deny) and, when refused,
-    the reason to audit-log. The token is never part of either."""
+    why (its reason to audit-log, its kind to count). The token is never part of either."""
     headers = event.get("headers") or {}
     query = event.get("queryStringParameters") or {}
     method_arn = event.get("methodArn", "*")
     origin = next((value for name, value in headers.items() if name.lower() == "origin"), None)
     try:
         if not origin_allowed(origin, allowed_origins):
-            raise AuthError("origin not allowed")
+            raise OriginNotAllowed("origin not allowed", "origin")
         token, _ = token_from_request(headers, query)
         principal = verifier.verify(token)
     except AuthError as refused:
-        return _policy("anonymous", "Deny", method_arn, {}), refused.reason
+        return _policy("anonymous", "Deny", method_arn, {}), refused
     context = {"sub": principal.subject, "role": principal.role, "exp": principal.expires_at}
     return _policy(principal.subject, "Allow", method_arn, context), None
 

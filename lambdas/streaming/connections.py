@@ -4,9 +4,9 @@ Layout (partition key `pk` string, sort key `sk` string, TTL attribute `expires_
 
     pk="connection#<id>", sk="meta"   the connection: role, subject, subscribed types, token expiry
     pk="type#<event type>", sk=<id>   one subscription, so fan-out finds a type's connections by Query
-    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, so a scheduled sweep finds
-                                      the due ones with one Query (new connections are rate limited by
-                                      API Gateway far below one partition's write limit)
+    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, and its role: one Query finds
+                                      the due ones, or counts the open ones (API Gateway rate limits new
+                                      connections far below one partition's write limit)
 
 `$disconnect` is best effort, so every item expires (TTL) a little after API Gateway's 2-hour limit;
 lookups also drop expired items themselves, since TTL deletes lazily.
@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from streaming import constants as c
-from streaming.dynamo import deserialize, key, serialize
+from streaming.dynamo import deserialize, key, query_items, serialize
 from streaming.ratelimit import Admission, TokenBucket
 from streaming.roles import RoleMatrix
 
@@ -67,7 +67,12 @@ class ConnectionRegistry:
         )
         # Kept a day past the expiry, so a sweep that ran late still finds it.
         self._put(
-            {"pk": _EXPIRY, "sk": _expiry_key(expires_at, connection_id), c.TTL_ATTRIBUTE: expires_at + 86400}
+            {
+                "pk": _EXPIRY,
+                "sk": _expiry_key(expires_at, connection_id),
+                "role": role,
+                c.TTL_ATTRIBUTE: expires_at + 86400,
+            }
         )
         return Connection(connection_id, subject, role, frozenset(), expires_at)
 
@@ -150,31 +155,38 @@ class ConnectionRegistry:
         )
         return [(raw["sk"]["S"].split("#", 1)[1], raw["sk"]["S"]) for raw in response.get("Items", [])]
 
+    def open_roles(self) -> Iterator[str]:
+        """The role of every connection not yet expired (`unknown` for one registered before expiry
+        records named it)."""
+        for item in query_items(
+            self._client,
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk >= :now",
+            ExpressionAttributeValues=serialize({":pk": _EXPIRY, ":now": f"{int(self._clock()) + 1:012d}"}),
+            ProjectionExpression="#role",
+            ExpressionAttributeNames={"#role": "role"},
+        ):
+            yield item.get("role", "unknown")
+
     def forget_expiry(self, expiry_key: str) -> None:
         self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry_key))
 
     def subscribers(self, event_type: str) -> Iterator[Subscriber]:
         """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""
         now = self._clock()
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": _type_key(event_type)}},
-            "ConsistentRead": True,  # a stale item could list fewer types: a `prev` too low
-        }
-        while True:
-            response = self._client.query(**request)
-            for raw in response.get("Items", []):
-                item = deserialize(raw)
-                allowed = self._roles.allowed(item["role"])
-                # An item from before items listed their connection's types: all the role's, so that
-                # `prev` errs high (a replay) and never low (a skipped event).
-                types = frozenset(item.get("types", allowed)) & allowed
-                if int(item[c.TTL_ATTRIBUTE]) > now and event_type in types:  # not a tombstone
-                    yield Subscriber(item["sk"], item["role"], types)
-            if "LastEvaluatedKey" not in response:
-                return
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for item in query_items(
+            self._client,
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": _type_key(event_type)}},
+            ConsistentRead=True,  # a stale item could list fewer types: a `prev` too low
+        ):
+            allowed = self._roles.allowed(item["role"])
+            # An item from before items listed their connection's types: all the role's, so that
+            # `prev` errs high (a replay) and never low (a skipped event).
+            types = frozenset(item.get("types", allowed)) & allowed
+            if int(item[c.TTL_ATTRIBUTE]) > now and event_type in types:  # not a tombstone
+                yield Subscriber(item["sk"], item["role"], types)
 
     def admit(self, connection_id: str, bucket: TokenBucket) -> tuple[Connection, Admission]:
         """Take a token for one inbound message, and mark the connection greeted. Concurrent

@@ -42,6 +42,7 @@ ENV_ALLOWED_ORIGINS: Final = "ALLOWED_ORIGINS"  # JSON list
 PARTITION_KEY: Final = "pk"
 SORT_KEY: Final = "sk"
 TTL_ATTRIBUTE: Final = "expires_at"
+STATS_PARTITION = "stats"  # the connections table's partition of the connection stats item
 
 # CloudFormation output keys; the local stack writes the same keys to .local/endpoints.json.
 OUTPUT_PUBLISH_URL: Final = "PublishUrl"

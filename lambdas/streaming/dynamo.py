@@ -1,8 +1,9 @@
-"""DynamoDB attribute-value conversion shared by the store and the connection registry."""
+"""DynamoDB attribute-value conversion and paged queries, shared by the store and the connection
+registry."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -24,3 +25,14 @@ def deserialize(raw: Mapping[str, Any]) -> dict[str, Any]:
 def key(pk: str, sk: str | int) -> dict[str, Any]:
     """The primary key of an item in the project's tables (`pk` string, `sk` string or number)."""
     return serialize({"pk": pk, "sk": sk})
+
+
+def query_items(client: Any, **request: Any) -> Iterator[dict[str, Any]]:
+    """Every item a Query finds, page after page, deserialized."""
+    while True:
+        response = client.query(**request)
+        for raw in response.get("Items", []):
+            yield deserialize(raw)
+        if "LastEvaluatedKey" not in response:
+            return
+        request = {**request, "ExclusiveStartKey": response["LastEvaluatedKey"]}

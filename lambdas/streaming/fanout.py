@@ -38,6 +38,7 @@ class Report:
     delivered: int = 0  # frames accepted
     gone: int = 0  # connections removed after a 410
     failed: int = 0  # frames given up on
+    retries: int = 0  # posts repeated after a 429 or 5xx
     chunks_dispatched: int = 0
     lookup_ms: float = 0.0  # finding the audience
     post_ms: float = 0.0  # posting to it (this function's share)
@@ -45,7 +46,7 @@ class Report:
     latencies_ms: list[float] = field(default_factory=list)
 
     def add(self, other: Report) -> None:
-        for name in ("connections", "frames", "delivered", "gone", "failed", "chunks_dispatched"):
+        for name in ("connections", "frames", "delivered", "gone", "failed", "retries", "chunks_dispatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latencies_ms += other.latencies_ms
 
@@ -54,6 +55,7 @@ class Report:
         for name, value in (
             ("FramesDelivered", self.delivered),
             ("FramesFailed", self.failed),
+            ("DeliveryRetries", self.retries),
             ("ConnectionsGone", self.gone),
             ("FanOutChunksDispatched", self.chunks_dispatched),
         ):
@@ -193,7 +195,8 @@ class FanOut:
         oldest = min((stored_at(event) for event in recipient.events), default=None)
         for frame in frames:
             report.frames += 1
-            status = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)
+            status, retries = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)
+            report.retries += retries
             if status == GONE:
                 # Also the subscriptions it was found by: one written while it disconnected would
                 # otherwise outlive the connection record that lists them.

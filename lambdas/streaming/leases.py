@@ -1,7 +1,9 @@
 """Open SSE streams per token subject, counted so that one token cannot hold every stream the
 deployment allows (`sse.reserved_concurrency`). Each open stream holds a lease in the connections
-table, `pk="sse#<subject>"`, `sk=<lease id>`, that expires shortly after the stream's planned end (so a
-stream whose end was never noticed frees its lease by itself) and is deleted when the stream ends.
+table, `pk="sse#<subject>"`, `sk=<lease id>`, and is listed with its role under `pk="sse"`, `sk=<lease
+id>` (so the open streams are counted with one Query). The lease id starts with the time both expire,
+shortly after the stream's planned end (so a stream whose end was never noticed frees its lease by
+itself); both are deleted when the stream ends.
 
 The count is a soft cap: two streams opened at the same instant may both get the last lease.
 """
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from streaming import constants as c
-from streaming.dynamo import deserialize, key, serialize
+from streaming.dynamo import key, query_items, serialize
 
 GRACE_SECONDS = 60  # a lease outlives its stream's planned end by this
+_OPEN = "sse"
 
 
 class StreamLeases:
@@ -25,28 +28,46 @@ class StreamLeases:
         self._table = table
         self._clock = clock
 
-    def acquire(self, subject: str, limit: int, seconds: float) -> str | None:
+    def acquire(self, subject: str, limit: int, seconds: float, *, role: str) -> str | None:
         """A lease for a stream of `seconds`, or None when the subject holds `limit` already."""
         now = self._clock()
-        response = self._client.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues=serialize({":pk": _subject_key(subject)}),
-            ConsistentRead=True,
+        held = sum(
+            1
+            for item in query_items(
+                self._client,
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues=serialize({":pk": _subject_key(subject)}),
+                ConsistentRead=True,
+            )
+            if int(item[c.TTL_ATTRIBUTE]) > now
         )
-        held = sum(1 for raw in response.get("Items", []) if int(deserialize(raw)[c.TTL_ATTRIBUTE]) > now)
         if held >= limit:
             return None
-        lease = str(uuid.uuid4())
         expires_at = int(now + seconds) + GRACE_SECONDS
-        self._client.put_item(
-            TableName=self._table,
-            Item=serialize({"pk": _subject_key(subject), "sk": lease, c.TTL_ATTRIBUTE: expires_at}),
-        )
+        lease = f"{expires_at:012d}#{uuid.uuid4()}"  # zero-padded: string order is time order
+        for pk, attributes in ((_subject_key(subject), {}), (_OPEN, {"role": role})):
+            self._client.put_item(
+                TableName=self._table,
+                Item=serialize({"pk": pk, "sk": lease, **attributes, c.TTL_ATTRIBUTE: expires_at}),
+            )
         return lease
 
     def release(self, subject: str, lease: str) -> None:
-        self._client.delete_item(TableName=self._table, Key=key(_subject_key(subject), lease))
+        for pk in (_subject_key(subject), _OPEN):
+            self._client.delete_item(TableName=self._table, Key=key(pk, lease))
+
+    def open_roles(self) -> Iterator[str]:
+        """The role of every stream whose lease has not expired."""
+        for item in query_items(
+            self._client,
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk >= :now",
+            ExpressionAttributeValues=serialize({":pk": _OPEN, ":now": f"{int(self._clock()) + 1:012d}"}),
+            ProjectionExpression="#role",
+            ExpressionAttributeNames={"#role": "role"},
+        ):
+            yield item.get("role", "unknown")
 
 
 def _subject_key(subject: str) -> str:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, urlsplit
 
 SERVICE = "execute-api"
@@ -40,18 +40,23 @@ class Management(Poster, Protocol):
         """Close a connection; the HTTP status (410 if it is already gone)."""
 
 
+class Posted(NamedTuple):
+    status: int  # the last answer's HTTP status (0 when the request itself failed)
+    retries: int
+
+
 def post_with_retry(
     poster: Poster, connection_id: str, message: bytes, sleep: Callable[[float], None] = time.sleep
-) -> int:
+) -> Posted:
     """Post one message, retrying throttling (429) and server errors with bounded backoff. A request
     whose fate is unknown (0) is not retried: it could arrive twice."""
     status = poster.post(connection_id, message)
-    for delay in RETRY_DELAYS_SECONDS:
+    for retries, delay in enumerate(RETRY_DELAYS_SECONDS):
         if status != 429 and status < 500:
-            return status
+            return Posted(status, retries)
         sleep(delay)
         status = poster.post(connection_id, message)
-    return status
+    return Posted(status, len(RETRY_DELAYS_SECONDS))
 
 
 class ManagementApi:

@@ -6,12 +6,15 @@ root, not here)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
-from streaming.observability import tracer
+from streaming.observability import count, metrics, tracer
 from streaming.results import Appended
 from streaming.settings import Settings
 from streaming.store import EventStore
@@ -94,6 +97,21 @@ class Publisher:
                 for index, error in problems
             ],
         )
+
+
+def record(results: Sequence[Appended]) -> None:
+    """As metrics, the same from every publish path: events stored (in total, and by type), repeated
+    ids, lost head races and the size of the request's batch."""
+    stored = Counter(result.type for result in results if not result.duplicate)
+    for name, value in (
+        ("EventsPublished", stored.total()),
+        ("DuplicatePublishes", len(results) - stored.total()),
+        ("SequenceConflicts", sum(result.conflicts for result in results)),
+        ("PublishBatchSize", len(results)),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for event_type, events in sorted(stored.items()):
+        count("EventsPublished", events, type=event_type)
 
 
 def _first(details: list[dict[str, Any]]) -> dict[str, Any]:

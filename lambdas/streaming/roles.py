@@ -11,6 +11,10 @@ class RoleMatrix:
     def __init__(self, grants: Mapping[str, Iterable[str]]) -> None:
         self._grants = {role: frozenset(types) for role, types in grants.items()}
 
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._grants)
+
     def allowed(self, role: str) -> frozenset[str]:
         """Types the role may see; an unknown role sees nothing."""
         return self._grants.get(role, frozenset())

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from streaming import codec, protocol
 from streaming.connections import Connection, ConnectionRegistry
 from streaming.errors import ErrorCode, StreamingError
 from streaming.management import GONE, Management, post_with_retry
-from streaming.observability import logger
+from streaming.observability import logger, metrics
 from streaming.ratelimit import TokenBucket
 from streaming.replay import replay_after, replay_latest
 from streaming.results import Page
@@ -24,6 +26,17 @@ from streaming.roles import RoleMatrix
 from streaming.store import EventStore
 
 MAX_STRIKES = 20  # refused messages in a row before the server closes the connection
+
+
+# Close codes (RFC 6455) of a connection someone ended on purpose: normal, going away (also what API
+# Gateway says at its idle and 2-hour limits), and a close frame without a status. Anything else (1006:
+# lost without a close frame, 1009, 1011, ...) is a disconnect nobody planned.
+PLANNED_CLOSE_CODES = frozenset({1000, 1001, 1005})
+
+
+def disconnect_kind(status_code: int | None) -> str:
+    """`planned` or `unplanned`, the dimension of the Disconnects metric."""
+    return "planned" if status_code in PLANNED_CLOSE_CODES else "unplanned"
 
 
 class Session:
@@ -111,8 +124,10 @@ class Session:
             )
         else:
             page, types = self._replay(connection, request)
+            metrics.add_metric(name="Replays", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="EventsReplayed", unit=MetricUnit.Count, value=len(page.events))
             for frame in codec.event_frames(page.events, types, self._compress_above):
-                status = post_with_retry(self._management, connection_id, frame, self._sleep)
+                status = self._post(connection_id, frame)
                 if not 200 <= status < 300:
                     # No summary: the client asks again from the last cursor it got.
                     logger.warning("replay stopped", extra={"connection_id": connection_id, "status": status})
@@ -158,13 +173,20 @@ class Session:
             f"more than {self._bucket.rate:g} messages per second (burst {self._bucket.burst}); "
             f"{MAX_STRIKES} refusals before the bucket refills close the connection",
         )
+        metrics.add_metric(name="MessagesRateLimited", unit=MetricUnit.Count, value=1)
         self._send(connection_id, protocol.error(refusal, request_id))
         if strikes >= MAX_STRIKES:
             logger.warning("closing abusive connection", extra={"connection_id": connection_id})
             self._management.delete(connection_id)
 
     def _send(self, connection_id: str, message: Mapping[str, Any]) -> None:
-        post_with_retry(self._management, connection_id, codec.dumps(message).encode(), self._sleep)
+        self._post(connection_id, codec.dumps(message).encode())
+
+    def _post(self, connection_id: str, data: bytes) -> int:
+        status, retries = post_with_retry(self._management, connection_id, data, self._sleep)
+        if retries:
+            metrics.add_metric(name="DeliveryRetries", unit=MetricUnit.Count, value=retries)
+        return status
 
 
 def _gone_meanwhile(connection_id: str) -> None:

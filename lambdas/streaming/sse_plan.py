@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from streaming import cursor as cursors
-from streaming.auth import AuthError, KeyUnavailable, Principal, TokenVerifier, origin_allowed
+from streaming.auth import (
+    AuthError,
+    KeyUnavailable,
+    OriginNotAllowed,
+    Principal,
+    TokenVerifier,
+    origin_allowed,
+)
 from streaming.errors import ErrorCode, StreamingError
 from streaming.leases import StreamLeases
 from streaming.protocol import known_types
@@ -41,6 +48,14 @@ class StreamPlan:
     ends_because: str = "planned"  # or "token_expiring": reconnect with a new token (or "stalled")
 
 
+class Unauthenticated(StreamingError):
+    """A refusal of who asks (token or origin), answered with its code and counted by its kind."""
+
+    def __init__(self, refused: AuthError) -> None:
+        super().__init__(refused.code, refused.reason)
+        self.kind = refused.kind
+
+
 @dataclass(frozen=True)
 class PlannedStream:
     plan: StreamPlan
@@ -61,7 +76,7 @@ def plan_stream(
 ) -> PlannedStream:
     """The plan of the stream `request` asks for, holding a lease; StreamingError otherwise."""
     if not origin_allowed(request.origin, allowed_origins):
-        raise StreamingError(ErrorCode.ORIGIN_NOT_ALLOWED, "this origin may not subscribe")
+        raise Unauthenticated(OriginNotAllowed("this origin may not subscribe", "origin"))
     principal = _verified(verifier, request.token)
     token_left = principal.expires_at - time.time()
     types = _visible_types(request.types, principal.role, roles, streams_by_type)
@@ -81,7 +96,7 @@ def plan_stream(
         compress_above=settings.compress_above_bytes,
         ends_because="planned" if lifetime == settings.max_stream_seconds else "token_expiring",
     )
-    lease = leases.acquire(principal.subject, settings.max_streams_per_subject, lifetime)
+    lease = leases.acquire(principal.subject, settings.max_streams_per_subject, lifetime, role=principal.role)
     if lease is None:
         raise StreamingError(
             ErrorCode.TOO_MANY_STREAMS,
@@ -96,7 +111,7 @@ def _verified(verifier: TokenVerifier, token: str | None) -> Principal:
     except KeyUnavailable:
         raise  # not the token's fault: answered as a server fault
     except AuthError as refused:
-        raise StreamingError(refused.code, refused.reason) from None
+        raise Unauthenticated(refused) from None
 
 
 def _visible_types(

@@ -1,7 +1,4 @@
-"""An SSE subscription: replay after the cursor, then live tail, with heartbeats and a planned end.
-
-Every event goes out with `id:` = the cursor after it, so a native EventSource resumes by itself
-(Last-Event-ID) with no gap and no duplicate, and the same cursor resumes a WebSocket replay.
+"""The live tail of the SSE subscriptions (streaming.subscription).
 
 The live tail is shared by every subscription a process serves: one `Tailer` reads the stream heads
 every poll interval and, when a head moves, reads the new events once and keeps the latest in
@@ -18,14 +15,11 @@ import contextlib
 import heapq
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
-from enum import Enum
+from collections.abc import Iterable, Mapping
 
-from streaming import codec
 from streaming import cursor as cursors
-from streaming.events import Envelope, format_ts
-from streaming.observability import count, logger
-from streaming.sse_plan import StreamPlan
+from streaming.events import Envelope
+from streaming.observability import logger
 from streaming.store import EventStore
 
 PAGE_SIZE = 100
@@ -180,118 +174,3 @@ class Tailer:
     def _forget(self, stream: str, head: int) -> None:
         """Memory of `stream` starts over at `head`: anyone behind it reads the store."""
         self._since[stream], self._recent[stream] = head, deque(maxlen=KEEP_PER_STREAM)
-
-
-def _visible(heads: cursors.Position, plan: StreamPlan) -> cursors.Position:
-    """Heads of the streams the subscriber sees, and no others."""
-    return {stream: seq for stream, seq in heads.items() if stream in plan.streams}
-
-
-class Ending(Enum):
-    """How a subscription ended."""
-
-    PLANNED = "planned"  # it wrote its end event: its planned end, or its token expiring
-    STALLED = "stalled"  # it wrote its end event after it could write nothing for too long
-    CLIENT_LEFT = "client left"  # stopped from outside before its end: its client went away
-    FAILED = "failed"  # a failure ended it, with no end event
-
-
-class Subscription:
-    """The bytes of one SSE response (iterate it once): catch up, tail, heartbeat, and end before
-    `max_stream_seconds`. A stream that could write nothing, not even a heartbeat, for `stall_seconds`
-    ends itself (the client reconnects) and has the tailer start over if the tailer is what stalled.
-    `ending` says how it ended."""
-
-    def __init__(self, store: EventStore, tailer: Tailer, plan: StreamPlan) -> None:
-        self._store, self._tailer, self._plan = store, tailer, plan
-        self.ending = Ending.CLIENT_LEFT  # until it ends by itself: a stream stopped from outside
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._chunks():
-                yield chunk
-        except Exception:
-            self.ending = Ending.FAILED
-            raise
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        store, tailer, plan = self._store, self._tailer, self._plan
-        loop = asyncio.get_running_loop()
-        position = dict(plan.position)
-        started = loop.time()
-        ends_at = started + plan.max_stream_seconds
-        stall_after = plan.stall_seconds
-        next_heartbeat, written, ends_because = started, started, plan.ends_because
-        while loop.time() < ends_at:
-            try:
-                async with asyncio.timeout_at(written + stall_after):
-                    chunks, next_heartbeat = await _next_chunks(
-                        store, tailer, plan, position, next_heartbeat, ends_at
-                    )
-            except TimeoutError:
-                ends_because = "stalled"
-                logger.warning("sse stream stalled", extra={"seconds": stall_after, "role": plan.role})
-                count("SseStreamsStalled")
-                if tailer.recover(stale_after=stall_after):
-                    count("SseTailerRestarts")
-                break
-            for chunk in chunks:
-                yield chunk
-            if chunks:
-                written = loop.time()
-        # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
-        self.ending = Ending.STALLED if ends_because == "stalled" else Ending.PLANNED
-        end = codec.dumps({"reconnect": True, "reason": ends_because})
-        yield codec.sse_message(
-            retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end
-        )
-
-
-async def _next_chunks(
-    store: EventStore,
-    tailer: Tailer,
-    plan: StreamPlan,
-    position: cursors.Position,
-    next_heartbeat: float,
-    ends_at: float,
-) -> tuple[list[bytes], float]:
-    """What the stream writes next, moving `position` past it, and when the next heartbeat is due:
-    a heartbeat if one is due, then the events after `position`; if neither, it waits for a head to
-    move (or the heartbeat to come due) and writes nothing."""
-    await tailer.watch(plan.streams)
-    chunks: list[bytes] = []
-    loop = asyncio.get_running_loop()
-    if loop.time() >= next_heartbeat:
-        if not tailer.fresh(plan.stall_seconds):  # heads this old would pass for "nothing new"
-            raise TimeoutError("the tailer has not read the heads for too long")
-        heads = _visible(await tailer.heads(plan.streams), plan)
-        chunks += [codec.sse_comment("heartbeat"), _heartbeat(heads, position, plan.retry_ms)]
-        next_heartbeat = loop.time() + plan.heartbeat_seconds
-    recent = tailer.recent_after(position, plan.types, plan.streams)
-    if recent is not None:
-        (events, reached), more = recent, False
-    else:  # behind what the tailer keeps: read the store
-        page = await asyncio.to_thread(store.after, position, plan.types, PAGE_SIZE)
-        events, reached, more = page.events, page.cursor, page.more
-        if page.truncated:
-            truncated = codec.dumps({"cursor": cursors.encode(position)})
-            chunks.append(codec.sse_message(event="truncated", data=truncated))
-    for event in events:
-        position[event.stream] = event.seq
-        data = codec.dumps(codec.encode_event(event, plan.compress_above, plan.types))
-        chunks.append(codec.sse_message(event_id=cursors.encode(position), event=event.type, data=data))
-    for stream, seq in reached.items():  # also past events of types this subscriber does not see
-        position[stream] = max(position.get(stream, 0), seq)
-    if not chunks and not more:
-        wait = min(next_heartbeat, ends_at) - loop.time()
-        await tailer.wait_beyond(position, plan.streams, max(0.0, wait))
-    return chunks, next_heartbeat
-
-
-def _heartbeat(heads: cursors.Position, position: cursors.Position, retry_ms: int) -> bytes:
-    """A heartbeat carries the server time and the heads (a head beyond the cursor: something to come),
-    and the cursor so far as its id, so a reconnect resumes from here even when nothing arrived."""
-    body = {"server_time": format_ts(int(time.time() * 1000)), "heads": dict(heads)}
-    return codec.sse_message(
-        retry_ms=retry_ms, event="heartbeat", event_id=cursors.encode(position), data=codec.dumps(body)
-    )

@@ -66,5 +66,14 @@ class ConnectionStore(Construct):
     def grant_sweeper(self, grantee: iam.IGrantable) -> iam.Grant:
         return self.table.grant(grantee, *SWEEPER_ACTIONS)
 
+    def grant_stats(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Write the connection stats item (streaming.stats), and no other item."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:PutItem"],
+            resource_arns=[self.table.table_arn],
+            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.STATS_PARTITION]}},
+        )
+
     def grant_leases(self, grantee: iam.IGrantable) -> iam.Grant:
         return self.table.grant(grantee, *LEASE_ACTIONS)

@@ -117,6 +117,7 @@ class WebSocketApi(Construct):
         self._grant_management_api(self.fanout_worker, DELIVERY_MANAGEMENT_METHODS)
         # The sweeper never reads the events table (it builds no store).
         connections.grant_sweeper(self.sweeper)
+        connections.grant_stats(self.sweeper)  # it counts the connections after each sweep
         self._grant_management_api(self.sweeper, SWEEPER_MANAGEMENT_METHODS)
 
         CfnOutput(self, c.OUTPUT_WEBSOCKET_URL, key=c.OUTPUT_WEBSOCKET_URL, value=self.stage.url)

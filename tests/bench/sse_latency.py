@@ -35,7 +35,8 @@ from stacks.table_layouts import EVENTS, create_table
 from streaming.publish import Publisher
 from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
-from streaming.tail import Subscription, Tailer
+from streaming.subscription import Subscription
+from streaming.tail import Tailer
 from tests.conftest import signal
 from tests.integration.conftest import outputs, running_local_stack
 

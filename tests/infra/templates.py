@@ -59,18 +59,24 @@ class Stack:
     def environment(self, handler: str) -> dict[str, Any]:
         return self.functions()[handler][1]["Environment"]["Variables"]  # type: ignore[no-any-return]
 
+    def statements(self, handler: str) -> list[dict[str, Any]]:
+        """The statements of the policies attached to the handler's role."""
+        role = self.functions()[handler][1]["Role"]["Fn::GetAtt"][0]
+        return [
+            statement
+            for policy in self.of_type("AWS::IAM::Policy").values()
+            if {"Ref": role} in policy["Properties"]["Roles"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+
     def grants(self, handler: str) -> set[tuple[str, str]]:
         """Every (action, resource) the handler's role is allowed, however statements were merged."""
-        role = self.functions()[handler][1]["Role"]["Fn::GetAtt"][0]
         allowed = set()
-        for policy in self.of_type("AWS::IAM::Policy").values():
-            if {"Ref": role} not in policy["Properties"]["Roles"]:
-                continue
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-                assert statement["Effect"] == "Allow"
-                for action in as_list(statement["Action"]):
-                    for resource in as_list(statement["Resource"]):
-                        allowed.add((action, flatten(resource)))
+        for statement in self.statements(handler):
+            assert statement["Effect"] == "Allow"
+            for action in as_list(statement["Action"]):
+                for resource in as_list(statement["Resource"]):
+                    allowed.add((action, flatten(resource)))
         return allowed
 
     def table(self, output_key: str) -> str:

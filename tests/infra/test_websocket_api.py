@@ -10,7 +10,7 @@ import pytest
 
 from stacks.config import load
 from streaming import constants as c
-from tests.infra.templates import Stack, flatten
+from tests.infra.templates import Stack, as_list, flatten
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("synth")]
 
@@ -26,7 +26,8 @@ STORE = {
 }
 DELIVERY = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
 # Query the due expiry records, delete them, remove each connection: no writes but deletes.
-SWEEPER = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
+# and PutItem for the connection stats item only (asserted below)
+SWEEPER = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:PutItem"}
 # handler -> (actions on the events table, actions on the connections table)
 TABLE_ACTIONS = {
     c.HANDLER_PUBLISH_HTTP: (STORE, DELIVERY),
@@ -222,7 +223,7 @@ def test_sweeper_runs_every_sweep_interval_without_retry_or_reserved_concurrency
     assert config["MaximumRetryAttempts"] == 0
 
 
-def test_sweeper_may_only_delete_connections_and_close_them(stack, environment):
+def test_sweeper_may_only_delete_connections_close_them_and_write_the_stats(stack, environment):
     connections = stack.table(c.OUTPUT_CONNECTIONS_TABLE)
     assert stack.grants(c.HANDLER_WS_SWEEPER) == (
         {(action, f"<{connections}.Arn>") for action in SWEEPER}
@@ -231,6 +232,10 @@ def test_sweeper_may_only_delete_connections_and_close_them(stack, environment):
     )
     env = stack.environment(c.HANDLER_WS_SWEEPER)
     assert c.ENV_FANOUT_FUNCTION not in env and c.ENV_AUTH_MODE not in env
+    # It writes one item: the connection stats, in their own partition.
+    [put] = [s for s in stack.statements(c.HANDLER_WS_SWEEPER) if "dynamodb:PutItem" in as_list(s["Action"])]
+    assert as_list(put["Action"]) == ["dynamodb:PutItem"]
+    assert put["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.STATS_PARTITION]}}
 
 
 def test_hs256_signing_key_is_generated_and_only_the_token_verifiers_read_it(stack):

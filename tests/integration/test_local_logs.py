@@ -127,6 +127,9 @@ def test_websocket_clients_that_leave_while_events_flow_end_with_one_line_each_a
     closed = [d for d in documents if "ConnectionsClosed" in d and d.get("transport") == "websocket"]
     assert len(opened) >= 3 and len(closed) >= 3  # by role and transport; closed by transport
     assert all(d["role"] for d in opened)
+    # A close frame is a planned disconnect; a connection lost without one (1006) is not.
+    kinds = [d["kind"] for d in documents if "Disconnects" in d and d.get("transport") == "websocket"]
+    assert kinds.count("planned") >= 1 and kinds.count("unplanned") >= 2
     no_traceback(stack)
 
 
@@ -198,6 +201,8 @@ def test_sse_clients_that_leave_end_with_one_line_each_naming_the_sse_function(s
     ended = [d for d in documents if "SseStreamsEnded" in d and d.get("ending") == "client left"]
     assert len(opened_sse) >= 2 and {d["role"] for d in opened_sse} == {"viewer"}
     assert len(ended) >= 2 and len([d for d in documents if "SseStreamSeconds" in d]) >= 2
+    kinds = [d["kind"] for d in documents if "Disconnects" in d and d.get("transport") == "sse"]
+    assert kinds.count("planned") >= 2  # a client that leaves ends its stream on purpose
     no_traceback(stack)
 
 

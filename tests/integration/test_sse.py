@@ -23,7 +23,7 @@ from local.state import LocalState
 from local.token import issue
 from stacks.config import load
 from tests.conftest import example, signal
-from tests.integration.conftest import outputs, running_local_stack
+from tests.integration.conftest import outputs, running_local_stack, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
 STREAM_SECONDS = 6  # streams end themselves this soon, so the planned end is seen in a test
@@ -128,6 +128,19 @@ def test_refusals_answer_json_with_a_stable_code_before_any_stream(stack, case, 
     assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
     if token:
         assert token not in (stack.directory / "stack.log").read_text()
+    # Who asks is refused: counted as an authentication failure of SSE, by its kind.
+    kind = {"no token": "missing", "expired": "expired", "bad signature": "signature"}.get(case)
+    if case == "foreign origin":
+        kind = "origin"
+    if kind is not None:
+        asyncio.run(until(lambda: kind in auth_failures(stack)))
+
+
+def auth_failures(stack: LocalState) -> list[str]:
+    """The kinds of the SSE authentication failures the stack's metrics (EMF) counted."""
+    lines = (stack.directory / "stack.log").read_text().splitlines()
+    documents = [json.loads(line) for line in lines if line.startswith('{"_aws"') and "AuthFailures" in line]
+    return [d["reason"] for d in documents if d.get("transport") == "sse"]
 
 
 @pytest.mark.events

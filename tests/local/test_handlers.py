@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -302,6 +303,46 @@ def test_the_authorizer_counts_refusals_and_neither_its_metrics_nor_its_logs_car
     output = capsys.readouterr().out + logs.getvalue()  # metrics (EMF) and log lines
     documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     [refused] = [d for d in documents if "ConnectionsRefused" in d]
-    assert refused["ConnectionsRefused"] == [1.0]
+    assert refused["ConnectionsRefused"] == refused["AuthFailures"] == [1.0]  # the total, for the alarm
+    [by_reason] = [d for d in documents if "AuthFailures" in d and "reason" in d]
+    assert (by_reason["transport"], by_reason["reason"]) == ("websocket", "signature")
     assert any(d.get("message") == "connection refused" and d["reason"] == "bad signature" for d in documents)
     assert forged not in output and forged.split(".")[2] not in output
+
+
+def emitted(capsys) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_publishing_counts_events_in_total_and_by_type_and_the_batch_size(settings, capsys):
+    batch = [signal(), signal(), example("risk.alert", settings)]
+    assert call("POST", "/events", {"events": batch})[0] == 201
+    documents = emitted(capsys)
+    [totals] = [d for d in documents if "PublishBatchSize" in d]
+    assert (totals["EventsPublished"], totals["PublishBatchSize"], totals["DuplicatePublishes"]) == (
+        [3.0],
+        [3.0],
+        [0.0],
+    )
+    by_type = {d["type"]: d["EventsPublished"] for d in documents if "EventsPublished" in d and "type" in d}
+    assert by_type == {"signal.created": [2.0], "risk.alert": [1.0]}
+
+
+def test_connection_stats_are_served_once_the_sweep_has_counted_them(capsys):
+    from handlers import ws_sweeper
+
+    registry = composition.registry()
+    status, body = call("GET", "/stats")
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    viewer = registry.connect("V", "val", "viewer", int(time.time()) + 3600)
+    registry.subscribe(viewer, ["signal.created"])
+    registry.connect("A", "ann", "admin", int(time.time()) + 3600)
+    assert ws_sweeper.handler({}, LocalContext("ws-sweeper")) == {"closed": 0, "open": 2}
+    status, body = call("GET", "/stats")
+    assert status == 200
+    assert (body["total"], body["active"], body["by_role"]) == (2, 1, {"admin": 1, "viewer": 1})
+    assert body["by_transport"]["sse"] == {"total": 0, "active": 0, "by_role": {}}
+    assert body["subscriptions"]["signal.created"] == 1
+    documents = [d for d in emitted(capsys) if "ConnectionsOpen" in d]
+    gauges = {(d["transport"], d["role"]): d["ConnectionsOpen"] for d in documents}
+    assert (gauges[("websocket", "viewer")], gauges[("sse", "viewer")]) == ([1.0], [0.0])

@@ -30,7 +30,8 @@ from streaming.publish import Publisher
 from streaming.replay import replay_after
 from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
-from streaming.tail import Subscription, Tailer
+from streaming.subscription import Subscription
+from streaming.tail import Tailer
 from tests.conftest import REGION, example
 from tests.resume import Application
 

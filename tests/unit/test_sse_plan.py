@@ -35,7 +35,7 @@ class Leases:
     def __init__(self) -> None:
         self.held: dict[str, int] = {}
 
-    def acquire(self, subject: str, limit: int, seconds: float) -> str | None:
+    def acquire(self, subject: str, limit: int, seconds: float, *, role: str) -> str | None:
         if self.held.get(subject, 0) >= limit:
             return None
         self.held[subject] = self.held.get(subject, 0) + 1

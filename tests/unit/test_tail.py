@@ -13,7 +13,8 @@ import pytest
 
 from streaming import cursor as cursors
 from streaming.sse_plan import StreamPlan
-from streaming.tail import Subscription, Tailer
+from streaming.subscription import Subscription
+from streaming.tail import Tailer
 from tests.conftest import example, signal
 
 pytestmark = pytest.mark.events
@@ -386,7 +387,7 @@ class HangingHeads:
 def test_a_subscription_says_how_it_ended(store, publisher, settings):
     """Planned (its end event written), stalled (the same, after writing nothing for too long),
     client left (stopped from outside before its end), failed (a failure escaped it)."""
-    from streaming.tail import Ending
+    from streaming.subscription import Ending
 
     publisher.publish([signal()], "tests")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from streaming.dynamo import deserialize, key, serialize
+from streaming.dynamo import deserialize, key, query_items, serialize
 
 Item = dict[str, Any]
 
@@ -22,21 +22,15 @@ class Table:
 
     def query(self, pk: str, low: int, high: int, *, forward: bool) -> Iterator[Item]:
         """The items of `pk` with `low` <= sk <= `high`, in sk order or (not `forward`) reversed."""
-        request: dict[str, Any] = {
-            "TableName": self._name,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
-            "ExpressionAttributeValues": serialize({":pk": pk, ":low": low, ":high": high}),
-            "ConsistentRead": True,
-            "ScanIndexForward": forward,
-            "Limit": 100,
-        }
-        while True:
-            response = self._client.query(**request)
-            for raw in response.get("Items", []):
-                yield deserialize(raw)
-            if "LastEvaluatedKey" not in response:
-                return
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return query_items(
+            self._client,
+            TableName=self._name,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+            ExpressionAttributeValues=serialize({":pk": pk, ":low": low, ":high": high}),
+            ConsistentRead=True,
+            ScanIndexForward=forward,
+            Limit=100,
+        )
 
     def put_if_absent(self, item: Item) -> Item | None:
         """Put the item unless its key exists; return the existing item (or {}) when it does."""
