@@ -7,7 +7,8 @@ function, which moto's bus cannot invoke) here and the WebSocket gateway (with t
 functions) in a process of its own, writes endpoints.json in the state directory (.local/ unless
 --state-dir says otherwise; the keys of the deployed stack's outputs and a few local ones) and prints
 the URLs. It runs the `dev` environment's configuration from cdk.json. The live page (local.live_page,
-docs/browser.md) is served from an origin of its own, which the stack allows.
+docs/browser.md) is served from an origin of its own, which the stack allows; so is `/metrics`, the
+metrics every function here and in the gateway printed, in Prometheus text format (local.prometheus).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from local.lambda_runtime import (
     invoke_app,
     isolate_invocations,
 )
-from local.live_page import PAGE_PATH, live_page_app, page_origins
+from local.live_page import METRICS_PATH, PAGE_PATH, live_page_app, page_origins
+from local.prometheus import Registry
 from local.serving import listen, serve, url_host
 from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
@@ -88,7 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
-    console.install()
+    registry = Registry()  # what the handlers of both processes print, for /metrics
+    console.install(registry.observe)
 
     state = LocalState(args.state_dir)
     moto, moto_url = start_moto(args.host, args.moto_port)
@@ -105,6 +108,7 @@ def main() -> None:
     lambda_url = f"http://{host}:{lambda_socket.getsockname()[1]}"
     live_origins = page_origins(host, live_socket.getsockname()[1])
     live_url = live_origins[0] + PAGE_PATH
+    metrics_url = live_origins[0] + METRICS_PATH
 
     # The handlers' boto3 clients go to moto, and Lambda's Invoke API (the fan-out hand-off) here.
     os.environ.update(
@@ -178,6 +182,7 @@ def main() -> None:
             "--sweep-seconds",
             str(SWEEP_SECONDS),
         ],
+        on_metrics=registry.observe,
     )
     gateway.start()
     live_page = live_page_app(
@@ -187,6 +192,7 @@ def main() -> None:
         roles=config.roles,
         gateway=gateway,
         origins=live_origins,
+        metrics=registry.exposition,
     )
     state.write_endpoints(
         {
@@ -202,6 +208,7 @@ def main() -> None:
             "LambdaEndpointUrl": lambda_url,
             "EventBridgeFunctionName": EVENTBRIDGE_FUNCTION,
             "LivePageUrl": live_url,
+            "MetricsUrl": metrics_url,
         }
     )
     print(f"{LOCAL_STACK} is up (Ctrl-C stops it)", flush=True)
@@ -211,6 +218,7 @@ def main() -> None:
     print(f"  AWS endpoint (moto):                 {moto_url}", flush=True)
     print(f"  Lambda Invoke API (EventBridge fn):  {lambda_url}", flush=True)
     print(f"  live page (pick a role):             {live_url}", flush=True)
+    print(f"  metrics (Prometheus text format):    {metrics_url}", flush=True)
     print(f"  endpoints file:                      {state.endpoints_file}", flush=True)
     print("  a token: make token ROLE=viewer SUB=alice", flush=True)
     # Everything loaded so far (moto's and botocore's models) lives as long as the process: keep it

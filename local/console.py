@@ -6,6 +6,8 @@
 - A scheduled invocation that did nothing prints nothing. The deployed sweeper emits its
   `ExpiredConnectionsClosed` datapoint every minute, zero included (a zero is what an alarm on it
   needs); locally it runs every few seconds and its zeros would fill the console.
+- Every metric (EMF) line, printed or not, also goes to `on_metrics` (local.prometheus, `/metrics`):
+  a zero is a value there, and a gauge's zero its current level.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TextIO, cast
+
+from local.prometheus import EMF_START
 
 # Set for the invocations a schedule makes (local.serving.every); threads started with
 # asyncio.to_thread inherit it, so it covers exactly what those invocations print.
@@ -25,8 +30,9 @@ class Console:
     """A text stream in front of the process's stdout (the part of TextIO that print, logging and
     uvicorn use)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, on_metrics: Callable[[str], None] | None = None) -> None:
         self.stream = stream
+        self.on_metrics = on_metrics
         self.encoding = stream.encoding
         self.errors = stream.errors
         self._lock = threading.Lock()
@@ -44,6 +50,10 @@ class Console:
     def write(self, text: str) -> int:
         pending: str = getattr(self._partial, "text", "") + text
         *lines, self._partial.text = pending.split("\n")
+        if self.on_metrics is not None:
+            for line in lines:
+                if line.startswith(EMF_START):
+                    self.on_metrics(line)
         shown = [line + "\n" for line in lines if not (scheduled.get() and is_idle_metrics(line))]
         if shown:
             with self._lock:
@@ -62,7 +72,7 @@ class Console:
 
 def is_idle_metrics(line: str) -> bool:
     """An embedded-metric-format document whose every metric is zero."""
-    if not line.startswith('{"_aws":'):
+    if not line.startswith(EMF_START):
         return False
     try:
         document = json.loads(line)
@@ -78,8 +88,8 @@ def is_idle_metrics(line: str) -> bool:
     return bool(names) and all(v == 0 for v in flat)
 
 
-def install() -> None:
+def install(on_metrics: Callable[[str], None] | None = None) -> None:
     """Make this process's stdout a Console (before the handlers create their logger, which keeps the
     stream it found)."""
     if not isinstance(sys.stdout, Console):
-        sys.stdout = cast(TextIO, Console(sys.stdout))
+        sys.stdout = cast(TextIO, Console(sys.stdout, on_metrics))

@@ -11,7 +11,9 @@
   work against it unchanged.
 
 It runs in a process of its own (`python -m local.gateway`, started by `make run`), as API Gateway is
-a service of its own: the publish functions' posts and the gateway's work then use both cores.
+a service of its own: the publish functions' posts and the gateway's work then use both cores. Its
+functions' metric (EMF) lines also go up a pipe to `make run`, which serves them at `/metrics` with
+its own: the counts live in `make run`, so they go on across a restart of the gateway.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -302,10 +304,16 @@ class GatewayProcess:
     and stoppable and startable again on the same port (the live page's outage switch). While stopped,
     the port is closed, so clients are refused, as by a gateway that is down."""
 
-    def __init__(self, listening: socket.socket, options: list[str]) -> None:
+    def __init__(
+        self,
+        listening: socket.socket,
+        options: list[str],
+        on_metrics: Callable[[str], None] | None = None,
+    ) -> None:
         self._socket: socket.socket | None = listening
         self._address = listening.getsockname()[:2]
         self._options = options
+        self._on_metrics = on_metrics
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # stop and start come from request threads
 
@@ -320,10 +328,19 @@ class GatewayProcess:
             if self._socket is None:
                 self._socket = listen(*self._address)
             fd = self._socket.fileno()
+            options, passed = ["--fd", str(fd), *self._options], [fd]
+            if self._on_metrics is not None:
+                metrics_read, metrics_write = os.pipe()
+                options, passed = [*options, "--metrics-fd", str(metrics_write)], [*passed, metrics_write]
             # It inherits this environment (the handlers' configuration) and the listening socket.
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "local.gateway", "--fd", str(fd), *self._options], pass_fds=[fd]
+                [sys.executable, "-m", "local.gateway", *options], pass_fds=passed
             )
+            if self._on_metrics is not None:
+                os.close(metrics_write)  # the child holds the only writing end now: EOF when it ends
+                threading.Thread(
+                    target=_read_lines, args=(metrics_read, self._on_metrics), daemon=True
+                ).start()
 
     def stop(self) -> None:
         """Ends the process (its connections close with 1012, as on any shutdown) and closes the port."""
@@ -337,6 +354,26 @@ class GatewayProcess:
                 self._socket = None
 
 
+def _read_lines(fd: int, on_line: Callable[[str], None]) -> None:
+    """Until the writing process has ended."""
+    with open(fd, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            on_line(line.rstrip("\n"))
+
+
+class _LinesTo:
+    """Whole lines to a pipe from any thread; nothing once its reader has gone (the stack is stopping)."""
+
+    def __init__(self, fd: int) -> None:
+        self._pipe = open(fd, "w", encoding="utf-8")  # noqa: SIM115 - open as long as the process
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self._pipe.write(line + "\n")
+            self._pipe.flush()
+
+
 def main() -> None:
     """The gateway process: `make run` binds its socket and passes it (--fd), with the handlers'
     environment already set, so it serves the same configuration as the rest of the local stack."""
@@ -345,8 +382,9 @@ def main() -> None:
     parser.add_argument("--host", required=True, help="host:port clients use (the events' domainName)")
     parser.add_argument("--concurrency", type=int, default=4, help="execution environments per function")
     parser.add_argument("--sweep-seconds", type=float, default=5.0)
+    parser.add_argument("--metrics-fd", type=int, help="a pipe that takes the functions' EMF lines")
     args = parser.parse_args()
-    console.install()
+    console.install(None if args.metrics_fd is None else _LinesTo(args.metrics_fd))
 
     from handlers import websocket, ws_authorizer, ws_sweeper
 

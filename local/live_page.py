@@ -7,7 +7,9 @@ clients/web/, so the page imports ../streaming.js as any page would), a few loca
   them (local/token.py). Only the local stack, which holds the signing key, can do this: a deployed
   stack has no such route; a page there gets its tokens from the identity provider;
 - `POST /local/gateway/stop` and `/start`: stops the WebSocket gateway (its port refuses connections)
-  and starts it again on the same port, to watch clients ride an outage.
+  and starts it again on the same port, to watch clients ride an outage;
+- `GET /metrics`: the functions' metrics in Prometheus text format (local.prometheus), for a local
+  Prometheus to scrape.
 
 Requests must name a loopback host (no DNS rebinding); the POSTs, when they come from a browser, must
 come from the page itself (no cross-site form posting).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,16 +27,18 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from local.gateway import GatewayProcess
+from local.prometheus import CONTENT_TYPE
 from local.state import LocalState
 from local.token import issue
 
 WEB = Path(__file__).resolve().parent.parent / "clients" / "web"
 PAGE_PATH = "/live/"
+METRICS_PATH = "/metrics"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MIN_TTL_SECONDS, MAX_TTL_SECONDS = 10, 3600
 
@@ -55,6 +59,7 @@ def live_page_app(
     roles: Mapping[str, Sequence[str]],
     gateway: GatewayProcess,
     origins: Sequence[str],
+    metrics: Callable[[], str],
 ) -> Starlette:
     async def config(request: Request) -> Response:
         grants = {role: list(types) for role, types in roles.items()}
@@ -89,6 +94,9 @@ def live_page_app(
     async def gateway_state(request: Request) -> Response:
         return _private({"running": gateway.running})
 
+    async def exposition(request: Request) -> Response:
+        return PlainTextResponse(metrics(), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
     async def home(request: Request) -> Response:
         return RedirectResponse(PAGE_PATH)
 
@@ -99,6 +107,7 @@ def live_page_app(
             Route("/local/token", token),
             Route("/local/gateway", gateway_state),
             Route("/local/gateway/{action:str}", switch_gateway, methods=["POST"]),
+            Route(METRICS_PATH, exposition),
             Mount("/", StaticFiles(directory=WEB, html=True)),
         ],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=_loopback_hosts_only)],
