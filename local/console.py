@@ -3,9 +3,10 @@
 - Whole lines. A local process runs several functions' invocations at once in threads, and Powertools
   prints a metrics document and its newline in two writes: without a lock per line, two documents
   share a line and the next line is empty.
-- A scheduled invocation that did nothing prints nothing. The deployed sweeper emits its
+- A scheduled invocation prints only metrics that say something new. The deployed sweeper emits its
   `ExpiredConnectionsClosed` datapoint every minute, zero included (a zero is what an alarm on it
-  needs); locally it runs every few seconds and its zeros would fill the console.
+  needs), and the connection gauges; locally it runs every few seconds, and its zeros and unchanged
+  gauges would fill the console.
 - Every metric (EMF) line, printed or not, also goes to `on_metrics` (local.prometheus, `/metrics`):
   a zero is a value there, and a gauge's zero its current level.
 """
@@ -37,6 +38,7 @@ class Console:
         self.errors = stream.errors
         self._lock = threading.Lock()
         self._partial = threading.local()
+        self._scheduled_last: dict[str, str] = {}  # a schedule's metrics and dimensions -> last values
 
     def isatty(self) -> bool:
         return self.stream.isatty()
@@ -54,12 +56,31 @@ class Console:
             for line in lines:
                 if line.startswith(EMF_START):
                     self.on_metrics(line)
-        shown = [line + "\n" for line in lines if not (scheduled.get() and is_idle_metrics(line))]
-        if shown:
-            with self._lock:
+        with self._lock:
+            shown = [line + "\n" for line in lines if not (scheduled.get() and self._stale(line))]
+            if shown:
                 self.stream.write("".join(shown))
                 self.stream.flush()
         return len(text)
+
+    def _stale(self, line: str) -> bool:
+        """A scheduled invocation's metrics line that is all zeros, or says what its last did."""
+        if not line.startswith(EMF_START):
+            return False
+        if is_idle_metrics(line):
+            return True
+        try:
+            document = json.loads(line)
+            aws = document.pop("_aws")
+            names = [
+                metric["Name"] for directive in aws["CloudWatchMetrics"] for metric in directive["Metrics"]
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        values = json.dumps([document.pop(name, None) for name in names])
+        series = json.dumps([names, document], sort_keys=True)  # the metrics and their dimensions
+        last, self._scheduled_last[series] = self._scheduled_last.get(series), values
+        return last == values
 
     def flush(self) -> None:
         pending: str = getattr(self._partial, "text", "")

@@ -94,8 +94,14 @@ def test_metrics_count_what_clients_did_connect_publish_deliver_and_a_refused_to
     expected = {
         "streaming_events_published_total": PUBLISHED,
         "streaming_frames_delivered_total": PUBLISHED,
+        'streaming_events_published_total{type="signal.created"}': PUBLISHED,
+        "streaming_publish_batch_size_total": PUBLISHED,
         "streaming_connections_refused_total": 1,
+        'streaming_auth_failures_total{reason="malformed",transport="websocket"}': 1,
         "streaming_connections_authorized_total": 1,
+        'streaming_disconnects_total{kind="planned",transport="websocket"}': 1,
+        # The sweep's gauges (every 5 s locally): someone was connected meanwhile, or is now.
+        'streaming_connections_open{role="viewer",transport="websocket"}': 0,
         'streaming_connections_opened_total{role="viewer",transport="websocket"}': 1,
         'streaming_connections_closed_total{transport="websocket"}': 1,
         "streaming_delivery_latency_seconds_count": 1,

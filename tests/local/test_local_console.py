@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from local.console import Console, is_idle_metrics
+from local.console import Console, is_idle_metrics, scheduled
 from local.lambda_runtime import LocalFunction
 from local.serving import every
 from streaming.observability import metrics
@@ -82,3 +82,28 @@ def test_only_metric_documents_whose_every_value_is_zero_count_as_idle():
     assert not is_idle_metrics(json.dumps({**document, "B": [0.0, 1.0]}))
     assert not is_idle_metrics('{"level":"INFO","message":"x"}')
     assert not is_idle_metrics('{"_aws": not json')
+
+
+def test_a_schedule_prints_a_gauge_again_only_when_it_changed():
+    console = Console(io.StringIO())
+
+    def gauge(value: float, role: str, timestamp: int) -> str:
+        directive = {"Namespace": "N", "Dimensions": [["role"]], "Metrics": [{"Name": "ConnectionsOpen"}]}
+        document = {"_aws": {"Timestamp": timestamp, "CloudWatchMetrics": [directive]}}
+        return json.dumps({**document, "role": role, "ConnectionsOpen": [value]}) + "\n"
+
+    token = scheduled.set(True)
+    try:
+        for value, role, timestamp in [(1, "viewer", 1), (1, "viewer", 2), (1, "admin", 3), (2, "viewer", 4)]:
+            console.write(gauge(value, role, timestamp))
+        console.write('{"level":"INFO","message":"a log line is always printed"}\n' * 2)
+    finally:
+        scheduled.reset(token)
+    printed = [json.loads(line) for line in console.stream.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert [(d.get("role"), d.get("ConnectionsOpen")) for d in printed] == [
+        ("viewer", [1]),
+        ("admin", [1]),
+        ("viewer", [2]),
+        (None, None),
+        (None, None),
+    ]
