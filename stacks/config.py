@@ -64,7 +64,7 @@ class AlarmThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     delivery_success_percent: float = Field(default=99.9, gt=0, le=100)
     delivery_latency_p99_ms: int = Field(default=100, gt=0)
-    refused_connections_per_5_minutes: int = Field(default=100, gt=0)
+    auth_failures_per_5_minutes: int = Field(default=100, gt=0)
 
 
 class AuthConfig(BaseModel):

@@ -1,7 +1,7 @@
 """Alarms to an SNS topic (e-mail from `alarm_email`): the service levels (delivery success and
 end-to-end latency, from the metrics the functions emit), and the signs of trouble before those move:
 function errors and throttles, events EventBridge could not hand over, DynamoDB throttling, a spike
-of refused connections, SSE streams at their cap. A composite alarm says "streaming degraded" when
+of authentication failures, SSE streams at their cap. A composite alarm says "streaming degraded" when
 any of them is in alarm. Every alarm notifies the topic; the composite has no action of its own (one
 place to page on or to show). docs/operations.md has a runbook section per alarm, under the same
 names."""
@@ -90,10 +90,10 @@ class Monitoring(Construct):
                 description="Events EventBridge or the publish function could not store wait in the queue",
             ),
             self._alarm(
-                "RefusedConnections",
-                service_metric("ConnectionsRefused", "Sum"),
-                threshold=thresholds.refused_connections_per_5_minutes,
-                description="A spike of refused WebSocket connections (bad, expired or forged tokens)",
+                "AuthFailures",
+                service_metric("AuthFailures", "Sum"),
+                threshold=thresholds.auth_failures_per_5_minutes,
+                description="A spike of refused tokens or origins on either transport (bad, expired, forged)",
             ),
         ]
         for name, function in functions.items():

@@ -38,7 +38,7 @@ def topic(stack: Stack) -> str:
 
 def test_every_alarm_notifies_the_topic_and_treats_no_data_as_no_breach(stack, environment):
     found = alarms(stack, environment)
-    expected = {"DeliverySuccess", "DeliveryLatencyP99", "UndeliveredEvents", "RefusedConnections"}
+    expected = {"DeliverySuccess", "DeliveryLatencyP99", "UndeliveredEvents", "AuthFailures"}
     expected |= {f"{name}{metric}" for name in FUNCTIONS for metric in ("Errors", "Throttles")}
     expected |= {"EventsTableThrottles", "ConnectionsTableThrottles"}
     if load(environment).sse.reserved_concurrency is not None:
@@ -84,9 +84,10 @@ def test_trouble_alarms_fire_on_the_first_bad_period(stack, environment):
     undelivered = found["UndeliveredEvents"]
     assert undelivered["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert (undelivered["Statistic"], undelivered["Threshold"]) == ("Maximum", 0)
-    refused = found["RefusedConnections"]
-    assert (refused["MetricName"], refused["Statistic"]) == ("ConnectionsRefused", "Sum")
-    assert refused["Threshold"] == load(environment).alarms.refused_connections_per_5_minutes
+    refused = found["AuthFailures"]  # both transports, all reasons: the total each refusal also counts
+    assert (refused["MetricName"], refused["Statistic"]) == ("AuthFailures", "Sum")
+    assert refused["Dimensions"] == [{"Name": "service", "Value": "streaming"}]
+    assert refused["Threshold"] == load(environment).alarms.auth_failures_per_5_minutes
     for name in FUNCTIONS:
         for metric in ("Errors", "Throttles"):
             alarm = found[f"{name}{metric}"]
