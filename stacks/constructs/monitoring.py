@@ -22,7 +22,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
-from stacks.constructs.metrics import PERIOD, service_metric
+from stacks.constructs.metrics import PERIOD, delivery_success_percent, service_metric
 
 # A service level is breached when 2 of the last 3 five-minute periods miss it: one slow period is
 # noise, two are a trend someone should look at.
@@ -47,15 +47,7 @@ class Monitoring(Construct):
         slo = [
             self._alarm(
                 "DeliverySuccess",
-                cloudwatch.MathExpression(
-                    expression="100 * delivered / (delivered + failed)",
-                    using_metrics={
-                        "delivered": service_metric("FramesDelivered", "Sum"),
-                        "failed": service_metric("FramesFailed", "Sum"),
-                    },
-                    label="Frames delivered (%)",
-                    period=PERIOD,
-                ),
+                delivery_success_percent(),
                 threshold=thresholds.delivery_success_percent,
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
                 description=f"Live delivery success below {thresholds.delivery_success_percent}%",
