@@ -122,7 +122,7 @@ class Dashboard(Construct):
                 lambda_function=function,
                 human_readable_name=name,
                 alarm_friendly_name=name,
-                is_iterator=False,  # none reads a stream
+                is_iterator=False,  # none reads a Kinesis or DynamoDB stream: no iterator age
                 latency_types_to_render=[monitoring.LatencyType.P50, monitoring.LatencyType.P99],
             )
         layout.add_large_header("WebSocket API")
