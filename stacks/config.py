@@ -64,6 +64,9 @@ class AlarmThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     delivery_success_percent: float = Field(default=99.9, gt=0, le=100)
     delivery_latency_p99_ms: int = Field(default=100, gt=0)
+    probe_success_percent: float = Field(
+        default=99, gt=0, le=100, description="connection stability: the probe's checks that succeed"
+    )
     auth_failures_per_5_minutes: int = Field(default=100, gt=0)
 
 

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.connection_store import ConnectionStore
+from stacks.constructs.dashboard import Dashboard
 from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.monitoring import Monitoring
@@ -59,21 +60,33 @@ class StreamingStack(Stack):
             auth=auth,
         )
 
-        Monitoring(
+        monitored_functions = {
+            "PublishHttp": publish.http_function,
+            "PublishEventBridge": publish.eventbridge_function,
+            "RouteHandler": live.route_handler,
+            "ConnectAuthorizer": live.authorizer,
+            "FanoutWorker": live.fanout_worker,
+            "ExpirySweeper": live.sweeper,
+            "Sse": sse.function,
+        }
+        monitored_tables = {"Events": store.table, "Connections": connections.table}
+        monitoring = Monitoring(
             self,
             "Monitoring",
             config=config,
-            functions={
-                "PublishHttp": publish.http_function,
-                "PublishEventBridge": publish.eventbridge_function,
-                "RouteHandler": live.route_handler,
-                "ConnectAuthorizer": live.authorizer,
-                "FanoutWorker": live.fanout_worker,
-                "ExpirySweeper": live.sweeper,
-                "Sse": sse.function,
-            },
-            tables={"Events": store.table, "Connections": connections.table},
+            functions=monitored_functions,
+            tables=monitored_tables,
             undelivered=publish.undelivered,
+        )
+        Dashboard(
+            self,
+            "Dashboard",
+            config=config,
+            functions=monitored_functions,
+            tables=monitored_tables,
+            websocket_stage=live.stage,
+            undelivered=publish.undelivered,
+            alarms=[monitoring.degraded, *monitoring.alarms],
         )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)

@@ -52,6 +52,7 @@ OUTPUT_WEBSOCKET_URL: Final = "WebSocketUrl"
 OUTPUT_CONNECTIONS_TABLE: Final = "ConnectionsTableName"
 OUTPUT_SSE_URL: Final = "SseUrl"
 OUTPUT_AUTH_SECRET_ARN: Final = "AuthSecretArn"  # noqa: S105 - a name, not a secret
+OUTPUT_DASHBOARD_URL: Final = "DashboardUrl"  # deployed stacks only: the CloudWatch console
 
 # The publish functions' timeout; a publisher stops trying to commit a little before it.
 PUBLISH_TIMEOUT_SECONDS: Final = 30

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_dynamodb as dynamodb
@@ -23,23 +22,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
-from streaming import constants as c
+from stacks.constructs.metrics import PERIOD, delivery_success_percent, service_metric
 
-PERIOD = Duration.minutes(5)
 # A service level is breached when 2 of the last 3 five-minute periods miss it: one slow period is
 # noise, two are a trend someone should look at.
 SLO_EVALUATION_PERIODS, SLO_DATAPOINTS = 3, 2
-
-
-def service_metric(name: str, statistic: str) -> cloudwatch.Metric:
-    """A metric the functions emit through Powertools (EMF): the service's namespace and dimension."""
-    return cloudwatch.Metric(
-        namespace=c.METRICS_NAMESPACE,
-        metric_name=name,
-        dimensions_map={"service": c.SERVICE_NAME},
-        statistic=statistic,
-        period=PERIOD,
-    )
 
 
 class Monitoring(Construct):
@@ -60,15 +47,7 @@ class Monitoring(Construct):
         slo = [
             self._alarm(
                 "DeliverySuccess",
-                cloudwatch.MathExpression(
-                    expression="100 * delivered / (delivered + failed)",
-                    using_metrics={
-                        "delivered": service_metric("FramesDelivered", "Sum"),
-                        "failed": service_metric("FramesFailed", "Sum"),
-                    },
-                    label="Frames delivered (%)",
-                    period=PERIOD,
-                ),
+                delivery_success_percent(),
                 threshold=thresholds.delivery_success_percent,
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
                 description=f"Live delivery success below {thresholds.delivery_success_percent}%",
