@@ -12,6 +12,7 @@ from stacks.constructs.connection_store import ConnectionStore
 from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.monitoring import Monitoring
+from stacks.constructs.probe import SyntheticProbe
 from stacks.constructs.publish_api import PublishApi
 from stacks.constructs.sse_stream import SseStream
 from stacks.constructs.token_auth import TokenAuth
@@ -58,6 +59,16 @@ class StreamingStack(Stack):
             connections=connections,
             auth=auth,
         )
+        probe = SyntheticProbe.where_possible(
+            self,
+            "Probe",
+            config=config,
+            functions=functions,
+            auth=auth,
+            live=live,
+            sse=sse,
+            publish=publish,
+        )
 
         Monitoring(
             self,
@@ -71,9 +82,11 @@ class StreamingStack(Stack):
                 "FanoutWorker": live.fanout_worker,
                 "ExpirySweeper": live.sweeper,
                 "Sse": sse.function,
+                **({"Probe": probe.function} if probe is not None else {}),
             },
             tables={"Events": store.table, "Connections": connections.table},
             undelivered=publish.undelivered,
+            probe=probe,
         )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)

@@ -23,6 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.constructs.probe import SyntheticProbe
 from streaming import constants as c
 
 PERIOD = Duration.minutes(5)
@@ -31,12 +32,13 @@ PERIOD = Duration.minutes(5)
 SLO_EVALUATION_PERIODS, SLO_DATAPOINTS = 3, 2
 
 
-def service_metric(name: str, statistic: str) -> cloudwatch.Metric:
-    """A metric the functions emit through Powertools (EMF): the service's namespace and dimension."""
+def service_metric(name: str, statistic: str, **dimensions: str) -> cloudwatch.Metric:
+    """A metric the functions emit through Powertools (EMF): the service's namespace and dimension,
+    and the metric's own dimensions (`observability.count`)."""
     return cloudwatch.Metric(
         namespace=c.METRICS_NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": c.SERVICE_NAME},
+        dimensions_map={"service": c.SERVICE_NAME, **dimensions},
         statistic=statistic,
         period=PERIOD,
     )
@@ -52,6 +54,7 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.Function],
         tables: Mapping[str, dynamodb.TableV2],
         undelivered: sqs.IQueue,
+        probe: SyntheticProbe | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
@@ -82,6 +85,8 @@ class Monitoring(Construct):
                 slo=True,
             ),
         ]
+        if probe is not None:
+            slo += self._probe_alarms()
         trouble = [
             self._alarm(
                 "UndeliveredEvents",
@@ -143,6 +148,42 @@ class Monitoring(Construct):
             alarm_rule=cloudwatch.AlarmRule.any_of(*self.alarms),
         )  # no action of its own: each alarm notifies; this one is the single state to page on or show
 
+    def _probe_alarms(self) -> list[cloudwatch.Alarm]:
+        """The probe's runs (one a minute) that saw their event, per transport, and the WebSocket's
+        publish-to-receive p99 (of five runs a period: the slowest). A probe that stopped running is
+        itself a failure: no data breaches the success alarms. SSE's latency is not held to the service
+        level: its streams poll the store (`sse.poll_interval_ms`, 500 ms by default)."""
+        thresholds = self._config.alarms
+        alarms = [
+            self._alarm(
+                f"Probe{name}",
+                cloudwatch.MathExpression(
+                    expression="100 * success",
+                    using_metrics={"success": service_metric("ProbeSuccess", "Average", transport=transport)},
+                    label=f"Probe runs that saw their event over {name} (%)",
+                    period=PERIOD,
+                ),
+                threshold=thresholds.probe_success_percent,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                description=f"Synthetic probe over {name} succeeded in less than "
+                f"{thresholds.probe_success_percent}% of its runs, or did not run",
+                slo=True,
+                missing=cloudwatch.TreatMissingData.BREACHING,
+            )
+            for name, transport in (("WebSocket", "websocket"), ("Sse", "sse"))
+        ]
+        alarms.append(
+            self._alarm(
+                "ProbeLatencyP99",
+                service_metric("ProbeLatency", "p99", transport="websocket"),
+                threshold=thresholds.delivery_latency_p99_ms,
+                description="Synthetic probe: p99 from publish to receipt over WebSocket above "
+                f"{thresholds.delivery_latency_p99_ms} ms",
+                slo=True,
+            )
+        )
+        return alarms
+
     def _build_topic(self) -> sns.Topic:
         # CloudWatch publishes to an encrypted topic only with a key whose policy lets it (the AWS
         # managed SNS key's cannot), hence a key of the stack's own.
@@ -173,8 +214,9 @@ class Monitoring(Construct):
         description: str,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         slo: bool = False,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> cloudwatch.Alarm:
-        """No data is not a breach: no traffic, no deliveries, no errors."""
+        """No data is not a breach (no traffic, no deliveries, no errors) unless `missing` says so."""
         alarm = cloudwatch.Alarm(
             self,
             name,
@@ -185,7 +227,7 @@ class Monitoring(Construct):
             comparison_operator=comparison,
             evaluation_periods=SLO_EVALUATION_PERIODS if slo else 1,
             datapoints_to_alarm=SLO_DATAPOINTS if slo else 1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=missing,
         )
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         return alarm
