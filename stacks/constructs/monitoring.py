@@ -9,6 +9,7 @@ names."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -23,8 +24,10 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
-from stacks.constructs.probe import SyntheticProbe
 from streaming import constants as c
+
+if TYPE_CHECKING:
+    from stacks.constructs.probe import SyntheticProbe
 
 PERIOD = Duration.minutes(5)
 # A service level is breached when 2 of the last 3 five-minute periods miss it: one slow period is

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import websockets
-from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+from aws_lambda_powertools.utilities.parameters import clear_caches
 
 from handlers import composition
 from handlers import probe as probe_handler
@@ -66,7 +66,7 @@ def probe_environment(stack, monkeypatch) -> Iterator[dict[str, str]]:
 def forget_the_environment() -> None:
     composition.probe_settings.cache_clear()
     composition.probe_publisher.cache_clear()
-    DEFAULT_PROVIDERS.clear()  # Powertools' Secrets Manager client, built for an endpoint at first use
+    clear_caches()  # Powertools' providers (their clients are built for an endpoint at first use)
 
 
 def invoke_probe(capsys) -> tuple[dict[str, Any], dict[str, list[tuple[dict[str, str], float]]]]:
