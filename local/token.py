@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-
-import jwt
 
 from local.state import DEFAULT_DIR, LocalState
 from stacks.config import load
+from streaming.auth import issue_token
 
 
 def issue(state: LocalState, role: str, subject: str, ttl_seconds: int = 3600) -> str:
@@ -17,16 +15,15 @@ def issue(state: LocalState, role: str, subject: str, ttl_seconds: int = 3600) -
     config = load("dev")
     if role not in config.roles:
         raise ValueError(f"unknown role {role!r}; known: {sorted(config.roles)}")
-    now = int(time.time())
-    claims = {
-        "iss": config.auth.issuer,
-        "aud": config.auth.audience,
-        "sub": subject,
-        config.auth.role_claim: role,
-        "iat": now,
-        "exp": now + ttl_seconds,
-    }
-    return jwt.encode(claims, state.jwt_secret(), algorithm="HS256")
+    return issue_token(
+        state.jwt_secret(),
+        audience=config.auth.audience,
+        issuer=config.auth.issuer,
+        role_claim=config.auth.role_claim,
+        subject=subject,
+        role=role,
+        ttl_seconds=ttl_seconds,
+    )
 
 
 def main() -> None:

@@ -16,9 +16,17 @@ from typing import Annotated, Any, Literal
 from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streaming.constants import STREAM_NAME_PATTERN
+from streaming.constants import PROBE_EVENT_TYPE, STREAM_NAME_PATTERN
 from streaming.events import EventCatalog
-from streaming.settings import AuthMode, AuthSettings, DeliverySettings, Settings, SseSettings, limits
+from streaming.settings import (
+    AuthMode,
+    AuthSettings,
+    DeliverySettings,
+    ProbeSettings,
+    Settings,
+    SseSettings,
+    limits,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -59,7 +67,8 @@ class RateLimits(BaseModel):
 
 class AlarmThresholds(BaseModel):
     """When the stack's alarms fire (docs/operations.md). The service levels: delivery success and
-    end-to-end latency; the rest are signs of trouble before those move."""
+    end-to-end latency, measured by the functions and by the synthetic probe; the rest are signs of
+    trouble before those move."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     delivery_success_percent: float = Field(default=99.9, gt=0, le=100)
@@ -256,6 +265,19 @@ class EnvironmentConfig(BaseModel):
             allowed_methods=("GET",),
             allowed_headers=SSE_CORS_ALLOWED_HEADERS,
             max_age_seconds=SSE_CORS_MAX_AGE_SECONDS,
+        )
+
+    @property
+    def probe_role(self) -> str | None:
+        """The role the synthetic probe's tokens carry: the first that sees its event type, if any."""
+        return next((role for role, types in self.roles.items() if PROBE_EVENT_TYPE in types), None)
+
+    def probe_settings(self, websocket_url: str, sse_url: str, publish_url: str) -> ProbeSettings:
+        """What the synthetic probe reads from its environment (it needs a role that sees its type)."""
+        if self.probe_role is None:
+            raise ValueError(f"no role sees {PROBE_EVENT_TYPE}: the probe could not receive its event")
+        return ProbeSettings(
+            websocket_url=websocket_url, sse_url=sse_url, publish_url=publish_url, role=self.probe_role
         )
 
     def sse_settings(self, connections_table: str) -> SseSettings:

@@ -13,6 +13,7 @@ from stacks.constructs.dashboard import Dashboard
 from stacks.constructs.events_table import EventsTable
 from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.monitoring import Monitoring
+from stacks.constructs.probe import SyntheticProbe
 from stacks.constructs.publish_api import PublishApi
 from stacks.constructs.sse_stream import SseStream
 from stacks.constructs.token_auth import TokenAuth
@@ -59,6 +60,16 @@ class StreamingStack(Stack):
             connections=connections,
             auth=auth,
         )
+        probe = SyntheticProbe.where_possible(
+            self,
+            "Probe",
+            config=config,
+            functions=functions,
+            auth=auth,
+            live=live,
+            sse=sse,
+            publish=publish,
+        )
 
         monitored_functions = {
             "PublishHttp": publish.http_function,
@@ -68,6 +79,7 @@ class StreamingStack(Stack):
             "FanoutWorker": live.fanout_worker,
             "ExpirySweeper": live.sweeper,
             "Sse": sse.function,
+            **({"Probe": probe.function} if probe is not None else {}),
         }
         monitored_tables = {"Events": store.table, "Connections": connections.table}
         monitoring = Monitoring(
@@ -77,6 +89,7 @@ class StreamingStack(Stack):
             functions=monitored_functions,
             tables=monitored_tables,
             undelivered=publish.undelivered,
+            probe=probe,
         )
         Dashboard(
             self,

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from streaming import constants as c
-from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
+from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, issue_token, jwks_keys
 from streaming.connections import ConnectionRegistry
 from streaming.fanout import Dispatch, FanOut
 from streaming.leases import StreamLeases
@@ -27,13 +31,20 @@ from streaming.publish import LiveDelivery, Publisher
 from streaming.ratelimit import TokenBucket
 from streaming.results import Appended
 from streaming.session import Session
-from streaming.settings import AuthSettings, DeliverySettings, Settings
+from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, ProbeSettings, Settings
 from streaming.store import EventStore
+
+if TYPE_CHECKING:  # the probe's modules (websockets, h11) load in the probe function only
+    from streaming.probe import Publish
 
 # Connections posted to in parallel by one function; the DynamoDB pool matches, since a 410 removes
 # the connection from the posting thread.
 FANOUT_WORKERS = 32
 SECRET_MAX_AGE_SECONDS = 300  # a rotated signing secret is picked up within this
+# An SSE stream ends before its token expires: this bounds what a probe's stream costs should its close
+# go unnoticed behind response streaming, and leaves the probe's run (30 s at most) room to finish.
+PROBE_TOKEN_SECONDS = 45
+PROBE_PUBLISH_TIMEOUT_SECONDS = 10
 # Reused across invocations; standard retry mode backs off on throttling.
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
@@ -164,3 +175,47 @@ def _secret_key(secret_arn: str) -> Any:
             raise KeyUnavailable(f"signing key unavailable ({type(error).__name__})") from None
 
     return key
+
+
+# -- Synthetic probe ------------------------------------------------------------------------------
+
+
+@cache
+def probe_settings() -> ProbeSettings:
+    return ProbeSettings.from_env()
+
+
+def probe_token() -> str:
+    """A short-lived token for the probe's role, signed with the environment's HS256 key."""
+    auth = AuthSettings.from_env()
+    return issue_token(
+        _secret_key(auth.secret_arn)({}),
+        audience=auth.audience,
+        issuer=auth.issuer,
+        role_claim=auth.role_claim,
+        subject=c.PROBE_COMPONENT,
+        role=probe_settings().role,
+        ttl_seconds=PROBE_TOKEN_SECONDS,
+    )
+
+
+@cache
+def probe_publisher() -> Publish:
+    """POST /events to the publish Function URL, signed with SigV4 (service lambda) as this function's
+    role; raises unless the event was accepted."""
+    url = urljoin(probe_settings().publish_url, "events")
+    if not url.startswith(("https://", "http://")):  # urlopen would open file: and other schemes too
+        raise ConfigurationError(f"{c.ENV_PROBE_PUBLISH_URL} must be an http(s) URL")
+    session = boto3.session.Session()
+    credentials, region = session.get_credentials(), session.region_name
+
+    def publish(event: Mapping[str, Any]) -> None:
+        body = json.dumps(event).encode()
+        signed = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": "application/json"})
+        SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(signed)
+        # http(s) only (checked above). A refusal raises HTTPError (4xx, 5xx).
+        request = urllib.request.Request(url, body, dict(signed.headers.items()), method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=PROBE_PUBLISH_TIMEOUT_SECONDS) as response:  # noqa: S310
+            response.read()
+
+    return publish

@@ -133,6 +133,30 @@ class TokenVerifier:
         return Principal(subject=str(claims["sub"]), role=role, expires_at=int(expires_at))
 
 
+def issue_token(
+    key: str,
+    *,
+    audience: str,
+    issuer: str,
+    role_claim: str,
+    subject: str,
+    role: str,
+    ttl_seconds: int,
+    now: Callable[[], float] = time.time,
+) -> str:
+    """An HS256 token as the environment's verifiers expect it: for the local stack and the probe."""
+    issued_at = int(now())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        role_claim: role,
+        "iat": issued_at,
+        "exp": issued_at + ttl_seconds,
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
 def static_key(secret: str) -> KeyProvider:
     """HS256: one shared secret, whatever the token's header says."""
     return lambda _header: secret

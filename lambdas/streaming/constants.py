@@ -38,6 +38,12 @@ ENV_AUTH_SECRET_ARN: Final = "AUTH_SECRET_ARN"  # noqa: S105 - hs256: the ARN of
 ENV_AUTH_JWKS_URL: Final = "AUTH_JWKS_URL"  # oidc
 ENV_ALLOWED_ORIGINS: Final = "ALLOWED_ORIGINS"  # JSON list
 
+# The synthetic probe (where to reach the deployed stack, and the role it subscribes as).
+ENV_PROBE_WEBSOCKET_URL: Final = "PROBE_WEBSOCKET_URL"  # wss://{api}.execute-api.../{stage}
+ENV_PROBE_SSE_URL: Final = "PROBE_SSE_URL"  # the SSE function's URL (output SseUrl); it reads <url>events
+ENV_PROBE_PUBLISH_URL: Final = "PROBE_PUBLISH_URL"  # the publish function's URL (output PublishUrl)
+ENV_PROBE_ROLE: Final = "PROBE_ROLE"  # a role that sees the probe's event type
+
 # Event table layout: one table, string partition key, numeric sort key, TTL attribute.
 PARTITION_KEY: Final = "pk"
 SORT_KEY: Final = "sk"
@@ -88,3 +94,9 @@ SSE_APP: Final = "sse.app:app"
 SSE_PORT: Final = 8080  # the Lambda Web Adapter's default AWS_LWA_PORT
 HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes connections whose token expired
 SWEEP_INTERVAL_MINUTES: Final = 1
+# Every minute, publishes a system.status event and times its arrival over each transport.
+HANDLER_PROBE: Final = "handlers.probe.handler"
+PROBE_INTERVAL_MINUTES: Final = 1
+PROBE_TIMEOUT_SECONDS: Final = 30  # connect (10 s at most) + publish + wait for the event (10 s at most)
+PROBE_EVENT_TYPE: Final = "system.status"
+PROBE_COMPONENT: Final = "streaming-probe"  # the `component` of its events, and its tokens' subject

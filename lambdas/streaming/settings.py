@@ -248,3 +248,13 @@ class SseSettings(EnvSettings):
     def stall_seconds(self) -> float:
         """A stream that wrote nothing, not even a heartbeat, for two heartbeat intervals has stalled."""
         return 2.0 * self.heartbeat_seconds
+
+
+@dataclass(frozen=True)
+class ProbeSettings(EnvSettings):
+    """Where the synthetic probe reaches the deployed stack, and the role its tokens carry."""
+
+    websocket_url: str = env_var(c.ENV_PROBE_WEBSOCKET_URL)
+    sse_url: str = env_var(c.ENV_PROBE_SSE_URL)
+    publish_url: str = env_var(c.ENV_PROBE_PUBLISH_URL)
+    role: str = env_var(c.ENV_PROBE_ROLE)

@@ -9,6 +9,7 @@ names."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -23,6 +24,9 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.constructs.metrics import PERIOD, delivery_success_percent, service_metric
+
+if TYPE_CHECKING:
+    from stacks.constructs.probe import SyntheticProbe
 
 # A service level is breached when 2 of the last 3 five-minute periods miss it: one slow period is
 # noise, two are a trend someone should look at.
@@ -39,6 +43,7 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.Function],
         tables: Mapping[str, dynamodb.TableV2],
         undelivered: sqs.IQueue,
+        probe: SyntheticProbe | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
@@ -61,6 +66,8 @@ class Monitoring(Construct):
                 slo=True,
             ),
         ]
+        if probe is not None:
+            slo += self._probe_alarms()
         trouble = [
             self._alarm(
                 "UndeliveredEvents",
@@ -122,6 +129,42 @@ class Monitoring(Construct):
             alarm_rule=cloudwatch.AlarmRule.any_of(*self.alarms),
         )  # no action of its own: each alarm notifies; this one is the single state to page on or show
 
+    def _probe_alarms(self) -> list[cloudwatch.Alarm]:
+        """The probe's runs (one a minute) that saw their event, per transport, and the WebSocket's
+        publish-to-receive p99 (of five runs a period: the slowest). A probe that stopped running is
+        itself a failure: no data breaches the success alarms. SSE's latency is not held to the service
+        level: its streams poll the store (`sse.poll_interval_ms`, 500 ms by default)."""
+        thresholds = self._config.alarms
+        alarms = [
+            self._alarm(
+                f"Probe{name}",
+                cloudwatch.MathExpression(
+                    expression="100 * success",
+                    using_metrics={"success": service_metric("ProbeSuccess", "Average", transport=transport)},
+                    label=f"Probe runs that saw their event over {name} (%)",
+                    period=PERIOD,
+                ),
+                threshold=thresholds.probe_success_percent,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                description=f"Synthetic probe over {name} succeeded in less than "
+                f"{thresholds.probe_success_percent}% of its runs, or did not run",
+                slo=True,
+                missing=cloudwatch.TreatMissingData.BREACHING,
+            )
+            for name, transport in (("WebSocket", "websocket"), ("Sse", "sse"))
+        ]
+        alarms.append(
+            self._alarm(
+                "ProbeLatencyP99",
+                service_metric("ProbeLatency", "p99", transport="websocket"),
+                threshold=thresholds.delivery_latency_p99_ms,
+                description="Synthetic probe: p99 from publish to receipt over WebSocket above "
+                f"{thresholds.delivery_latency_p99_ms} ms",
+                slo=True,
+            )
+        )
+        return alarms
+
     def _build_topic(self) -> sns.Topic:
         # CloudWatch publishes to an encrypted topic only with a key whose policy lets it (the AWS
         # managed SNS key's cannot), hence a key of the stack's own.
@@ -152,8 +195,9 @@ class Monitoring(Construct):
         description: str,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         slo: bool = False,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> cloudwatch.Alarm:
-        """No data is not a breach: no traffic, no deliveries, no errors."""
+        """No data is not a breach (no traffic, no deliveries, no errors) unless `missing` says so."""
         alarm = cloudwatch.Alarm(
             self,
             name,
@@ -164,7 +208,7 @@ class Monitoring(Construct):
             comparison_operator=comparison,
             evaluation_periods=SLO_EVALUATION_PERIODS if slo else 1,
             datapoints_to_alarm=SLO_DATAPOINTS if slo else 1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=missing,
         )
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         return alarm

@@ -40,6 +40,13 @@ class TokenAuth(Construct):
 
     def grant_verify(self, function: lambda_.Function) -> None:
         """Read the signing key (hs256); nothing to grant for oidc, whose keys are public."""
+        self._grant_read_key(function)
+
+    def grant_sign(self, function: lambda_.Function) -> None:
+        """Read the signing key, to issue tokens (the synthetic probe; hs256 only)."""
+        self._grant_read_key(function)
+
+    def _grant_read_key(self, function: lambda_.Function) -> None:
         if self.signing_key is not None:
             function.add_to_role_policy(
                 iam.PolicyStatement(

@@ -17,7 +17,9 @@ FUNCTIONS = (
     "FanoutWorker",
     "ExpirySweeper",
     "Sse",
+    "Probe",
 )
+PROBE_SUCCESS = {"ProbeWebSocket": "websocket", "ProbeSse": "sse"}
 
 
 def alarms(stack: Stack, environment: str) -> dict[str, dict[str, Any]]:
@@ -36,9 +38,10 @@ def topic(stack: Stack) -> str:
     return logical_id
 
 
-def test_every_alarm_notifies_the_topic_and_treats_no_data_as_no_breach(stack, environment):
+def test_every_alarm_notifies_the_topic_and_no_data_is_no_breach_but_for_the_probe(stack, environment):
     found = alarms(stack, environment)
     expected = {"DeliverySuccess", "DeliveryLatencyP99", "UndeliveredEvents", "AuthFailures"}
+    expected |= {*PROBE_SUCCESS, "ProbeLatencyP99"}
     expected |= {f"{name}{metric}" for name in FUNCTIONS for metric in ("Errors", "Throttles")}
     expected |= {"EventsTableThrottles", "ConnectionsTableThrottles"}
     if load(environment).sse.reserved_concurrency is not None:
@@ -46,7 +49,8 @@ def test_every_alarm_notifies_the_topic_and_treats_no_data_as_no_breach(stack, e
     assert set(found) == expected
     for name, alarm in found.items():
         assert alarm["AlarmActions"] == [{"Ref": topic(stack)}], name
-        assert alarm["TreatMissingData"] == "notBreaching", name
+        # A probe that stopped running is a failure: its success alarms breach on no data.
+        assert alarm["TreatMissingData"] == ("breaching" if name in PROBE_SUCCESS else "notBreaching"), name
         assert "docs/operations.md" in alarm["AlarmDescription"], name
 
 
@@ -138,3 +142,48 @@ def test_sse_streams_at_the_reserved_concurrency_alarm_where_there_is_a_cap(stac
         "Maximum",
     )
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (cap, "GreaterThanOrEqualToThreshold")
+
+
+def test_probe_success_per_transport_is_the_share_of_runs_that_saw_their_event(stack, environment):
+    found = alarms(stack, environment)
+    threshold = load(environment).alarms.probe_success_percent
+    for name, transport in PROBE_SUCCESS.items():
+        alarm = found[name]
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (threshold, "LessThanThreshold"), name
+        assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 2), name
+        assert alarm["TreatMissingData"] == "breaching", name
+        assert alarm["AlarmActions"] == [{"Ref": topic(stack)}], name
+        queries = {query["Id"]: query for query in alarm["Metrics"]}
+        assert queries["expr_1"]["Expression"] == "100 * success"
+        stat = queries["success"]["MetricStat"]
+        assert (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"]) == (
+            c.METRICS_NAMESPACE,
+            "ProbeSuccess",
+        )
+        assert stat["Metric"]["Dimensions"] == [
+            {"Name": "service", "Value": c.SERVICE_NAME},
+            {"Name": "transport", "Value": transport},
+        ]
+        assert (stat["Stat"], stat["Period"]) == ("Average", 300)
+        assert queries["success"]["ReturnData"] is False
+
+
+def test_probe_latency_is_the_websocket_p99_held_to_the_service_level(stack, environment):
+    alarm = alarms(stack, environment)["ProbeLatencyP99"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (c.METRICS_NAMESPACE, "ProbeLatency")
+    assert alarm["Dimensions"] == [
+        {"Name": "service", "Value": c.SERVICE_NAME},
+        {"Name": "transport", "Value": "websocket"},
+    ]
+    assert (alarm["ExtendedStatistic"], alarm["Period"]) == ("p99", 300)
+    assert alarm["Threshold"] == load(environment).alarms.delivery_latency_p99_ms
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 2)
+    assert alarm["TreatMissingData"] == "notBreaching"  # no run, no latency: the success alarms say so
+    assert alarm["AlarmActions"] == [{"Ref": topic(stack)}]
+
+
+def test_without_a_probe_there_are_no_probe_alarms(oidc):
+    names = {a["Properties"]["AlarmName"] for a in oidc.stack.of_type("AWS::CloudWatch::Alarm").values()}
+    assert not [name for name in names if "-Probe" in name]
+    assert "streaming-prod-DeliverySuccess" in names

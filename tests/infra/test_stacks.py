@@ -16,7 +16,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from app import build_app
 from stacks import nag
 from stacks.config import ENVIRONMENTS, load
-from streaming.constants import SSE_START_SCRIPT
+from streaming.constants import HANDLER_PROBE, SSE_START_SCRIPT
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("synth")]
 ASSET_HASH = re.compile(r"[0-9a-f]{64}")
@@ -68,8 +68,8 @@ def test_publish_url_requires_iam_and_is_an_output(synthesized, environment):
 
 def test_functions_run_python_313_on_arm64_with_the_powertools_layer(synthesized, environment):
     functions = synthesized.assertions(environment).find_resources("AWS::Lambda::Function")
-    # two publishers; WebSocket authorizer, route handler, fan-out worker, expiry sweeper; SSE
-    assert len(functions) == 7
+    # two publishers; WebSocket authorizer, route handler, fan-out worker, expiry sweeper; SSE; probe
+    assert len(functions) == 8
     config = load(environment)
     for function in functions.values():
         props = function["Properties"]
@@ -82,6 +82,8 @@ def test_functions_run_python_313_on_arm64_with_the_powertools_layer(synthesized
         )
         assert len(others) == (1 if props["Handler"] == SSE_START_SCRIPT else 0)
         env = props["Environment"]["Variables"]
+        if props["Handler"] == HANDLER_PROBE:
+            continue  # a client of the service (tests/infra/test_probe.py)
         assert json.loads(env["ROLE_MATRIX"]) == config.roles
         assert env["REPLAY_WINDOW_SECONDS"] == str(config.replay_window_seconds)
 

@@ -45,6 +45,7 @@ TABLE_ACTIONS = {
     c.HANDLER_FANOUT_WORKER: ({"dynamodb:GetItem"}, DELIVERY),  # reads the events it is handed by position
     c.HANDLER_WS_AUTHORIZER: (set(), set()),
     c.HANDLER_WS_SWEEPER: (set(), SWEEPER),  # never reads the events table
+    c.HANDLER_PROBE: (set(), set()),  # a client of the stack's endpoints, like any subscriber
     # SSE: replay and polling; stream leases per token subject.
     c.SSE_START_SCRIPT: (
         {"dynamodb:GetItem", "dynamodb:Query"},
@@ -175,11 +176,19 @@ def test_manage_connections_is_limited_to_this_api_stage_and_the_methods_called(
         assert manage == manage_connections(stack, environment, MANAGE_METHODS.get(handler, ())), handler
 
 
-def test_only_publishers_invoke_the_fanout_worker_and_only_it(stack):
+def test_only_publishers_invoke_the_fanout_worker_and_only_the_probe_the_publish_url(stack):
     worker, _ = stack.functions()[c.HANDLER_FANOUT_WORKER]
+    publisher, _ = stack.functions()[c.HANDLER_PUBLISH_HTTP]
+    expected = {
+        **{handler: {("lambda:InvokeFunction", f"<{worker}.Arn>")} for handler in PUBLISHERS},
+        c.HANDLER_PROBE: {
+            ("lambda:InvokeFunctionUrl", f"<{publisher}.Arn>"),
+            ("lambda:InvokeFunction", f"<{publisher}.Arn>"),
+        },
+    }
     for handler in stack.functions():
         invokes = {grant for grant in stack.grants(handler) if grant[0].startswith("lambda:")}
-        assert invokes == ({("lambda:InvokeFunction", f"<{worker}.Arn>")} if handler in PUBLISHERS else set())
+        assert invokes == expected.get(handler, set()), handler
 
 
 def test_fanout_worker_is_not_retried(stack):
@@ -198,6 +207,7 @@ def test_sweeper_runs_every_sweep_interval_without_retry_or_reserved_concurrency
         logical_id: rule["Properties"]
         for logical_id, rule in stack.of_type("AWS::Events::Rule").items()
         if "ScheduleExpression" in rule["Properties"]
+        and {"Fn::GetAtt": [sweeper, "Arn"]} in [target["Arn"] for target in rule["Properties"]["Targets"]]
     }
     [(rule_id, rule)] = scheduled.items()
     assert c.SWEEP_INTERVAL_MINUTES == 1
@@ -238,10 +248,11 @@ def test_sweeper_may_only_delete_connections_close_them_and_write_the_stats(stac
     assert put["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.STATS_PARTITION]}}
 
 
-def test_hs256_signing_key_is_generated_and_only_the_token_verifiers_read_it(stack):
+def test_hs256_signing_key_is_generated_and_only_the_token_verifiers_and_the_probe_read_it(stack):
     secret_id, secret = stack.one("AWS::SecretsManager::Secret")
     assert secret["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
-    verifiers = (c.HANDLER_WS_AUTHORIZER, c.SSE_START_SCRIPT)  # $connect, and the SSE app
+    # $connect and the SSE app verify tokens; the probe signs its own.
+    verifiers = (c.HANDLER_WS_AUTHORIZER, c.SSE_START_SCRIPT, c.HANDLER_PROBE)
     for handler in stack.functions():
         secrets = {grant for grant in stack.grants(handler) if grant[0].startswith("secretsmanager:")}
         expected = {("secretsmanager:GetSecretValue", f"<{secret_id}>")}
@@ -283,9 +294,9 @@ def test_authorizer_knows_how_to_verify_and_nothing_about_delivery(stack, enviro
     assert c.ENV_CONNECTIONS_TABLE not in env and c.ENV_MANAGEMENT_URL not in env
 
 
-def test_every_function_reads_the_runtime_settings(stack, environment):
+def test_every_function_of_the_service_reads_the_runtime_settings(stack, environment):
     expected = load(environment).runtime_settings("events").to_env()
-    for handler in stack.functions():
+    for handler in set(stack.functions()) - {c.HANDLER_PROBE}:  # the probe is a client of the service
         env = stack.environment(handler)
         assert env[c.ENV_EVENTS_TABLE] == {"Ref": stack.table(c.OUTPUT_EVENTS_TABLE)}
         assert {k: env[k] for k in expected if k != c.ENV_EVENTS_TABLE} == {
