@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from streaming import constants as c
-from streaming.dynamo import deserialize, key, query_items, serialize
+from streaming.dynamo import deserialize, key, query_items, serialize, unexpired_roles
 from streaming.ratelimit import Admission, TokenBucket
 from streaming.roles import RoleMatrix
 
@@ -156,17 +156,8 @@ class ConnectionRegistry:
         return [(raw["sk"]["S"].split("#", 1)[1], raw["sk"]["S"]) for raw in response.get("Items", [])]
 
     def open_roles(self) -> Iterator[str]:
-        """The role of every connection not yet expired (`unknown` for one registered before expiry
-        records named it)."""
-        for item in query_items(
-            self._client,
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk >= :now",
-            ExpressionAttributeValues=serialize({":pk": _EXPIRY, ":now": f"{int(self._clock()) + 1:012d}"}),
-            ProjectionExpression="#role",
-            ExpressionAttributeNames={"#role": "role"},
-        ):
-            yield item.get("role", "unknown")
+        """The role of every connection not yet expired."""
+        return unexpired_roles(self._client, self._table, _EXPIRY, self._clock())
 
     def forget_expiry(self, expiry_key: str) -> None:
         self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry_key))

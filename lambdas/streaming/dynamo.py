@@ -36,3 +36,17 @@ def query_items(client: Any, **request: Any) -> Iterator[dict[str, Any]]:
         if "LastEvaluatedKey" not in response:
             return
         request = {**request, "ExclusiveStartKey": response["LastEvaluatedKey"]}
+
+
+def unexpired_roles(client: Any, table: str, partition: str, now: float) -> Iterator[str]:
+    """The `role` of each item of `partition` whose sort key, led by its zero-padded expiry time, is
+    past `now` (the connections' and the SSE streams' listings); `unknown` where an item names none."""
+    for item in query_items(
+        client,
+        TableName=table,
+        KeyConditionExpression="pk = :pk AND sk >= :now",
+        ExpressionAttributeValues=serialize({":pk": partition, ":now": f"{int(now) + 1:012d}"}),
+        ProjectionExpression="#role",
+        ExpressionAttributeNames={"#role": "role"},
+    ):
+        yield item.get("role", "unknown")

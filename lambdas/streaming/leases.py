@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from streaming import constants as c
-from streaming.dynamo import key, query_items, serialize
+from streaming.dynamo import key, query_items, serialize, unexpired_roles
 
 GRACE_SECONDS = 60  # a lease outlives its stream's planned end by this
 _OPEN = "sse"
@@ -59,15 +59,7 @@ class StreamLeases:
 
     def open_roles(self) -> Iterator[str]:
         """The role of every stream whose lease has not expired."""
-        for item in query_items(
-            self._client,
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk >= :now",
-            ExpressionAttributeValues=serialize({":pk": _OPEN, ":now": f"{int(self._clock()) + 1:012d}"}),
-            ProjectionExpression="#role",
-            ExpressionAttributeNames={"#role": "role"},
-        ):
-            yield item.get("role", "unknown")
+        return unexpired_roles(self._client, self._table, _OPEN, self._clock())
 
 
 def _subject_key(subject: str) -> str:

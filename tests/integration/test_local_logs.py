@@ -195,14 +195,26 @@ def test_sse_clients_that_leave_end_with_one_line_each_naming_the_sse_function(s
         assert closed["how"] == "client left"
         assert opened["function_name"] == closed["function_name"] == "sse"
         assert opened["function_request_id"] == closed["function_request_id"]  # one invocation per stream
-    # The metrics (EMF) of the two streams: opened by role and transport, ended by how, and their length.
-    documents = entries(stack)
-    opened_sse = [d for d in documents if "ConnectionsOpened" in d and d.get("transport") == "sse"]
-    ended = [d for d in documents if "SseStreamsEnded" in d and d.get("ending") == "client left"]
-    assert len(opened_sse) >= 2 and {d["role"] for d in opened_sse} == {"viewer"}
-    assert len(ended) >= 2 and len([d for d in documents if "SseStreamSeconds" in d]) >= 2
-    kinds = [d["kind"] for d in documents if "Disconnects" in d and d.get("transport") == "sse"]
-    assert kinds.count("planned") >= 2  # a client that leaves ends its stream on purpose
+
+    # The metrics (EMF) of the two streams: opened by role and transport, ended by how, and their length;
+    # written after the closing line, so waited for.
+    def stream_metrics() -> dict[str, list[dict[str, Any]]] | None:
+        documents = entries(stack)
+        found = {
+            "opened": [d for d in documents if "ConnectionsOpened" in d and d.get("transport") == "sse"],
+            "ended": [d for d in documents if "SseStreamsEnded" in d and d.get("ending") == "client left"],
+            "seconds": [d for d in documents if "SseStreamSeconds" in d],
+            # a client that leaves ends its stream on purpose
+            "planned": [
+                d
+                for d in documents
+                if "Disconnects" in d and (d.get("transport"), d.get("kind")) == ("sse", "planned")
+            ],
+        }
+        return found if all(len(found[name]) >= 2 for name in found) else None
+
+    found = wait_for(stream_metrics, "the two streams' metrics")
+    assert {d["role"] for d in found["opened"]} == {"viewer"}
     no_traceback(stack)
 
 
