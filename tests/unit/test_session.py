@@ -403,3 +403,24 @@ def _starts(events: list[dict[str, Any]]) -> dict[str, int]:
     for event in events:
         starts.setdefault(event["stream"], event["prev"])
     return starts
+
+
+def test_the_session_counts_replays_rate_limited_messages_and_retried_posts(
+    make_session, management, clock, publisher, capsys
+):
+    from streaming.observability import metrics
+
+    publisher.publish([signal(), signal()], "tests")
+    throttled_once = iter([429])
+    answer = management.post
+    management.post = lambda connection_id, data: next(throttled_once, None) or answer(connection_id, data)
+    session = make_session(bucket=TokenBucket(rate=0.001, burst=2))
+    open_connection(session, clock)
+    send(session, management, {"action": "replay", "last": 5, "types": ["signal.created"]})  # welcome first
+    send(session, management, {"action": "ping"})
+    (refused,) = send(session, management, {"action": "ping"})
+    assert refused["code"] == "rate_limited"
+    metrics.flush_metrics()
+    [document] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "Replays" in line]
+    assert (document["Replays"], document["EventsReplayed"]) == ([1.0], [2.0])
+    assert (document["MessagesRateLimited"], document["DeliveryRetries"]) == ([1.0], [1.0])
