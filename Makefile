@@ -43,6 +43,12 @@ infra: install
 integration: install
 	$(PY) -m pytest tests/integration
 
+# The public contract (docs/contract.md): against the local stack it starts, or against a deployed
+# stack named by its outputs file: make contract OUTPUTS=cdk.out/outputs-dev.json (tokens: STREAMING_TOKEN_*)
+.PHONY: contract
+contract: install
+	$(PY) -m pytest tests/contract $(if $(OUTPUTS),--outputs-file=$(OUTPUTS)) $(if $(STACK),--stack=$(STACK))
+
 synth: install
 	$(CDK) synth --quiet
 
