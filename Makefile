@@ -43,6 +43,12 @@ infra: install
 integration: install
 	$(PY) -m pytest tests/integration
 
+# The public contract (docs/contract.md): against the local stack it starts, or against a deployed
+# stack named by its outputs file: make contract OUTPUTS=cdk.out/outputs-dev.json (tokens: STREAMING_TOKEN_*)
+.PHONY: contract
+contract: install
+	$(PY) -m pytest tests/contract $(if $(OUTPUTS),--outputs-file=$(OUTPUTS)) $(if $(STACK),--stack=$(STACK))
+
 synth: install
 	$(CDK) synth --quiet
 
@@ -54,6 +60,13 @@ deploy: install
 
 token: install
 	@$(PY) -m local.token --role $(ROLE) --sub $(SUB)
+
+# The HS256 signing keys (docs/operations.md): ACTION=rotate (default), retire or show; ENV=local for
+# `make run`'s stack; OUTPUTS=<outputs file> or SECRET_ARN=<arn> to name the secret another way.
+.PHONY: rotate-key
+rotate-key: install
+	@$(PY) -m tools.rotate_key $(or $(ACTION),rotate) --stack Streaming-$(ENV) \
+		$(if $(SECRET_ARN),--secret-arn $(SECRET_ARN),--outputs $(or $(OUTPUTS),$(if $(filter local,$(ENV)),.local/endpoints.json,cdk.out/outputs-$(ENV).json)))
 
 tail: install  # watch `make run` live: make tail ROLE=analyst TYPES=signal.created,risk.alert
 	@$(PY) -m clients.tail --role $(ROLE) --types $(TYPES) --last $(LAST)

@@ -22,9 +22,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from streaming import constants as c
-from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, issue_token, jwks_keys
+from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
 from streaming.connections import ConnectionRegistry
 from streaming.fanout import Dispatch, FanOut
+from streaming.hs256 import SecretLoader, SigningKeys, hs256_keys, issue_token
 from streaming.leases import StreamLeases
 from streaming.management import ManagementApi
 from streaming.publish import LiveDelivery, Publisher
@@ -40,7 +41,9 @@ if TYPE_CHECKING:  # the probe's modules (websockets, h11) load in the probe fun
 # Connections posted to in parallel by one function; the DynamoDB pool matches, since a 410 removes
 # the connection from the posting thread.
 FANOUT_WORKERS = 32
-SECRET_MAX_AGE_SECONDS = 300  # a rotated signing secret is picked up within this
+# The signing keys are reread this often (and on a token naming a key not seen yet): a retired key
+# verifies for up to this long after `make rotate-key ACTION=retire`, and the probe signs with it.
+SECRET_MAX_AGE_SECONDS = 300
 # An SSE stream ends before its token expires: this bounds what a probe's stream costs should its close
 # go unnoticed behind response streaming, and leaves the probe's run (30 s at most) room to finish.
 PROBE_TOKEN_SECONDS = 45
@@ -160,21 +163,21 @@ def verifier() -> tuple[TokenVerifier, AuthSettings]:
         role_claim=auth.role_claim,
         algorithms=("RS256", "ES256") if oidc else ("HS256",),
     )
-    keys = jwks_keys(auth.jwks_url) if oidc else _secret_key(auth.secret_arn)
+    keys = jwks_keys(auth.jwks_url) if oidc else hs256_keys(_secret_loader(auth.secret_arn))
     # The roles only: the authorizer needs no store, so it builds none on its cold start.
     return TokenVerifier(policy, keys, settings().role_grants), auth
 
 
-def _secret_key(secret_arn: str) -> Any:
+def _secret_loader(secret_arn: str) -> SecretLoader:
     from aws_lambda_powertools.utilities import parameters
 
-    def key(_header: Any) -> str:
+    def load(fresh: bool) -> str:
         try:
-            return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+            return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh))
         except Exception as error:  # throttled, denied, deleted: refuse (403) and say why in the audit
             raise KeyUnavailable(f"signing key unavailable ({type(error).__name__})") from None
 
-    return key
+    return load
 
 
 # -- Synthetic probe ------------------------------------------------------------------------------
@@ -186,10 +189,10 @@ def probe_settings() -> ProbeSettings:
 
 
 def probe_token() -> str:
-    """A short-lived token for the probe's role, signed with the environment's HS256 key."""
+    """A short-lived token for the probe's role, signed with the environment's current HS256 key."""
     auth = AuthSettings.from_env()
     return issue_token(
-        _secret_key(auth.secret_arn)({}),
+        SigningKeys.parse(_secret_loader(auth.secret_arn)(False)),
         audience=auth.audience,
         issuer=auth.issuer,
         role_claim=auth.role_claim,

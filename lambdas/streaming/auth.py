@@ -2,7 +2,8 @@
 entry points. Tokens never reach a log: callers log `AuthError.reason` and `redact(...)`ed URLs only.
 
 Two ways to verify, chosen per environment:
-- HS256 with a secret the stack generates (Secrets Manager), for tokens this deployment issues;
+- HS256 with keys the stack keeps in Secrets Manager (streaming.hs256: two at once while one is
+  rotated out), for tokens this deployment issues;
 - an OIDC issuer's JWKS (Cognito or any IdP), for RS256/ES256 tokens the IdP issues.
 Audience, issuer, expiry and the role claim (its name is configurable) are checked either way.
 """
@@ -131,35 +132,6 @@ class TokenVerifier:
         if role not in self._roles:
             raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role", "role")
         return Principal(subject=str(claims["sub"]), role=role, expires_at=int(expires_at))
-
-
-def issue_token(
-    key: str,
-    *,
-    audience: str,
-    issuer: str,
-    role_claim: str,
-    subject: str,
-    role: str,
-    ttl_seconds: int,
-    now: Callable[[], float] = time.time,
-) -> str:
-    """An HS256 token as the environment's verifiers expect it: for the local stack and the probe."""
-    issued_at = int(now())
-    claims = {
-        "iss": issuer,
-        "aud": audience,
-        "sub": subject,
-        role_claim: role,
-        "iat": issued_at,
-        "exp": issued_at + ttl_seconds,
-    }
-    return jwt.encode(claims, key, algorithm="HS256")
-
-
-def static_key(secret: str) -> KeyProvider:
-    """HS256: one shared secret, whatever the token's header says."""
-    return lambda _header: secret
 
 
 def jwks_keys(jwks_url: str, *, lifespan_seconds: int = 300) -> KeyProvider:

@@ -20,6 +20,11 @@ from streaming import constants as c
 SIGNING_KEY_LOGICAL_ID = "WebSocketApiTokenSigningKey289ABABD"
 
 
+# The secret starts as one generated string (one key, streaming.auth.INITIAL_KID); `make rotate-key`
+# turns it into the keys-by-kid document. Its generation settings stay as they are: a change would make
+# CloudFormation generate a new value, replacing every key.
+
+
 class TokenAuth(Construct):
     def __init__(self, scope: Construct, construct_id: str, config: EnvironmentConfig) -> None:
         super().__init__(scope, construct_id)
@@ -68,9 +73,10 @@ class TokenAuth(Construct):
         Validations.of(secret).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-SMG4",
-                reason="Rotating the HS256 key invalidates every token issued with it; it is rotated "
-                "deliberately (new value, then reissue tokens), by redeploying or by the documented "
-                "manual procedure, not on a schedule",
+                reason="Rotated on demand, not by a rotation Lambda on a schedule: `make rotate-key` "
+                "adds a key (by kid) and makes it current while the previous one keeps verifying its "
+                "tokens, then retires it once they have expired (docs/operations.md, 'Rotating the "
+                "signing key')",
             )
         )
         return secret

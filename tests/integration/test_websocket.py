@@ -1,5 +1,6 @@
 """The WebSocket API end to end on the local stack: real `websockets` clients, the deployed handlers
-behind the local gateway, publishing through the SigV4 publish endpoint."""
+behind the local gateway, publishing through the SigV4 publish endpoint. What a deployed stack is
+checked for as well (a replay by cursor after a reconnect) is in tests/contract."""
 
 from __future__ import annotations
 
@@ -239,48 +240,6 @@ def test_every_role_receives_exactly_the_types_it_may_see_and_subscribed_to(stac
     for role, types in roles.items():
         assert sorted(received[role]) == sorted(types), role
     assert sorted(received["admin (two types)"]) == ["risk.alert", "signal.created"]
-
-
-@pytest.mark.reconnect
-@pytest.mark.events
-def test_reconnecting_with_the_cursor_replays_each_missed_event_once_in_order(stack):
-    async def scenario() -> tuple[list[str], list[str], list[str], dict[str, Any]]:
-        first = await connect(stack, "viewer")
-        await first.subscribe("signal.created")
-        before = [signal() for _ in range(3)]
-        await asyncio.to_thread(publish, stack, before)
-        frames = [m for m in await first.drain() if m["type"] == "events"]
-        # The position a client resumes from: the last seq it processed, per stream.
-        cursor = cursors.encode({"market": events_of(frames)[-1]["seq"]})
-        await first.ws.close()
-
-        missed = [signal() for _ in range(5)]
-        for event in missed:  # one publish each: five commits while nobody listens
-            await asyncio.to_thread(publish, stack, event)
-
-        second = await connect(stack, "viewer")
-        await second.subscribe("signal.created")
-        await second.send(action="replay", cursor=cursor, id="resume")
-        replayed = []
-        while (message := await second.next())["type"] != "replay":
-            replayed.extend(message["events"])
-        after = signal()
-        await asyncio.to_thread(publish, stack, after)
-        live = events_of(await second.drain())
-        await second.ws.close()
-        return (
-            [e["id"] for e in events_of(frames)],
-            [e["id"] for e in replayed],
-            [e["id"] for e in live],
-            {"summary": message, "missed": [e["id"] for e in missed], "after": after["id"]},
-        )
-
-    seen, replayed, live, facts = run(scenario())
-    assert len(seen) == 3
-    assert replayed == facts["missed"]  # each missed event exactly once, in publish order
-    assert live == [facts["after"]]
-    assert facts["summary"]["count"] == 5 and facts["summary"]["id"] == "resume"
-    assert not set(seen) & set(replayed)
 
 
 @pytest.mark.reconnect

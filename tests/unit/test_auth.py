@@ -13,15 +13,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from streaming.auth import (
     AuthError,
+    KeyUnavailable,
     TokenPolicy,
     TokenVerifier,
     authorize_connect,
     jwks_keys,
     origin_allowed,
     redact,
-    static_key,
     token_from_request,
 )
+from streaming.hs256 import INITIAL_KID, SigningKeys, hs256_keys, issue_token, static_key
 
 pytestmark = pytest.mark.connections
 SECRET = "s" * 48
@@ -116,6 +117,117 @@ def test_the_role_claim_name_is_configurable():
     policy = TokenPolicy(audience="streaming", issuer="streaming-dev", role_claim="custom:role")
     verifier = TokenVerifier(policy, static_key(SECRET), ROLES)
     assert verifier.verify(token(**{"custom:role": "admin", "role": None})).role == "admin"
+
+
+# -- HS256 keys by kid, and their rotation ---------------------------------------------------------------
+
+OLD, NEW = "a" * 48, "b" * 48
+
+
+def minted(keys: SigningKeys, ttl_seconds: int = 600) -> str:
+    return issue_token(
+        keys,
+        audience="streaming",
+        issuer="streaming-dev",
+        role_claim="role",
+        subject="alice",
+        role="analyst",
+        ttl_seconds=ttl_seconds,
+    )
+
+
+class Secret:
+    """The signing-key secret as a verifier reads it: a cached copy, reread when asked for `fresh`."""
+
+    def __init__(self, keys: SigningKeys) -> None:
+        self.stored = self.cached = keys.dumps()
+        self.fresh_reads = 0
+
+    def put(self, keys: SigningKeys) -> None:
+        self.stored = keys.dumps()
+
+    def load(self, fresh: bool) -> str:
+        if fresh:
+            self.fresh_reads += 1
+            self.cached = self.stored
+        return self.cached
+
+    def expire_cache(self) -> None:
+        self.cached = self.stored
+
+
+def test_a_token_names_the_current_key_and_is_verified_with_the_key_it_names():
+    keys = SigningKeys("old", {"old": OLD}).rotated("new", NEW)
+    value = minted(keys)
+    assert jwt.get_unverified_header(value)["kid"] == "new"
+    assert jwt.decode(value, NEW, algorithms=["HS256"], audience="streaming")["sub"] == "alice"
+    assert TokenVerifier(POLICY, static_key(keys.dumps()), ROLES).verify(value).subject == "alice"
+
+
+def test_a_token_signed_with_the_old_key_is_accepted_during_the_overlap_and_refused_after_it():
+    secret = Secret(SigningKeys("old", {"old": OLD}))
+    verifier = TokenVerifier(POLICY, hs256_keys(secret.load), ROLES)
+    before = minted(SigningKeys.parse(secret.stored))
+
+    secret.put(SigningKeys.parse(secret.stored).rotated("new", NEW))
+    after = minted(SigningKeys.parse(secret.stored))
+    assert verifier.verify(after).subject == "alice"  # its kid is new to the verifier: it rereads
+    assert verifier.verify(before).subject == "alice"  # the overlap: both keys verify
+
+    secret.put(SigningKeys.parse(secret.stored).retired())
+    secret.expire_cache()
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(before)
+    assert (refused.value.reason, refused.value.kind) == ("unknown key 'old'", "unknown_key")
+    assert verifier.verify(after).subject == "alice"
+
+
+def test_an_unknown_kid_is_refused_and_rereads_the_secret_at_most_every_30_seconds():
+    now = [1000.0]
+    secret = Secret(SigningKeys("k1", {"k1": OLD}))
+    verifier = TokenVerifier(POLICY, hs256_keys(secret.load, clock=lambda: now[0]), ROLES)
+    forged = token(secret=NEW, headers={"kid": "k9"})
+    for _ in range(5):
+        assert reason(verifier, forged) == "unknown key 'k9'"
+    assert secret.fresh_reads == 1
+    now[0] += 30
+    assert reason(verifier, forged) == "unknown key 'k9'"
+    assert secret.fresh_reads == 2
+
+
+def test_a_kid_of_a_listed_key_with_a_signature_of_another_is_a_bad_signature():
+    keys = SigningKeys("k1", {"k1": OLD, "k2": NEW})
+    forged = token(secret=NEW, headers={"kid": "k1"})
+    assert reason(TokenVerifier(POLICY, static_key(keys.dumps()), ROLES), forged) == "bad signature"
+
+
+def test_a_plain_string_secret_is_the_initial_key_and_tokens_without_a_kid_keep_it_until_it_is_retired():
+    """What the stack generates, and every token issued before kids were, keep working through the
+    first rotation."""
+    plain = SigningKeys.parse(OLD)
+    assert (plain.current, plain.keys) == (INITIAL_KID, {INITIAL_KID: OLD})
+    without_kid = token(secret=OLD)
+    rotated = plain.rotated("k2", NEW)
+    assert TokenVerifier(POLICY, static_key(rotated.dumps()), ROLES).verify(without_kid).subject == "alice"
+    retired = TokenVerifier(POLICY, static_key(rotated.retired().dumps()), ROLES)
+    assert reason(retired, without_kid) == "bad signature"  # the current key, which did not sign it
+    assert retired.verify(token(secret=NEW)).subject == "alice"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"current": "k2", "keys": {"k1": OLD}}, {"current": "k1", "keys": {"k1": ""}}, {"keys": []}],
+    ids=["current not listed", "empty key", "keys not a map"],
+)
+def test_a_malformed_key_document_is_the_servers_fault_not_the_tokens(document):
+    with pytest.raises(KeyUnavailable) as refused:
+        TokenVerifier(POLICY, static_key(json.dumps(document)), ROLES).verify(token())
+    assert refused.value.kind == "key_unavailable"
+
+
+def test_rotating_to_a_kid_already_listed_is_refused():
+    with pytest.raises(ValueError, match="taken"):
+        SigningKeys("k1", {"k1": OLD}).rotated("k1", NEW)
 
 
 @pytest.fixture
