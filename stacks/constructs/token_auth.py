@@ -68,9 +68,9 @@ class TokenAuth(Construct):
         Validations.of(secret).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-SMG4",
-                reason="Rotating the HS256 key invalidates every token issued with it; it is rotated "
-                "deliberately (new value, then reissue tokens), by redeploying or by the documented "
-                "manual procedure, not on a schedule",
+                reason="Rotated deliberately, not on a schedule: `make rotate-key` (docs/operations.md, "
+                '"Rotating the signing key") adds a new key and keeps the previous one verifying until '
+                "the tokens it signed expire",
             )
         )
         return secret

@@ -20,6 +20,7 @@ from stacks import nag, public_layers
 from stacks.config import ENVIRONMENTS, ROOT, load
 from stacks.constructs.lambda_code import ARCHITECTURE, RUNTIME
 from stacks.streaming_stack import StreamingStack
+from streaming import constants as c
 from streaming.constants import HANDLER_PROBE, SSE_START_SCRIPT
 from tests.infra.templates import as_list
 from tools.preflight import MIN_BOOTSTRAP_VERSION
@@ -70,6 +71,12 @@ def test_publish_url_requires_iam_and_is_an_output(synthesized, environment):
     template = synthesized.assertions(environment)
     template.has_resource_properties("AWS::Lambda::Url", {"AuthType": "AWS_IAM"})
     assert set(template.to_json()["Outputs"]) >= {"PublishUrl", "EventBusName", "EventsTableName"}
+
+
+def test_every_output_is_a_named_constant(synthesized, environment):
+    """The README lists the constants (tests/unit/test_docs.py); outputs-file readers use them."""
+    named = {value for name, value in vars(c).items() if name.startswith("OUTPUT_")}
+    assert set(synthesized.template(environment)["Outputs"]) == named  # hs256 everywhere: AuthSecretArn too
 
 
 def test_functions_run_python_313_on_arm64_with_the_powertools_layer(synthesized, environment):
