@@ -10,7 +10,7 @@ SUB ?= local-user
 LAST ?= 0
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit infra integration synth diff deploy token tail bench chaos clean
+.PHONY: install run test lint typecheck unit infra integration synth diff preflight deploy token tail bench chaos clean
 
 install:
 	@bash scripts/install.sh
@@ -55,7 +55,10 @@ synth: install
 diff: install
 	$(CDK) diff Streaming-$(ENV)
 
-deploy: install
+preflight: install  # read-only checks of the account and region for ENV; exits non-zero on a blocker
+	$(PY) -m tools.preflight --env $(ENV)
+
+deploy: install preflight
 	$(CDK) deploy Streaming-$(ENV) --require-approval broadening --outputs-file cdk.out/outputs-$(ENV).json
 
 token: install

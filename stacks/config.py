@@ -39,6 +39,59 @@ SSE_TIMEOUT_MARGIN_SECONDS = 30
 # CORS-safelisted response headers.
 SSE_CORS_ALLOWED_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", "Cache-Control")
 SSE_CORS_MAX_AGE_SECONDS = 600  # how long a browser may reuse a preflight's answer
+# Lambda refuses a reserved concurrency that would leave the account fewer unreserved executions.
+MIN_UNRESERVED_CONCURRENCY = 100
+# The concurrent executions quota of an established account (new accounts start lower).
+DEFAULT_CONCURRENCY_QUOTA = 1000
+# The publish API and SSE are Function URLs, SSE streams over them: regions without Function URLs
+# cannot run these stacks. "Function URLs are not supported in the following AWS Regions", from
+# https://docs.aws.amazon.com/lambda/latest/dg/urls-configuration.html (eleven regions at the time).
+REGIONS_WITHOUT_FUNCTION_URLS = frozenset(
+    {
+        "ap-south-2",  # Asia Pacific (Hyderabad)
+        "ap-southeast-4",  # Asia Pacific (Melbourne)
+        "ap-southeast-5",  # Asia Pacific (Malaysia)
+        "ap-southeast-6",  # Asia Pacific (New Zealand)
+        "ap-southeast-7",  # Asia Pacific (Thailand)
+        "ap-east-2",  # Asia Pacific (Taipei)
+        "ca-west-1",  # Canada West (Calgary)
+        "eu-south-2",  # Europe (Spain)
+        "eu-central-2",  # Europe (Zurich)
+        "il-central-1",  # Israel (Tel Aviv)
+        "me-central-1",  # Middle East (UAE)
+    }
+)
+# The partition a region belongs to, by its name's prefix; every other region is in `aws`.
+_PARTITION_PREFIXES = (
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-isob-", "aws-iso-b"),
+    ("us-isof-", "aws-iso-f"),
+    ("us-iso-", "aws-iso"),
+    ("eu-isoe-", "aws-iso-e"),
+)
+SUPPORTED_PARTITION = "aws"
+
+
+def partition_of(region: str) -> str:
+    return next((partition for prefix, partition in _PARTITION_PREFIXES if region.startswith(prefix)), "aws")
+
+
+def region_problem(region: str) -> str | None:
+    """Why these stacks cannot be deployed to `region`, if they cannot (synth and preflight both ask)."""
+    partition = partition_of(region)
+    if partition != SUPPORTED_PARTITION:
+        return (
+            f"region {region} is in the {partition} partition; these stacks deploy to the "
+            f"{SUPPORTED_PARTITION} partition only (the public Powertools and Lambda Web Adapter layers "
+            "they run with are published there)"
+        )
+    if region in REGIONS_WITHOUT_FUNCTION_URLS:
+        return (
+            f"region {region} does not offer Lambda Function URLs, which the publish API and the SSE "
+            "stream (response streaming) are; choose another region"
+        )
+    return None
 
 
 def within(group: type, field_name: str, *, unit: int = 1) -> Interval:
@@ -169,10 +222,20 @@ class EnvironmentConfig(BaseModel):
         default=250, description="audiences up to this size are delivered inline"
     )
     publish_reserved_concurrency: int | None = Field(default=None, ge=1)
+    concurrency_quota: int = Field(
+        default=DEFAULT_CONCURRENCY_QUOTA,
+        ge=1,
+        description="the account's concurrent executions quota the reservations must fit in; synth warns "
+        "beyond it, `make preflight` checks the account's real one",
+    )
     alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     alarms: AlarmThresholds = AlarmThresholds()
     log_retention_days: Literal[1, 3, 7, 14, 30, 90, 180, 365, 731, 1827]
-    powertools_layer_version: int = Field(ge=1)
+    powertools_version: str = Field(
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="the Powertools release whose public layer the functions run with; the one "
+        "constraints.txt pins (tests/unit/test_config.py)",
+    )
     web_adapter_layer_version: int = Field(ge=1, description="the public LambdaAdapterLayerArm64 layer")
     sse: SseConfig = SseConfig()
 
@@ -184,6 +247,36 @@ class EnvironmentConfig(BaseModel):
     def replay_window_seconds(self) -> int:
         return self.replay_window_hours * 3600
 
+    @property
+    def reserved_concurrency(self) -> dict[str, int]:
+        """Function -> the concurrency it reserves, for those that reserve any."""
+        reservations = {"publish": self.publish_reserved_concurrency, "SSE": self.sse.reserved_concurrency}
+        return {function: count for function, count in reservations.items() if count is not None}
+
+    @property
+    def concurrency_needed(self) -> int:
+        """Unreserved concurrency the account must have for the reservations: theirs plus what Lambda
+        keeps unreserved (nothing when nothing is reserved)."""
+        reserved = sum(self.reserved_concurrency.values())
+        return reserved + MIN_UNRESERVED_CONCURRENCY if reserved else 0
+
+    def describe_reservations(self) -> str:
+        """E.g. "150 (publish 50, SSE 100)"."""
+        named = ", ".join(f"{function} {count}" for function, count in self.reserved_concurrency.items())
+        return f"{sum(self.reserved_concurrency.values())} ({named})"
+
+    def concurrency_quota_warning(self) -> str | None:
+        """What synth says when the reservations do not fit the stated `concurrency_quota`."""
+        if self.concurrency_needed <= self.concurrency_quota:
+            return None
+        return (
+            f"{self.name} reserves {self.describe_reservations()} concurrent executions; with the "
+            f"{MIN_UNRESERVED_CONCURRENCY} Lambda keeps unreserved it needs an account quota of at least "
+            f"{self.concurrency_needed}, above concurrency_quota {self.concurrency_quota}: the deploy would "
+            "fail. Raise the account's 'Concurrent executions' quota (Service Quotas, AWS Lambda) or lower "
+            "the reservations in cdk.json"
+        )
+
     @model_validator(mode="before")
     @classmethod
     def _hs256_issuer_names_the_environment(cls, data: Any) -> Any:
@@ -192,6 +285,14 @@ class EnvironmentConfig(BaseModel):
         if isinstance(auth, dict) and auth.get("mode") == "hs256" and "issuer" not in auth:
             return {**data, "auth": {**auth, "issuer": f"streaming-{data.get('name')}"}}
         return data
+
+    @field_validator("region")
+    @classmethod
+    def _region_runs_these_stacks(cls, region: str | None) -> str | None:
+        problem = None if region is None else region_problem(region)
+        if problem:
+            raise ValueError(problem)
+        return region
 
     @field_validator("allowed_origins")
     @classmethod

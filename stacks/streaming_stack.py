@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack, Tags
+from aws_cdk import Annotations, CfnOutput, Stack, Tags
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
@@ -18,7 +18,6 @@ from stacks.constructs.publish_api import PublishApi
 from stacks.constructs.sse_stream import SseStream
 from stacks.constructs.token_auth import TokenAuth
 from stacks.constructs.websocket_api import WebSocketApi
-from stacks.nag import acknowledge_reviewed_findings
 from streaming import constants as c
 
 
@@ -103,4 +102,16 @@ class StreamingStack(Stack):
         )
 
         CfnOutput(self, c.OUTPUT_EVENTS_TABLE, key=c.OUTPUT_EVENTS_TABLE, value=store.table.table_name)
-        acknowledge_reviewed_findings(self)
+        self._note_what_synth_cannot_check(config)
+
+    def _note_what_synth_cannot_check(self, config: EnvironmentConfig) -> None:
+        """The region was checked when the configuration loaded, if it is known; the account's real
+        concurrency quota only `make preflight` can read."""
+        warning = config.concurrency_quota_warning()
+        if warning:
+            Annotations.of(self).add_warning_v2("streaming:concurrency-quota", warning)
+        if config.region is None:
+            Annotations.of(self).add_info(
+                "Region unknown at synth (an environment-agnostic stack): whether it offers Function URLs "
+                f"and the public layers is checked by `make preflight ENV={config.name}`"
+            )

@@ -11,19 +11,22 @@ from typing import Any
 
 import jsii
 from aws_cdk import (
-    Aws,
     BundlingOptions,
     DockerImage,
     Duration,
     ILocalBundling,
 )
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from stacks import public_layers
 from stacks.config import ROOT, EnvironmentConfig
 from stacks.constructs.log_groups import retained_log_group
+from stacks.nag import acknowledge_function_findings
 
 LAMBDA_SOURCE = ROOT / "lambdas"
+# The public layers are built for these (stacks/public_layers.py).
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
 # pip's view of that platform, for wheels of the runtime dependencies.
@@ -31,7 +34,6 @@ PIP_PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "cp",
 # Copied with their files' modes (shutil.copytree copies with copy2): the SSE start script sse/run.sh
 # must stay executable, Lambda runs it as the handler.
 PACKAGES = ("streaming", "handlers", "sse")
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 
 
 @jsii.implements(ILocalBundling)
@@ -95,11 +97,14 @@ class PythonFunctionFactory(Construct):
         super().__init__(scope, construct_id)
         self._config = config
         self._code = lambda_code()
+        # The layer of exactly the Powertools release the tests ran with, resolved by CloudFormation
+        # from Powertools' public parameter in the region deployed to (stacks/public_layers.py).
         self._powertools = lambda_.LayerVersion.from_layer_version_arn(
             self,
             "PowertoolsLayer",
-            f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"AWSLambdaPowertoolsPythonV3-python313-arm64:{config.powertools_layer_version}",
+            ssm.StringParameter.value_for_string_parameter(
+                self, public_layers.powertools_parameter(config.powertools_version)
+            ),
         )
 
     def function(
@@ -116,7 +121,7 @@ class PythonFunctionFactory(Construct):
         **kwargs: Any,
     ) -> lambda_.Function:
         log_group = retained_log_group(scope, f"{construct_id}Logs", self._config)
-        return lambda_.Function(
+        function = lambda_.Function(
             scope,
             construct_id,
             runtime=RUNTIME,
@@ -133,3 +138,5 @@ class PythonFunctionFactory(Construct):
             environment=environment,
             **kwargs,
         )
+        acknowledge_function_findings(function)
+        return function

@@ -11,6 +11,7 @@ from aws_cdk import Aws, CfnOutput, Duration
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from stacks import public_layers
 from stacks.config import EnvironmentConfig
 from stacks.constructs.connection_store import ConnectionStore
 from stacks.constructs.events_table import EventsTable
@@ -18,9 +19,6 @@ from stacks.constructs.lambda_code import PythonFunctionFactory
 from stacks.constructs.token_auth import TokenAuth
 from streaming import constants as c
 
-# The adapter's public layers (github.com/aws/aws-lambda-web-adapter, "Zip Packages").
-WEB_ADAPTER_LAYER_ACCOUNT = "753240598075"
-WEB_ADAPTER_LAYER_NAME = "LambdaAdapterLayerArm64"
 # The app answers GET /healthz; the adapter waits for it before passing the first request on.
 READINESS_CHECK_PATH = "/healthz"
 
@@ -85,8 +83,9 @@ class SseStream(Construct):
         web_adapter = lambda_.LayerVersion.from_layer_version_arn(
             self,
             "WebAdapterLayer",
-            f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{WEB_ADAPTER_LAYER_ACCOUNT}:layer:"
-            f"{WEB_ADAPTER_LAYER_NAME}:{config.web_adapter_layer_version}",
+            public_layers.web_adapter_layer_arn(
+                config.web_adapter_layer_version, partition=Aws.PARTITION, region=Aws.REGION
+            ),
         )
         return functions.function(
             self,

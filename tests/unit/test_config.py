@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from stacks.config import ENVIRONMENTS, ROOT, SseConfig, load
+from stacks.public_layers import powertools_parameter
 from streaming import constants as c
 from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS
 from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, Settings, SseSettings
@@ -301,3 +302,58 @@ def test_reading_the_configuration_and_issuing_a_local_token_never_load_the_cdk(
     assert token.count(".") == 2  # a JWT
     assert loaded == "[]"
     assert run.stderr == ""  # nor the jsii runtime's banner
+
+
+@pytest.mark.parametrize("region", ["eu-central-2", "ap-south-2", "me-central-1"])
+def test_a_region_without_function_urls_is_refused_naming_it(region):
+    with pytest.raises(ValidationError, match=f"region {region} does not offer Lambda Function URLs"):
+        load("dev", with_defaults(region=region))
+
+
+def test_the_deploying_profiles_region_is_checked_too(monkeypatch):
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "il-central-1")
+    with pytest.raises(ValidationError, match="region il-central-1 does not offer"):
+        load("prod")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-west-1")
+    assert load("prod").region == "eu-west-1"
+
+
+@pytest.mark.parametrize(("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")])
+def test_regions_outside_the_commercial_partition_are_refused(region, partition):
+    with pytest.raises(ValidationError, match=f"region {region} is in the {partition} partition"):
+        load("dev", with_defaults(region=region))
+
+
+def test_cdk_targets_the_commercial_partition_only():
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    assert context["@aws-cdk/core:target-partitions"] == ["aws"]
+
+
+def test_reservations_beyond_the_stated_quota_are_warned_about_with_the_numbers():
+    prod = load("prod")
+    assert prod.reserved_concurrency == {"publish": 50, "SSE": 100}
+    assert prod.concurrency_needed == 250
+    assert prod.concurrency_quota_warning() is None  # the default quota, 1000
+    context = copy.deepcopy(CONTEXT)
+    context["environments"]["prod"]["concurrency_quota"] = 200
+    warning = load("prod", context).concurrency_quota_warning()
+    assert warning is not None
+    for words in ("150 (publish 50, SSE 100)", "at least 250", "concurrency_quota 200"):
+        assert words in warning
+    assert load("dev").concurrency_needed == 0  # nothing reserved, nothing to fit
+
+
+def constraint(package: str) -> str:
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.replace("_", "-").lower() == package:
+            return version
+    raise AssertionError(f"{package} is not pinned in constraints.txt")
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_deployed_powertools_is_the_release_the_tests_run_with(environment):
+    """The functions' layer is resolved from the public parameter of exactly this release."""
+    version = load(environment).powertools_version
+    assert version == constraint("aws-lambda-powertools")
+    assert powertools_parameter(version) == f"/aws/service/powertools/python/arm64/python3.13/{version}"

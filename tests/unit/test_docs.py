@@ -9,6 +9,8 @@ from pathlib import Path
 import fastjsonschema
 import pytest
 
+from stacks.config import REGIONS_WITHOUT_FUNCTION_URLS
+from streaming import constants
 from streaming.errors import ErrorCode
 from tests.conftest import example
 from tools.events_doc import DOC, ENVELOPE_SCHEMA, render
@@ -88,3 +90,17 @@ def test_the_envelope_doc_says_encoding_comes_over_sse_as_well_as_websocket():
     # What each transport does: tests/integration/test_contract_gaps.py (large events over both).
     [row] = [line for line in DOC.read_text().splitlines() if line.startswith("| `encoding` |")]
     assert "WebSocket" in row and "SSE" in row
+
+
+def test_the_readme_lists_every_stack_output():
+    outputs = next(p for p in (ROOT / "README.md").read_text().split("\n\n") if p.startswith("Outputs:"))
+    keys = {value for name, value in vars(constants).items() if name.startswith("OUTPUT_")}
+    assert {key for key in keys if f"`{key}`" not in outputs} == set()
+
+
+def test_the_first_deploy_checklist_names_the_regions_synth_and_preflight_refuse():
+    readme = (ROOT / "README.md").read_text()
+    checklist = readme[readme.index("### First deploy into a new account") :]
+    region_item = checklist[: checklist.index("2. **Account.**")]
+    assert set(re.findall(r"`([a-z]{2}-[a-z]+-\d)`", region_item)) == REGIONS_WITHOUT_FUNCTION_URLS
+    assert "make preflight ENV=" in readme
