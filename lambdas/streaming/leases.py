@@ -73,14 +73,15 @@ class StreamLeases:
         return lease
 
     def held(self, subject: str, lease: str) -> bool:
-        """Whether `lease` is still the subject's (not released, not replaced). An eventually
-        consistent Query of its one key: it costs what a GetItem does, and the lease calls stay
-        Query, PutItem and DeleteItem; a replacement it misses is seen at the next check."""
+        """Whether `lease` is still the subject's (not released, not replaced). A Query of its one key
+        costs what a GetItem does, and the lease calls stay Query, PutItem and DeleteItem. Strongly
+        consistent, so a lease just taken is never missed (its stream would end for nothing)."""
         found = self._client.query(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk = :lease",
             ExpressionAttributeValues=serialize({":pk": _subject_key(subject), ":lease": lease}),
             Select="COUNT",
+            ConsistentRead=True,
         )
         return bool(found["Count"])
 
