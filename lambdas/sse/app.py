@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from functools import cache
+from functools import cache, partial
 
 from aws_lambda_powertools.metrics import MetricUnit
 from starlette.applications import Starlette
@@ -70,7 +70,9 @@ async def events(request: Request) -> Response:
         "sse stream", extra={"subject": subject, "role": plan.role, "types": sorted(plan.types), **client}
     )
     count("ConnectionsOpened", role=plan.role, transport="sse")
-    body = _logged(Subscription(composition.store(), _tailer(), plan), subject, planned.lease)
+    still_leased = partial(_leases().held, subject, planned.lease)
+    stream = Subscription(composition.store(), _tailer(), plan, still_leased=still_leased)
+    body = _logged(stream, subject, planned.lease)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -80,10 +82,11 @@ def _count_auth_failure(kind: str) -> None:
 
 
 # The log's `how`: a stream that wrote its end event ended as planned, stalled or not (a stall is
-# logged when it happens).
+# logged when it happens), unless a newer stream of its subject replaced it.
 _HOW = {
     Ending.PLANNED: "planned end",
     Ending.STALLED: "planned end",
+    Ending.REPLACED: "replaced",
     Ending.CLIENT_LEFT: "client left",
     Ending.FAILED: "failed",
 }
@@ -108,7 +111,7 @@ async def _logged(stream: Subscription, subject: str, lease: str) -> AsyncIterat
         how = _HOW[stream.ending]
         logger.info("sse stream closed", extra={"subject": subject, "how": how, "seconds": seconds})
         count("ConnectionsClosed", transport="sse")
-        count("SseStreamsEnded", ending=stream.ending.value)  # planned, stalled, client left, failed
+        count("SseStreamsEnded", ending=stream.ending.value)  # an Ending: planned, replaced, ...
         count("Disconnects", transport="sse", kind=stream.ending.kind)
         count("SseStreamSeconds", seconds, MetricUnit.Seconds)
 

@@ -96,11 +96,20 @@ def plan_stream(
         compress_above=settings.compress_above_bytes,
         ends_because="planned" if lifetime == settings.max_stream_seconds else "token_expiring",
     )
-    lease = leases.acquire(principal.subject, settings.max_streams_per_subject, lifetime, role=principal.role)
+    # At its cap the subject's oldest streams make room for this one once they are a heartbeat interval
+    # old: each notices at its next heartbeat, so one subject never runs more than twice its cap.
+    lease = leases.acquire(
+        principal.subject,
+        settings.max_streams_per_subject,
+        lifetime,
+        role=principal.role,
+        replaceable_after=settings.heartbeat_seconds,
+    )
     if lease is None:
         raise StreamingError(
             ErrorCode.TOO_MANY_STREAMS,
-            f"this token's subject has {settings.max_streams_per_subject} streams open already",
+            f"this token's subject opened {settings.max_streams_per_subject} streams within "
+            f"{settings.heartbeat_seconds:g} s: try again in a few seconds",
         )
     return PlannedStream(plan, principal.subject, lease)
 

@@ -1,5 +1,5 @@
 """One SSE response: replay after the cursor, then the live tail (streaming.tail), with heartbeats and
-a planned end.
+a planned end, or an end as soon as a newer stream of its subject has taken its lease (streaming.leases).
 
 Every event goes out with `id:` = the cursor after it, so a native EventSource resumes by itself
 (Last-Event-ID) with no gap and no duplicate, and the same cursor resumes a WebSocket replay.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from enum import Enum
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -37,23 +37,38 @@ class Ending(Enum):
 
     PLANNED = "planned"  # it wrote its end event: its planned end, or its token expiring
     STALLED = "stalled"  # it wrote its end event after it could write nothing for too long
+    REPLACED = "replaced"  # it wrote its end event after a newer stream of its subject took its lease
     CLIENT_LEFT = "client left"  # stopped from outside before its end: its client went away
     FAILED = "failed"  # a failure ended it, with no end event
 
     @property
     def kind(self) -> str:
-        """The Disconnects metric's kind: ended on purpose (by plan, or by the client) or not."""
-        return "planned" if self in (Ending.PLANNED, Ending.CLIENT_LEFT) else "unplanned"
+        """The Disconnects metric's kind: ended on purpose (by plan, by a newer stream of the same
+        subject, or by the client) or not."""
+        return "planned" if self in (Ending.PLANNED, Ending.REPLACED, Ending.CLIENT_LEFT) else "unplanned"
+
+
+# An end event's reason, when it is not its plan's, to how the stream ended.
+_ENDED_BECAUSE = {"stalled": Ending.STALLED, "replaced": Ending.REPLACED}
 
 
 class Subscription:
     """The bytes of one SSE response (iterate it once): catch up, tail, heartbeat, and end before
     `max_stream_seconds`. A stream that could write nothing, not even a heartbeat, for `stall_seconds`
     ends itself (the client reconnects) and has the tailer start over if the tailer is what stalled.
-    `ending` says how it ended."""
+    At each heartbeat after the first it asks `still_leased` (a blocking read, run in a thread) and
+    ends when its lease was taken. `ending` says how it ended."""
 
-    def __init__(self, store: EventStore, tailer: Tailer, plan: StreamPlan) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        tailer: Tailer,
+        plan: StreamPlan,
+        *,
+        still_leased: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._store, self._tailer, self._plan = store, tailer, plan
+        self._still_leased = still_leased
         self.ending = Ending.CLIENT_LEFT  # until it ends by itself: a stream stopped from outside
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -77,6 +92,11 @@ class Subscription:
         while loop.time() < ends_at:
             try:
                 async with asyncio.timeout_at(written + stall_after):
+                    # At each heartbeat but the first (the lease was just taken).
+                    lease_check_due = started < next_heartbeat <= loop.time()
+                    if lease_check_due and not await asyncio.to_thread(self._still_leased):
+                        ends_because = "replaced"
+                        break
                     chunks, events, next_heartbeat = await _next_chunks(
                         store, tailer, plan, position, next_heartbeat, ends_at
                     )
@@ -94,7 +114,7 @@ class Subscription:
                 now_ms, stored_at = time.time() * 1000, [parse_ts(event.ts) for event in events]
                 DELIVERY_LATENCY.add(max(0.0, now_ms - at) for at in stored_at if at >= opened_ms)
         # The planned end: reconnect soon, from the cursor of the last event (Last-Event-ID does that).
-        self.ending = Ending.STALLED if ends_because == "stalled" else Ending.PLANNED
+        self.ending = _ENDED_BECAUSE.get(ends_because, Ending.PLANNED)
         end = codec.dumps({"reconnect": True, "reason": ends_because})
         yield codec.sse_message(
             retry_ms=plan.retry_ms, event="end", event_id=cursors.encode(position), data=end

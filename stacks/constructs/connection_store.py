@@ -32,7 +32,8 @@ DELIVERY_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
 # The sweeper Queries the due expiry records and deletes them, then removes each connection (GetItem,
 # DeleteItem): no writes other than deletes.
 SWEEPER_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
-# Stream leases: count a subject's (Query), take one (PutItem), return it.
+# Stream leases: count a subject's and check one's own (Query), take one (PutItem), return one or
+# replace the oldest (DeleteItem).
 LEASE_ACTIONS = ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem")
 
 

@@ -25,7 +25,7 @@ from stacks.constructs.metrics import PERIOD, delivery_success_percent, service_
 from streaming import constants as c
 
 TRANSPORTS = ("websocket", "sse")
-SSE_ENDINGS = ("planned", "stalled", "client left", "failed")
+SSE_ENDINGS = ("planned", "stalled", "replaced", "client left", "failed")  # streaming.subscription.Ending
 DISCONNECT_KINDS = ("planned", "unplanned")
 WIDTH = 24  # a dashboard row
 HEIGHT = 6

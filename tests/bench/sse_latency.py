@@ -3,16 +3,17 @@ open stream costs per minute at the configured poll interval.
 
 Part 1 runs one subscription in this process, as one Lambda execution environment would, against moto
 on loopback, and counts the DynamoDB requests it makes while idle and while one event per second
-arrives. Part 2 starts the local stack, opens N streams (httpx-sse, viewer tokens, signal.created),
-publishes events one after another and records, per delivery, the time from the start of the publish
-request to the event's arrival. Loopback only, bounded by counts and time; prints tables for
-docs/performance.md.
+arrives (its lease checks, one per heartbeat, among them and apart). Part 2 starts the local stack,
+opens N streams (httpx-sse, viewer tokens, signal.created), publishes events one after another and
+records, per delivery, the time from the start of the publish request to the event's arrival.
+Loopback only, bounded by counts and time; prints tables for docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -31,7 +32,8 @@ from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
 from stacks.config import load
-from stacks.table_layouts import EVENTS, create_table
+from stacks.table_layouts import CONNECTIONS, EVENTS, create_table
+from streaming.leases import StreamLeases
 from streaming.publish import Publisher
 from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
@@ -61,16 +63,24 @@ class CountingClient:
         return counted
 
 
-def requests_per_minute(seconds: float, events_per_second: float) -> float:
-    """One subscription's DynamoDB requests per minute, with `events_per_second` published meanwhile."""
+def requests_per_minute(seconds: float, events_per_second: float) -> tuple[float, float]:
+    """One subscription's DynamoDB requests per minute, with `events_per_second` published meanwhile,
+    and of those its lease checks."""
     config = load("dev")
     table = f"bench-events-{events_per_second:g}"  # moto's tables live as long as this process
+    leases_table = f"bench-connections-{events_per_second:g}"
     settings = config.runtime_settings(table)
     server, url = start_moto()
     try:
         raw = moto_client("dynamodb", url)
         create_table(raw, table, EVENTS)
-        counting = CountingClient(raw)
+        create_table(raw, leases_table, CONNECTIONS)
+        counting, lease_checks = CountingClient(raw), CountingClient(raw)
+        lease = StreamLeases(raw, leases_table).acquire(
+            "bench", 5, seconds, role="viewer", replaceable_after=15
+        )
+        assert lease is not None
+        still_leased = functools.partial(StreamLeases(lease_checks, leases_table).held, "bench", lease)
         store = EventStore(counting, table, settings.streams_by_type, settings.replay_window_seconds)
         publisher = Publisher(settings, EventStore(raw, table, settings.streams_by_type, 86400))
         sse = config.sse_settings(table)
@@ -95,12 +105,13 @@ def requests_per_minute(seconds: float, events_per_second: float) -> float:
                     await asyncio.to_thread(publisher.publish, signal(), "bench")
 
             producer = asyncio.create_task(publish())
-            async for _ in Subscription(store, tailer, plan):
+            async for _ in Subscription(store, tailer, plan, still_leased=still_leased):
                 pass
             producer.cancel()
 
         asyncio.run(run())
-        return counting.requests / seconds * 60
+        checks = lease_checks.requests
+        return (counting.requests + checks) / seconds * 60, checks / seconds * 60
     finally:
         server.shutdown()
 
@@ -175,10 +186,10 @@ def main() -> None:
         ):
             rows.append((poll_ms, asyncio.run(latency(state, args.streams, args.events, poll_ms))))
     print(f"one open stream, poll interval {interval} ms, {args.seconds:g} s per run, {os.cpu_count()} cores")
-    print("| published meanwhile | DynamoDB requests per stream-minute |")
-    print("|---|---|")
-    print(f"| nothing | {idle:.0f} |")
-    print(f"| 1 event/s | {busy:.0f} |")
+    print("| published meanwhile | DynamoDB requests per stream-minute | of which lease checks |")
+    print("|---|---|---|")
+    print(f"| nothing | {idle[0]:.0f} | {idle[1]:.0f} |")
+    print(f"| 1 event/s | {busy[0]:.0f} | {busy[1]:.0f} |")
     print()
     print("| poll interval ms | streams | events | delivered | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|---|")

@@ -243,7 +243,8 @@ def test_both_tables_show_throttles_latency_and_consumed_capacity(stack, environ
 def test_sse_shows_how_streams_end_and_how_many_are_open_against_the_cap(stack, environment):
     row = rows(stack, environment)["SSE"]
     assert [s.own for s in titled(row, "Streams ended").series] == [
-        ("SseStreamsEnded", {"ending": ending}) for ending in ("planned", "stalled", "client left", "failed")
+        ("SseStreamsEnded", {"ending": ending})
+        for ending in ("planned", "stalled", "replaced", "client left", "failed")
     ]
     [open_streams] = titled(row, "Open streams (function concurrency)").series
     sse, _ = stack.functions()[c.SSE_START_SCRIPT]

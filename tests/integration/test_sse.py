@@ -5,7 +5,6 @@ Last-Event-ID, cursors shared with the WebSocket API) is in tests/contract."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from httpx_sse import ServerSentEvent, connect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from local.publish import local_client
 from local.state import LocalState
@@ -288,29 +287,72 @@ def test_a_cursor_ahead_of_the_streams_is_refused(stack):
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_cursor")
 
 
+@pytest.fixture(scope="module")
+def long_streams(tmp_path_factory) -> Iterator[LocalState]:
+    """A stack whose streams last long enough that none ends as planned while a test opens several."""
+    with running_local_stack(
+        tmp_path_factory.mktemp("sse-long"),
+        "--sse-max-stream-seconds",
+        "120",
+        "--sse-heartbeat-seconds",
+        str(HEARTBEAT_SECONDS),
+    ) as state:
+        yield state
+
+
 @pytest.mark.connections
-def test_one_subject_may_hold_only_so_many_streams_at_once(stack):
-    limit = load("dev").sse.max_streams_per_subject
-    token = issue(stack, "viewer", "greedy")
-    with httpx.Client(timeout=httpx.Timeout(5, read=20)) as client:
-        with contextlib.ExitStack() as open_streams:
-            streams = [
-                open_streams.enter_context(client.stream("GET", url(stack), params={"token": token}))
-                for _ in range(limit)
-            ]
-            assert all(stream.status_code == 200 for stream in streams)
-            refused = client.get(url(stack), params={"token": token})
-            assert (refused.status_code, refused.json()["error"]["code"]) == (429, "too_many_streams")
-            other = issue(stack, "viewer", "someone-else")
-            with client.stream("GET", url(stack), params={"token": other}) as allowed:
-                assert allowed.status_code == 200
-        # The streams are closed: each returns its lease.
-        deadline, status = time.monotonic() + 30, 429
-        while status == 429 and time.monotonic() < deadline:
-            with client.stream("GET", url(stack), params={"token": token}) as again:
-                status = again.status_code
-            time.sleep(0.2)
-        assert status == 200
+def test_a_subject_at_its_cap_gets_its_newest_stream_and_its_oldest_ends_as_replaced(long_streams):
+    """A client's leaving may never reach its stream behind Lambda, so streams a user left must not
+    lock them out: one stream more than the cap opens, the oldest ends with `replaced` at its next
+    heartbeat (with the cursor so far, as every end), and the others stay open."""
+    stack, limit = long_streams, load("dev").sse.max_streams_per_subject
+    token = issue(stack, "viewer", "reloader")
+    received: list[list[ServerSentEvent]] = [[] for _ in range(limit + 1)]
+
+    def beats(index: int) -> int:
+        return sum(1 for sse in received[index] if sse.event == "heartbeat")
+
+    async def listen(client: httpx.AsyncClient, index: int) -> None:
+        async with aconnect_sse(client, "GET", url(stack), params={"token": token}) as source:
+            assert source.response.status_code == 200, await source.response.aread()
+            async for sse in source.aiter_sse():
+                if sse.data:  # not a comment-only block
+                    received[index].append(sse)
+                if sse.event == "end":
+                    return
+
+    async def scenario() -> None:
+        limits = httpx.Limits(max_connections=limit + 5)
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=60), limits=limits) as client,
+            asyncio.TaskGroup() as group,
+        ):
+            streams = [group.create_task(listen(client, 0))]
+            # Its second heartbeat: the first lease is a heartbeat interval old (so it may be replaced)
+            # and expires a second before any other (so it is the oldest).
+            await until(lambda: beats(0) >= 2)
+            for index in range(1, limit + 1):
+                streams.append(group.create_task(listen(client, index)))
+                await until(lambda index=index: beats(index) >= 1)
+            await until(streams[0].done)
+            going_on = [beats(index) for index in range(limit + 1)]
+            await until(lambda: all(beats(i) > going_on[i] for i in range(1, limit + 1)))
+            for stream in streams[1:]:
+                stream.cancel()
+
+    asyncio.run(scenario())
+    first, *others = received
+    end = first[-1]
+    assert (end.event, json.loads(end.data)) == ("end", {"reconnect": True, "reason": "replaced"})
+    assert end.id == first[-2].id  # the cursor so far: a resume from it loses nothing
+    assert not [sse for stream in others for sse in stream if sse.event == "end"]
+    log = stack.directory / "stack.log"
+    deadline, closed = time.monotonic() + 30, []
+    while not closed and time.monotonic() < deadline:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if '"sse stream closed"' in line]
+        closed = [entry["how"] for entry in lines if entry.get("subject") == "reloader"]
+        time.sleep(0.1)
+    assert closed[:1] == ["replaced"]
 
 
 @pytest.mark.connections

@@ -30,12 +30,16 @@ SSE = SseSettings(
 
 
 class Leases:
-    """One stream per subject, in memory."""
+    """Streams per subject, in memory, none old enough to be replaced."""
 
     def __init__(self) -> None:
         self.held: dict[str, int] = {}
+        self.replaceable_after: list[float] = []
 
-    def acquire(self, subject: str, limit: int, seconds: float, *, role: str) -> str | None:
+    def acquire(
+        self, subject: str, limit: int, seconds: float, *, role: str, replaceable_after: float
+    ) -> str | None:
+        self.replaceable_after.append(replaceable_after)
         if self.held.get(subject, 0) >= limit:
             return None
         self.held[subject] = self.held.get(subject, 0) + 1
@@ -98,9 +102,12 @@ def test_a_signing_key_that_cannot_be_had_is_the_servers_fault_not_a_refusal(set
         planned(settings, keys=unavailable)
 
 
-def test_a_subject_holding_its_streams_already_is_refused(settings):
+def test_a_subject_whose_streams_are_too_young_to_be_replaced_is_refused(settings):
+    """Leases make room for a new stream by replacing the subject's oldest, once a heartbeat interval
+    old (tests/unit/test_leases.py); when none is, the new stream is refused."""
     leases = Leases()
     leases.held["alice"] = SSE.max_streams_per_subject
     with pytest.raises(StreamingError) as refused:
         planned(settings, leases=leases)
     assert refused.value.error is ErrorCode.TOO_MANY_STREAMS
+    assert leases.replaceable_after == [SSE.heartbeat_seconds]

@@ -28,8 +28,8 @@ def test_open_connections_are_counted_by_transport_and_role_and_active_ones_apar
     registry.connect("W", "wes", "viewer", int(clock()) + 3600)  # connected, subscribed to nothing
     analyst = registry.connect("A", "ann", "analyst", soon)
     registry.subscribe(analyst, ["signal.created"])
-    leases.acquire("ann", 5, seconds=600, role="analyst")
-    leases.acquire("pat", 5, seconds=30, role="approver")
+    leases.acquire("ann", 5, seconds=600, role="analyst", replaceable_after=15)
+    leases.acquire("pat", 5, seconds=30, role="approver", replaceable_after=15)
 
     counted = stats.take(registry, leases, ["signal.created", "proposal.created", "risk.alert"], clock=clock)
     summary = counted.to_dict()
@@ -51,7 +51,7 @@ def test_open_connections_are_counted_by_transport_and_role_and_active_ones_apar
 def test_a_removed_connection_and_a_released_stream_are_no_longer_counted(registry, leases, clock):
     connection = registry.connect("V", "val", "viewer", int(clock()) + 3600)
     registry.subscribe(connection, ["signal.created"])
-    lease = leases.acquire("val", 5, seconds=600, role="viewer")
+    lease = leases.acquire("val", 5, seconds=600, role="viewer", replaceable_after=15)
     assert lease is not None
     registry.remove("V")
     leases.release("val", lease)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from typing import Any
 
@@ -462,3 +463,40 @@ def test_a_head_the_tailer_cannot_read_up_to_is_never_passed_over(store, publish
         return reads.empty_reads
 
     assert run(scenario()) == 1
+
+
+def test_a_stream_whose_lease_was_taken_ends_as_replaced_at_its_next_heartbeat(store, publisher, settings):
+    """A newer stream of the same subject took the lease (streaming.leases): at its next heartbeat the
+    stream ends with reason `replaced` and the cursor so far, and until then it asks once per
+    heartbeat after the first, not once per event."""
+    from streaming.subscription import Ending
+
+    start = store.heads()
+    revoked, checks = threading.Event(), [0]
+
+    def still_leased() -> bool:
+        checks[0] += 1
+        return not revoked.is_set()
+
+    async def scenario() -> tuple[Subscription, list[bytes]]:
+        tailer = Tailer(store, settings.streams_by_type, interval=0.01)
+        subscription = Subscription(
+            store, tailer, plan(settings, start, seconds=60, heartbeat=0.1), still_leased=still_leased
+        )
+        chunks: list[bytes] = []
+        stream = asyncio.ensure_future(_drain(subscription, chunks))
+        await until(lambda: _heartbeats(chunks) >= 1, "the first heartbeat")
+        await asyncio.to_thread(publisher.publish, [signal() for _ in range(5)], "tests")
+        await until(lambda: len(_ids(chunks)) == 5 and _heartbeats(chunks) >= 3, "events, two more beats")
+        revoked.set()
+        async with asyncio.timeout(30):
+            await stream  # it ends by itself
+        return subscription, chunks
+
+    subscription, chunks = run(scenario())
+    messages = parse(b"".join(chunks))
+    end = messages[-1]
+    assert (end["event"], json.loads(end["data"])) == ("end", {"reconnect": True, "reason": "replaced"})
+    assert cursors.decode(end["id"])["market"] == 5  # resumes after the last event it wrote
+    assert checks[0] == _heartbeats(chunks)  # each heartbeat but the first, and the one that ended it
+    assert (subscription.ending, subscription.ending.kind) == (Ending.REPLACED, "planned")
