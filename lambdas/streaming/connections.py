@@ -4,12 +4,14 @@ Layout (partition key `pk` string, sort key `sk` string, TTL attribute `expires_
 
     pk="connection#<id>", sk="meta"   the connection: role, subject, subscribed types, token expiry
     pk="type#<event type>", sk=<id>   one subscription, so fan-out finds a type's connections by Query
-    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, and its role: one Query finds
-                                      the due ones, or counts the open ones (API Gateway rate limits new
+    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, its role, and when and why
+                                      it is told to reconnect: one Query finds the due ones, the ones to
+                                      notify, or counts the open ones (API Gateway rate limits new
                                       connections far below one partition's write limit)
 
-`$disconnect` is best effort, so every item expires (TTL) a little after API Gateway's 2-hour limit;
-lookups also drop expired items themselves, since TTL deletes lazily.
+A connection expires (`closes_at`) when its token does, and at the latest one sweep before API
+Gateway's 2-hour cut. `$disconnect` is best effort, so every item also expires (TTL) a little after
+its connection; lookups drop expired connections themselves, since TTL deletes lazily.
 """
 
 from __future__ import annotations
@@ -37,6 +39,20 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A connection to tell that it will be closed `at` (epoch seconds), and why."""
+
+    connection_id: str
+    expiry_key: str
+    reason: str  # TOKEN_EXPIRING or CONNECTION_LIMIT
+    at: int
+
+
+TOKEN_EXPIRING = "token_expiring"  # noqa: S105 - a reason, not a secret
+CONNECTION_LIMIT = "connection_limit"
+
+
+@dataclass(frozen=True, slots=True)
 class Subscriber:
     connection_id: str
     role: str
@@ -45,24 +61,36 @@ class Subscriber:
 
 class ConnectionRegistry:
     def __init__(
-        self, client: Any, table_name: str, roles: RoleMatrix, *, clock: Callable[[], float] = time.time
+        self,
+        client: Any,
+        table_name: str,
+        roles: RoleMatrix,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_connection_seconds: int = c.MAX_CONNECTION_SECONDS,
     ) -> None:
         self._client = client
         self._table = table_name
         self._roles = roles
         self._clock = clock
+        self._max_connection_seconds = max_connection_seconds
 
     def connect(self, connection_id: str, subject: str, role: str, token_expires_at: int) -> Connection:
-        """Register a connection. It expires at the earlier of its token's expiry and API Gateway's
-        connection limit (plus a margin), whichever comes first."""
-        expires_at = min(token_expires_at, int(self._clock()) + c.CONNECTION_TTL_SECONDS)
+        """Register a connection. It expires when its token does, and at the latest
+        `max_connection_seconds` from now (before API Gateway's cut); it is told to reconnect
+        `RECONNECT_NOTICE_SECONDS` before that, or halfway through a shorter life."""
+        now = int(self._clock())
+        limit = now + self._max_connection_seconds
+        expires_at = min(token_expires_at, limit)
+        notice_at = expires_at - min(c.RECONNECT_NOTICE_SECONDS, (expires_at - now) // 2)
         self._put(
             {
                 "pk": _connection_key(connection_id),
                 "sk": "meta",
                 "subject": subject,
                 "role": role,
-                c.TTL_ATTRIBUTE: expires_at,
+                _CLOSES_AT: expires_at,
+                c.TTL_ATTRIBUTE: expires_at + c.CONNECTION_RECORD_GRACE_SECONDS,
             }
         )
         # Kept a day past the expiry, so a sweep that ran late still finds it.
@@ -71,6 +99,8 @@ class ConnectionRegistry:
                 "pk": _EXPIRY,
                 "sk": _expiry_key(expires_at, connection_id),
                 "role": role,
+                "notice_at": notice_at,
+                "reason": TOKEN_EXPIRING if token_expires_at <= limit else CONNECTION_LIMIT,
                 c.TTL_ATTRIBUTE: expires_at + 86400,
             }
         )
@@ -122,7 +152,8 @@ class ConnectionRegistry:
                             "role": connection.role,
                             "types": set(types) or {_NONE},  # a string set cannot be empty
                             "version": version,
-                            c.TTL_ATTRIBUTE: connection.expires_at,
+                            _CLOSES_AT: connection.expires_at,
+                            c.TTL_ATTRIBUTE: connection.expires_at + c.CONNECTION_RECORD_GRACE_SECONDS,
                         }
                     ),
                     ConditionExpression="attribute_not_exists(pk) OR version < :version",
@@ -140,7 +171,7 @@ class ConnectionRegistry:
         for event_type in sorted(listed):
             self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
         if c.TTL_ATTRIBUTE in item:
-            expiry = _expiry_key(int(item[c.TTL_ATTRIBUTE]), connection_id)
+            expiry = _expiry_key(_closes_at(item), connection_id)
             self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry))
         self._client.delete_item(TableName=self._table, Key=key(_connection_key(connection_id), "meta"))
 
@@ -154,6 +185,52 @@ class ConnectionRegistry:
             Limit=limit,
         )
         return [(raw["sk"]["S"].split("#", 1)[1], raw["sk"]["S"]) for raw in response.get("Items", [])]
+
+    def notices_due(self) -> list[Notice]:
+        """Connections to tell now that they will be closed soon: expiring within the notice window,
+        past their notice time, not told yet. One Query of the expiry partition."""
+        now = int(self._clock())
+        return [
+            Notice(item["sk"].split("#", 1)[1], item["sk"], item["reason"], int(item["sk"].split("#", 1)[0]))
+            for item in query_items(
+                self._client,
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :after AND :until",
+                FilterExpression="notice_at <= :now AND attribute_not_exists(noticed_at)",
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":pk": _EXPIRY,
+                        ":after": f"{now + 1:012d}",  # not yet due: the due ones are closed instead
+                        ":until": f"{now + c.RECONNECT_NOTICE_SECONDS:012d}~",  # "~" sorts after "#<id>"
+                        ":now": now,
+                    }
+                ),
+            )
+        ]
+
+    def claim_notice(self, notice: Notice) -> bool:
+        """Mark the notice sent; False if another sweep did (or the connection is gone meanwhile)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=key(_EXPIRY, notice.expiry_key),
+                UpdateExpression="SET noticed_at = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(noticed_at)",
+                ExpressionAttributeValues=serialize({":now": int(self._clock())}),
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_notice(self, notice: Notice) -> None:
+        """The notice could not be sent: the next sweep tries again (unless the connection is gone)."""
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+            self._client.update_item(
+                TableName=self._table,
+                Key=key(_EXPIRY, notice.expiry_key),
+                UpdateExpression="REMOVE noticed_at",
+                ConditionExpression="attribute_exists(pk)",
+            )
 
     def open_roles(self) -> Iterator[str]:
         """The role of every connection not yet expired."""
@@ -176,7 +253,7 @@ class ConnectionRegistry:
             # An item from before items listed their connection's types: all the role's, so that
             # `prev` errs high (a replay) and never low (a skipped event).
             types = frozenset(item.get("types", allowed)) & allowed
-            if int(item[c.TTL_ATTRIBUTE]) > now and event_type in types:  # not a tombstone
+            if _closes_at(item) > now and event_type in types:  # not a tombstone
                 yield Subscriber(item["sk"], item["role"], types)
 
     def admit(self, connection_id: str, bucket: TokenBucket) -> tuple[Connection, Admission]:
@@ -232,7 +309,7 @@ class ConnectionRegistry:
         if "Item" not in response:
             return None
         item = deserialize(response["Item"])
-        return item if int(item[c.TTL_ATTRIBUTE]) > self._clock() else None
+        return item if _closes_at(item) > self._clock() else None
 
     def _update_types(
         self, connection_id: str, action: str, types: frozenset[str]
@@ -266,8 +343,13 @@ def _connection(connection_id: str, item: dict[str, Any]) -> Connection:
         item["subject"],
         item["role"],
         frozenset(item.get("types", set())),
-        int(item[c.TTL_ATTRIBUTE]),
+        _closes_at(item),
     )
+
+
+def _closes_at(item: dict[str, Any]) -> int:
+    """When the item's connection expires; items written before `closes_at` expired at their TTL."""
+    return int(item.get(_CLOSES_AT, item[c.TTL_ATTRIBUTE]))
 
 
 def _number(value: float) -> Decimal:
@@ -275,7 +357,8 @@ def _number(value: float) -> Decimal:
     return Decimal(str(round(value, 3)))
 
 
-_EXPIRY = "expiry"
+_EXPIRY = c.EXPIRY_PARTITION
+_CLOSES_AT = "closes_at"
 _NONE = "-"  # the types of a connection subscribed to nothing (no event type has this name)
 
 

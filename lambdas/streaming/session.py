@@ -209,3 +209,32 @@ def close_expired(registry: ConnectionRegistry, management: Management) -> int:
     if closed:
         logger.info("closed expired connections", extra={"count": closed})
     return closed
+
+
+def send_reconnect_notices(
+    registry: ConnectionRegistry, management: Management, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """Tell each connection that expires within the notice window, once, that it will be closed and
+    when (run on a schedule, after `close_expired`); returns how many were told. The notice is marked
+    sent before it is posted, so two overlapping sweeps never both send it; one that could not be
+    posted is unmarked for the next sweep, and a connection that is gone (410) is removed."""
+    sent = 0
+    for notice in registry.notices_due():
+        if not registry.claim_notice(notice):
+            continue
+        message = codec.dumps(protocol.reconnect(notice.reason, notice.at)).encode()
+        status, _ = post_with_retry(management, notice.connection_id, message, sleep)
+        if status == GONE:
+            registry.remove(notice.connection_id)  # $disconnect is best effort
+            registry.forget_expiry(notice.expiry_key)
+        elif 200 <= status < 300:
+            sent += 1
+        else:
+            logger.warning(
+                "could not send reconnect notice",
+                extra={"connection_id": notice.connection_id, "status": status},
+            )
+            registry.release_notice(notice)
+    if sent:
+        logger.info("sent reconnect notices", extra={"count": sent})
+    return sent
