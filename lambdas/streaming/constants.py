@@ -96,7 +96,7 @@ HANDLER_FANOUT_WORKER: Final = "handlers.fanout_worker.handler"
 SSE_START_SCRIPT: Final = "sse/run.sh"
 SSE_APP: Final = "sse.app:app"
 SSE_PORT: Final = 8080  # the Lambda Web Adapter's default AWS_LWA_PORT
-HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes connections whose token expired
+HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes expired connections, notifies them first
 SWEEP_INTERVAL_MINUTES: Final = 1
 # A connection expires (`welcome.expires_at`) when its token does, and at the latest one sweep before
 # API Gateway's cut, so that the sweep closes it, after a `reconnect` notice (docs/protocol.md).

@@ -195,8 +195,8 @@ def _gone_meanwhile(connection_id: str) -> None:
 
 
 def close_expired(registry: ConnectionRegistry, management: Management) -> int:
-    """Close every connection whose token has expired (run on a schedule); returns how many.
-    A close that fails keeps its expiry record, so the next run tries again."""
+    """Close every connection that has expired, its token or its time limit (run on a schedule);
+    returns how many. A close that fails keeps its expiry record, so the next run tries again."""
     closed = 0
     for connection_id, expiry_key in registry.due():
         status = management.delete(connection_id)

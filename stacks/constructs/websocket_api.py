@@ -1,7 +1,7 @@
 """Live delivery over an API Gateway WebSocket API: the `$connect` authorizer, one route handler for
-every route, the fan-out worker, the scheduled sweeper that closes connections whose token expired,
-and a throttled, access-logged stage. The connections table and the token settings are shared with
-SSE and come from their own constructs."""
+every route, the fan-out worker, the scheduled sweeper that tells connections about to expire to
+reconnect and closes the expired ones, and a throttled, access-logged stage. The connections table
+and the token settings are shared with SSE and come from their own constructs."""
 
 from __future__ import annotations
 
