@@ -4,10 +4,7 @@ Layout (partition key `pk` string, sort key `sk` string, TTL attribute `expires_
 
     pk="connection#<id>", sk="meta"   the connection: role, subject, subscribed types, token expiry
     pk="type#<event type>", sk=<id>   one subscription, so fan-out finds a type's connections by Query
-    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, its role, and when and why
-                                      it is told to reconnect: one Query finds the due ones, the ones to
-                                      notify, or counts the open ones (API Gateway rate limits new
-                                      connections far below one partition's write limit)
+    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed (streaming.expiry)
 
 A connection expires (`closes_at`) when its token does, and at the latest one sweep before API
 Gateway's 2-hour cut. `$disconnect` is best effort, so every item also expires (TTL) a little after
@@ -24,7 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 from streaming import constants as c
-from streaming.dynamo import deserialize, key, query_items, serialize, unexpired_roles
+from streaming.dynamo import deserialize, key, query_items, serialize
+from streaming.expiry import ExpiryRecords, expiry_key, plan
 from streaming.ratelimit import Admission, TokenBucket
 from streaming.roles import RoleMatrix
 
@@ -36,20 +34,6 @@ class Connection:
     role: str
     types: frozenset[str]
     expires_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A connection to tell that it will be closed `at` (epoch seconds), and why."""
-
-    connection_id: str
-    expiry_key: str
-    reason: str  # TOKEN_EXPIRING or CONNECTION_LIMIT
-    at: int
-
-
-TOKEN_EXPIRING = "token_expiring"  # noqa: S105 - a reason, not a secret
-CONNECTION_LIMIT = "connection_limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,37 +58,23 @@ class ConnectionRegistry:
         self._roles = roles
         self._clock = clock
         self._max_connection_seconds = max_connection_seconds
+        self.expiry = ExpiryRecords(client, table_name, clock=clock)
 
     def connect(self, connection_id: str, subject: str, role: str, token_expires_at: int) -> Connection:
-        """Register a connection. It expires when its token does, and at the latest
-        `max_connection_seconds` from now (before API Gateway's cut); it is told to reconnect
-        `RECONNECT_NOTICE_SECONDS` before that, or halfway through a shorter life."""
-        now = int(self._clock())
-        limit = now + self._max_connection_seconds
-        expires_at = min(token_expires_at, limit)
-        notice_at = expires_at - min(c.RECONNECT_NOTICE_SECONDS, (expires_at - now) // 2)
+        """Register a connection, and plan its end (streaming.expiry)."""
+        planned = plan(int(self._clock()), token_expires_at, self._max_connection_seconds)
         self._put(
             {
                 "pk": _connection_key(connection_id),
                 "sk": "meta",
                 "subject": subject,
                 "role": role,
-                _CLOSES_AT: expires_at,
-                c.TTL_ATTRIBUTE: expires_at + c.CONNECTION_RECORD_GRACE_SECONDS,
+                _CLOSES_AT: planned.expires_at,
+                c.TTL_ATTRIBUTE: planned.expires_at + c.CONNECTION_RECORD_GRACE_SECONDS,
             }
         )
-        # Kept a day past the expiry, so a sweep that ran late still finds it.
-        self._put(
-            {
-                "pk": _EXPIRY,
-                "sk": _expiry_key(expires_at, connection_id),
-                "role": role,
-                "notice_at": notice_at,
-                "reason": TOKEN_EXPIRING if token_expires_at <= limit else CONNECTION_LIMIT,
-                c.TTL_ATTRIBUTE: expires_at + 86400,
-            }
-        )
-        return Connection(connection_id, subject, role, frozenset(), expires_at)
+        self.expiry.put(connection_id, role, planned)
+        return Connection(connection_id, subject, role, frozenset(), planned.expires_at)
 
     def get(self, connection_id: str) -> Connection | None:
         item = self._meta(connection_id)
@@ -171,73 +141,8 @@ class ConnectionRegistry:
         for event_type in sorted(listed):
             self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
         if c.TTL_ATTRIBUTE in item:
-            expiry = _expiry_key(_closes_at(item), connection_id)
-            self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry))
+            self.expiry.forget(expiry_key(_closes_at(item), connection_id))
         self._client.delete_item(TableName=self._table, Key=key(_connection_key(connection_id), "meta"))
-
-    def due(self, limit: int = 1000) -> list[tuple[str, str]]:
-        """Connections whose token (or API Gateway's limit) has expired, oldest first, each with its
-        expiry record's key: drop that with `forget_expiry` once the connection is closed."""
-        response = self._client.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk < :now",
-            ExpressionAttributeValues=serialize({":pk": _EXPIRY, ":now": f"{int(self._clock()) + 1:012d}"}),
-            Limit=limit,
-        )
-        return [(raw["sk"]["S"].split("#", 1)[1], raw["sk"]["S"]) for raw in response.get("Items", [])]
-
-    def notices_due(self) -> list[Notice]:
-        """Connections to tell now that they will be closed soon: expiring within the notice window,
-        past their notice time, not told yet. One Query of the expiry partition."""
-        now = int(self._clock())
-        return [
-            Notice(item["sk"].split("#", 1)[1], item["sk"], item["reason"], int(item["sk"].split("#", 1)[0]))
-            for item in query_items(
-                self._client,
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk AND sk BETWEEN :after AND :until",
-                FilterExpression="notice_at <= :now AND attribute_not_exists(noticed_at)",
-                ExpressionAttributeValues=serialize(
-                    {
-                        ":pk": _EXPIRY,
-                        ":after": f"{now + 1:012d}",  # not yet due: the due ones are closed instead
-                        ":until": f"{now + c.RECONNECT_NOTICE_SECONDS:012d}~",  # "~" sorts after "#<id>"
-                        ":now": now,
-                    }
-                ),
-            )
-        ]
-
-    def claim_notice(self, notice: Notice) -> bool:
-        """Mark the notice sent; False if another sweep did (or the connection is gone meanwhile)."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=key(_EXPIRY, notice.expiry_key),
-                UpdateExpression="SET noticed_at = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(noticed_at)",
-                ExpressionAttributeValues=serialize({":now": int(self._clock())}),
-            )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
-
-    def release_notice(self, notice: Notice) -> None:
-        """The notice could not be sent: the next sweep tries again (unless the connection is gone)."""
-        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
-            self._client.update_item(
-                TableName=self._table,
-                Key=key(_EXPIRY, notice.expiry_key),
-                UpdateExpression="REMOVE noticed_at",
-                ConditionExpression="attribute_exists(pk)",
-            )
-
-    def open_roles(self) -> Iterator[str]:
-        """The role of every connection not yet expired."""
-        return unexpired_roles(self._client, self._table, _EXPIRY, self._clock())
-
-    def forget_expiry(self, expiry_key: str) -> None:
-        self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry_key))
 
     def subscribers(self, event_type: str) -> Iterator[Subscriber]:
         """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""
@@ -357,13 +262,8 @@ def _number(value: float) -> Decimal:
     return Decimal(str(round(value, 3)))
 
 
-_EXPIRY = c.EXPIRY_PARTITION
 _CLOSES_AT = "closes_at"
 _NONE = "-"  # the types of a connection subscribed to nothing (no event type has this name)
-
-
-def _expiry_key(expires_at: int, connection_id: str) -> str:
-    return f"{expires_at:012d}#{connection_id}"  # zero-padded: string order is time order
 
 
 def _connection_key(connection_id: str) -> str:

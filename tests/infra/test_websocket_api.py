@@ -347,4 +347,4 @@ def test_acknowledgements_hold_when_account_and_region_are_known(oidc):
     manage = {r for a, r in oidc.stack.grants(c.HANDLER_WEBSOCKET) if a == "execute-api:ManageConnections"}
     assert len(manage) == 2 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in manage)
     sweep = {r for a, r in oidc.stack.grants(c.HANDLER_WS_SWEEPER) if a == "execute-api:ManageConnections"}
-    assert len(sweep) == 1 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in sweep)
+    assert len(sweep) == 2 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in sweep)

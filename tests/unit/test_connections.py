@@ -48,7 +48,7 @@ def test_a_connection_expires_before_api_gateways_two_hour_cut_and_its_records_o
     clock.advance(connection.expires_at - clock.now + 1)  # expired, its records not yet deleted by TTL
     assert registry.get("A") is None
     assert subscribed(registry, "signal.created") == []
-    assert [connection_id for connection_id, _ in registry.due()] == ["A"]
+    assert [connection_id for connection_id, _ in registry.expiry.due()] == ["A"]
 
 
 def test_the_connection_limit_can_be_shortened_where_the_gateway_cuts_sooner(dynamodb, settings, clock):
@@ -188,15 +188,15 @@ def test_expired_connections_come_due_until_their_expiry_record_is_forgotten(reg
     registry.connect("later", "l", "viewer", int(clock()) + 3600)
     registry.connect("gone", "g", "viewer", int(clock()) + 5)
     registry.remove("gone")  # disconnected: nothing left to sweep
-    assert registry.due() == []
+    assert registry.expiry.due() == []
     clock.advance(6)
-    [(connection_id, expiry_key)] = registry.due()
+    [(connection_id, expiry_key)] = registry.expiry.due()
     assert connection_id == "soon"
-    assert registry.due() == [(connection_id, expiry_key)]  # not closed yet: still due
-    registry.forget_expiry(expiry_key)
-    assert registry.due() == []
+    assert registry.expiry.due() == [(connection_id, expiry_key)]  # not closed yet: still due
+    registry.expiry.forget(expiry_key)
+    assert registry.expiry.due() == []
     clock.advance(3600)
-    assert [connection_id for connection_id, _ in registry.due()] == ["later"]
+    assert [connection_id for connection_id, _ in registry.expiry.due()] == ["later"]
 
 
 def test_remove_also_drops_subscriptions_its_record_does_not_list(registry, dynamodb, clock):

@@ -392,10 +392,10 @@ def test_the_sweep_closes_expired_connections_and_retries_those_it_could_not_clo
     management.delete = lambda connection_id: 204 if connection_id == "DONE" else 0  # type: ignore[method-assign]
     assert close_expired(registry, management) == 1
     assert registry.get("DONE") is None
-    assert [connection_id for connection_id, _ in registry.due()] == ["STUCK"]  # tried again next run
+    assert [connection_id for connection_id, _ in registry.expiry.due()] == ["STUCK"]  # tried again next run
     management.delete = lambda connection_id: 410  # type: ignore[method-assign]  # closed meanwhile
     assert close_expired(registry, management) == 1
-    assert registry.due() == []
+    assert registry.expiry.due() == []
 
 
 def _starts(events: list[dict[str, Any]]) -> dict[str, int]:
@@ -485,11 +485,11 @@ def test_an_expired_connection_is_closed_not_told(session, management, clock, re
 def test_overlapping_sweeps_claim_a_notice_once(session, management, clock, registry):
     open_connection(session, clock, "C1", lifetime=300)
     clock.advance(200)
-    [first] = registry.notices_due()
-    [second] = registry.notices_due()  # a second sweep read it before the first marked it
-    assert registry.claim_notice(first)
-    assert not registry.claim_notice(second)
-    assert registry.notices_due() == []
+    [first] = registry.expiry.notices_due()
+    [second] = registry.expiry.notices_due()  # a second sweep read it before the first marked it
+    assert registry.expiry.claim(first)
+    assert not registry.expiry.claim(second)
+    assert registry.expiry.notices_due() == []
 
 
 @pytest.mark.reconnect
@@ -502,8 +502,10 @@ def test_a_notice_that_fails_is_sent_by_the_next_sweep_and_a_gone_connection_is_
     answers = {"FLAKY": 0, "GONE": 410}  # 0: the request's fate unknown; not retried within a sweep
     management.post = lambda connection_id, data: answers[connection_id]  # type: ignore[method-assign]
     assert send_reconnect_notices(registry, management) == 0
-    assert registry.get("GONE") is None and "GONE" not in [n.connection_id for n in registry.notices_due()]
-    assert [n.connection_id for n in registry.notices_due()] == ["FLAKY"]
+    assert registry.get("GONE") is None and "GONE" not in [
+        n.connection_id for n in registry.expiry.notices_due()
+    ]
+    assert [n.connection_id for n in registry.expiry.notices_due()] == ["FLAKY"]
     del management.post  # answers 200 again
     assert send_reconnect_notices(registry, management) == 1
     assert list(notices(management)) == ["FLAKY"]
