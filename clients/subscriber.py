@@ -268,8 +268,9 @@ class Subscriber:
 
     async def _websocket(self, token: str) -> bool:
         """One WebSocket connection after another without a break: a successor is opened and caught up
-        before the current one reaches its token's expiry or API Gateway's 2-hour limit (make before
-        break); the overlap is safe, since the ordering drops every repeat."""
+        before the current one reaches its token's expiry or API Gateway's 2-hour limit, or at once when
+        the server says `reconnect` (make before break); the overlap is safe, since the ordering drops
+        every repeat."""
         current = await self._open_websocket(token)
         try:
             while True:
@@ -384,6 +385,11 @@ class _WebSocketConnection:
     def postpone(self, seconds: float) -> None:
         self._renew_at = time.monotonic() + seconds
 
+    def renew_now(self) -> None:
+        """Start the planned reconnect at once, unless it is under way (then the successor replaces
+        this connection anyway, or a failed one is retried after its pause)."""
+        self._renew_at = min(self._renew_at, time.monotonic())
+
     async def caught_up_within(self, seconds: float) -> bool:
         waiter = asyncio.create_task(self.caught_up.wait())
         await asyncio.wait({waiter, self.reader}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -432,6 +438,8 @@ class _WebSocketConnection:
             if kind == "welcome":
                 self._renew_before(message["expires_at"] - epoch_seconds(message["server_time"]))
                 last_ping = -math.inf  # ping now: drift and heads known at once, not a minute later
+            elif kind == "reconnect":
+                self.renew_now()  # the server closes this connection soon (`at`): hand over now
             elif kind == "subscribed":
                 await self._subscribed(decode_cursor(message["cursor"]))
             elif kind == "events":

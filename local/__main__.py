@@ -43,6 +43,7 @@ from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
 from stacks.table_layouts import CONNECTIONS, EVENTS, create_table
 from streaming import constants as c
+from streaming.settings import DeliverySettings, limits
 
 TABLE = "streaming-local-events"
 CONNECTIONS_TABLE = "streaming-local-connections"
@@ -81,6 +82,25 @@ def main() -> None:
     parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
     parser.add_argument("--sse-poll-interval-ms", type=int, help="default: cdk.json's dev value")
     parser.add_argument(
+        "--websocket-connection-limit-seconds",
+        type=int,
+        default=c.WEBSOCKET_CONNECTION_LIMIT_SECONDS,
+        help="the gateway closes every connection this long after it opened (API Gateway: 2 hours); "
+        "connections expire, after a reconnect notice, one sweep before",
+    )
+    parser.add_argument(
+        "--websocket-idle-timeout-seconds",
+        type=int,
+        default=c.WEBSOCKET_IDLE_TIMEOUT_SECONDS,
+        help="the gateway closes a connection whose client sent nothing for this long (API Gateway: 10 min)",
+    )
+    parser.add_argument(
+        "--sweep-seconds",
+        type=float,
+        default=SWEEP_SECONDS,
+        help="how often the expiry sweeper runs (deployed: every minute)",
+    )
+    parser.add_argument(
         "--allow-origin",
         action="append",
         default=[],
@@ -90,6 +110,15 @@ def main() -> None:
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("the local stack only listens on loopback (127.0.0.0/8 or ::1)")
+    # As deployed: a connection expires one sweep before the gateway's cut, so the sweep closes it.
+    max_connection_seconds = min(
+        c.MAX_CONNECTION_SECONDS, int(args.websocket_connection_limit_seconds - args.sweep_seconds)
+    )
+    shortest = limits(DeliverySettings, "max_connection_seconds")["ge"]
+    if max_connection_seconds < shortest:
+        parser.error(
+            f"--websocket-connection-limit-seconds must leave {shortest} s or more after --sweep-seconds"
+        )
     registry = Registry()  # what the handlers of both processes print, for /metrics
     console.install(registry.observe)
 
@@ -130,6 +159,7 @@ def main() -> None:
     origins = list(dict.fromkeys([*config.allowed_origins, *live_origins, *args.allow_origin]))
     config = config.model_validate({**config.model_dump(), "allowed_origins": origins})
     delivery = config.delivery_settings(CONNECTIONS_TABLE, f"{gateway_url}/{STAGE}", FANOUT_WORKER)
+    delivery = replace(delivery, max_connection_seconds=max_connection_seconds)
     if args.fanout_chunk_connections:
         delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
     sse = config.sse_settings(CONNECTIONS_TABLE)
@@ -180,7 +210,11 @@ def main() -> None:
             "--concurrency",
             str(CONCURRENCY),
             "--sweep-seconds",
-            str(SWEEP_SECONDS),
+            str(args.sweep_seconds),
+            "--connection-limit-seconds",
+            str(args.websocket_connection_limit_seconds),
+            "--idle-timeout-seconds",
+            str(args.websocket_idle_timeout_seconds),
         ],
         on_metrics=registry.observe,
     )

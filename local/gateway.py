@@ -6,6 +6,8 @@
 - messages: route selection on the JSON field `action` (`$request.body.action`), `$default` when
   it names no route or the message is not JSON; messages over 128 KB close the connection (1009).
 - `$disconnect` when either side closes.
+- its limits: a connection is closed with 1001 after 2 hours, and after 10 minutes without a message
+  from its client (both settable, so tests can shorten them).
 - the `@connections` management API (POST, GET, DELETE on /{stage}/@connections/{id}), SigV4
   checked, answering 410 for a connection it does not hold, so boto3 and the handlers' own client
   work against it unchanged.
@@ -50,13 +52,26 @@ from local.sigv4 import verify
 from local.state import LocalCredentials
 from streaming.auth import redact
 from streaming.codec import MESSAGE_BYTES
-from streaming.constants import WEBSOCKET_ACTIONS, WEBSOCKET_TIMEOUT_SECONDS
+from streaming.constants import (
+    WEBSOCKET_ACTIONS,
+    WEBSOCKET_CONNECTION_LIMIT_SECONDS,
+    WEBSOCKET_IDLE_TIMEOUT_SECONDS,
+    WEBSOCKET_TIMEOUT_SECONDS,
+)
 
 _log = logging.getLogger("local.gateway")
 API_ID = "local"
 STAGE = "local"
 ROUTES = frozenset(WEBSOCKET_ACTIONS)
 MESSAGE_TOO_BIG = 1009
+# API Gateway closes a connection with 1001 "when the client is idle for 10 minutes or reaches the
+# maximum 2 hour connection lifetime" (API Gateway developer guide, "Overview of WebSocket APIs in API
+# Gateway", section "WebSocket API status codes":
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-overview.html).
+# The guide gives no `disconnectReason` text for either; these are the emulator's own.
+GOING_AWAY = 1001
+IDLE_REASON = "Idle timeout"
+LIFETIME_REASON = "Connection lifetime exceeded"
 
 
 @dataclass
@@ -65,17 +80,31 @@ class _Connection:
     source_ip: str
     user_agent: str
     connected_at: float = field(default_factory=time.time)
-    last_active_at: float = field(default_factory=time.time)
+    last_active_at: float = field(default_factory=time.time)  # its client's last message
+
+    def limit(self, lifetime: float, idle: float) -> tuple[float, str]:
+        """When (epoch seconds) the gateway closes it unless its client sends a message, and why."""
+        ends, idles = self.connected_at + lifetime, self.last_active_at + idle
+        return (ends, LIFETIME_REASON) if ends <= idles else (idles, IDLE_REASON)
 
 
 class Gateway:
     def __init__(
-        self, authorizer: LocalFunction, routes: LocalFunction, credentials: LocalCredentials, *, host: str
+        self,
+        authorizer: LocalFunction,
+        routes: LocalFunction,
+        credentials: LocalCredentials,
+        *,
+        host: str,
+        connection_limit_seconds: float = WEBSOCKET_CONNECTION_LIMIT_SECONDS,
+        idle_timeout_seconds: float = WEBSOCKET_IDLE_TIMEOUT_SECONDS,
     ) -> None:
         self._authorizer = authorizer
         self._routes = routes
         self._credentials = credentials
         self._host = host
+        self._lifetime = connection_limit_seconds
+        self._idle = idle_timeout_seconds
         self._connections: dict[str, _Connection] = {}
         self._background = Background()
 
@@ -125,7 +154,15 @@ class Gateway:
             connection = _Connection(websocket, source_ip, headers.get("user-agent", ""))
             self._connections[connection_id] = connection
             while True:
-                message = await websocket.receive()
+                closes_at, why = connection.limit(self._lifetime, self._idle)
+                try:
+                    async with asyncio.timeout(closes_at - time.time()):
+                        message = await websocket.receive()
+                except TimeoutError:
+                    status, reason = GOING_AWAY, why
+                    with contextlib.suppress(*_GONE):
+                        await websocket.close(code=GOING_AWAY)
+                    break
                 if message["type"] == "websocket.disconnect":
                     status, reason = _closed_by(message)
                     break
@@ -382,6 +419,18 @@ def main() -> None:
     parser.add_argument("--host", required=True, help="host:port clients use (the events' domainName)")
     parser.add_argument("--concurrency", type=int, default=4, help="execution environments per function")
     parser.add_argument("--sweep-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--connection-limit-seconds",
+        type=float,
+        default=WEBSOCKET_CONNECTION_LIMIT_SECONDS,
+        help="close every connection this long after it opened (API Gateway: 2 hours)",
+    )
+    parser.add_argument(
+        "--idle-timeout-seconds",
+        type=float,
+        default=WEBSOCKET_IDLE_TIMEOUT_SECONDS,
+        help="close a connection whose client sent nothing for this long (API Gateway: 10 minutes)",
+    )
     parser.add_argument("--metrics-fd", type=int, help="a pipe that takes the functions' EMF lines")
     args = parser.parse_args()
     console.install(None if args.metrics_fd is None else _LinesTo(args.metrics_fd))
@@ -400,6 +449,8 @@ def main() -> None:
         ),
         credentials=LocalCredentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]),
         host=args.host,
+        connection_limit_seconds=args.connection_limit_seconds,
+        idle_timeout_seconds=args.idle_timeout_seconds,
     )
     sweeper = LocalFunction("ws-sweeper", ws_sweeper.handler)
     gc.freeze()  # see local/__main__.py

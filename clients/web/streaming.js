@@ -787,6 +787,11 @@ class WebSocketConnection {
         this.renewAt = Math.min(this.renewAt, monotonicMs() + (lifetime - lead) * 1000);
         break;
       }
+      case "reconnect":
+        // The server closes this connection soon (`at`): hand over now, unless a handover is under way.
+        this.renewAt = Math.min(this.renewAt, monotonicMs());
+        if (!this.successor && client.state === OPEN) client._renew();
+        break;
       case "subscribed":
         this.subscribed(decodeCursor(message.cursor));
         break;

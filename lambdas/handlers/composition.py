@@ -105,7 +105,13 @@ def management() -> ManagementApi:
 
 @cache
 def registry() -> ConnectionRegistry:
-    return ConnectionRegistry(dynamodb(), delivery_settings().connections_table, settings().roles)
+    config = delivery_settings()
+    return ConnectionRegistry(
+        dynamodb(),
+        config.connections_table,
+        settings().roles,
+        max_connection_seconds=config.max_connection_seconds,
+    )
 
 
 @cache

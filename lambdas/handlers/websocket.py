@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         status = request.get("disconnectStatusCode")
         count("ConnectionsClosed", transport="websocket")
         count("Disconnects", transport="websocket", kind=disconnect_kind(status))
-        logger.info("disconnected", extra={"status": status})
+        logger.info("disconnected", extra={"status": status, "reason": request.get("disconnectReason")})
         return OK
     metrics.add_metric(name="MessagesReceived", unit=MetricUnit.Count, value=1)
     session.receive(connection_id, event.get("body"))

@@ -4,12 +4,11 @@ Layout (partition key `pk` string, sort key `sk` string, TTL attribute `expires_
 
     pk="connection#<id>", sk="meta"   the connection: role, subject, subscribed types, token expiry
     pk="type#<event type>", sk=<id>   one subscription, so fan-out finds a type's connections by Query
-    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed, and its role: one Query finds
-                                      the due ones, or counts the open ones (API Gateway rate limits new
-                                      connections far below one partition's write limit)
+    pk="expiry", sk="<expires_at>#<id>" when the connection must be closed (streaming.expiry)
 
-`$disconnect` is best effort, so every item expires (TTL) a little after API Gateway's 2-hour limit;
-lookups also drop expired items themselves, since TTL deletes lazily.
+A connection expires (`closes_at`) when its token does, and at the latest one sweep before API
+Gateway's 2-hour cut. `$disconnect` is best effort, so every item also expires (TTL) a little after
+its connection; lookups drop expired connections themselves, since TTL deletes lazily.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 from streaming import constants as c
-from streaming.dynamo import deserialize, key, query_items, serialize, unexpired_roles
+from streaming.dynamo import deserialize, key, query_items, serialize
+from streaming.expiry import ExpiryRecords, expiry_key, plan
 from streaming.ratelimit import Admission, TokenBucket
 from streaming.roles import RoleMatrix
 
@@ -45,36 +45,36 @@ class Subscriber:
 
 class ConnectionRegistry:
     def __init__(
-        self, client: Any, table_name: str, roles: RoleMatrix, *, clock: Callable[[], float] = time.time
+        self,
+        client: Any,
+        table_name: str,
+        roles: RoleMatrix,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_connection_seconds: int = c.MAX_CONNECTION_SECONDS,
     ) -> None:
         self._client = client
         self._table = table_name
         self._roles = roles
         self._clock = clock
+        self._max_connection_seconds = max_connection_seconds
+        self.expiry = ExpiryRecords(client, table_name, clock=clock)
 
     def connect(self, connection_id: str, subject: str, role: str, token_expires_at: int) -> Connection:
-        """Register a connection. It expires at the earlier of its token's expiry and API Gateway's
-        connection limit (plus a margin), whichever comes first."""
-        expires_at = min(token_expires_at, int(self._clock()) + c.CONNECTION_TTL_SECONDS)
+        """Register a connection, and plan its end (streaming.expiry)."""
+        planned = plan(int(self._clock()), token_expires_at, self._max_connection_seconds)
         self._put(
             {
                 "pk": _connection_key(connection_id),
                 "sk": "meta",
                 "subject": subject,
                 "role": role,
-                c.TTL_ATTRIBUTE: expires_at,
+                _CLOSES_AT: planned.expires_at,
+                c.TTL_ATTRIBUTE: planned.expires_at + c.CONNECTION_RECORD_GRACE_SECONDS,
             }
         )
-        # Kept a day past the expiry, so a sweep that ran late still finds it.
-        self._put(
-            {
-                "pk": _EXPIRY,
-                "sk": _expiry_key(expires_at, connection_id),
-                "role": role,
-                c.TTL_ATTRIBUTE: expires_at + 86400,
-            }
-        )
-        return Connection(connection_id, subject, role, frozenset(), expires_at)
+        self.expiry.put(connection_id, role, planned)
+        return Connection(connection_id, subject, role, frozenset(), planned.expires_at)
 
     def get(self, connection_id: str) -> Connection | None:
         item = self._meta(connection_id)
@@ -122,7 +122,8 @@ class ConnectionRegistry:
                             "role": connection.role,
                             "types": set(types) or {_NONE},  # a string set cannot be empty
                             "version": version,
-                            c.TTL_ATTRIBUTE: connection.expires_at,
+                            _CLOSES_AT: connection.expires_at,
+                            c.TTL_ATTRIBUTE: connection.expires_at + c.CONNECTION_RECORD_GRACE_SECONDS,
                         }
                     ),
                     ConditionExpression="attribute_not_exists(pk) OR version < :version",
@@ -140,27 +141,8 @@ class ConnectionRegistry:
         for event_type in sorted(listed):
             self._client.delete_item(TableName=self._table, Key=key(_type_key(event_type), connection_id))
         if c.TTL_ATTRIBUTE in item:
-            expiry = _expiry_key(int(item[c.TTL_ATTRIBUTE]), connection_id)
-            self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry))
+            self.expiry.forget(expiry_key(_closes_at(item), connection_id))
         self._client.delete_item(TableName=self._table, Key=key(_connection_key(connection_id), "meta"))
-
-    def due(self, limit: int = 1000) -> list[tuple[str, str]]:
-        """Connections whose token (or API Gateway's limit) has expired, oldest first, each with its
-        expiry record's key: drop that with `forget_expiry` once the connection is closed."""
-        response = self._client.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk < :now",
-            ExpressionAttributeValues=serialize({":pk": _EXPIRY, ":now": f"{int(self._clock()) + 1:012d}"}),
-            Limit=limit,
-        )
-        return [(raw["sk"]["S"].split("#", 1)[1], raw["sk"]["S"]) for raw in response.get("Items", [])]
-
-    def open_roles(self) -> Iterator[str]:
-        """The role of every connection not yet expired."""
-        return unexpired_roles(self._client, self._table, _EXPIRY, self._clock())
-
-    def forget_expiry(self, expiry_key: str) -> None:
-        self._client.delete_item(TableName=self._table, Key=key(_EXPIRY, expiry_key))
 
     def subscribers(self, event_type: str) -> Iterator[Subscriber]:
         """Connections subscribed to `event_type` whose role may still see it (re-checked here)."""
@@ -176,7 +158,7 @@ class ConnectionRegistry:
             # An item from before items listed their connection's types: all the role's, so that
             # `prev` errs high (a replay) and never low (a skipped event).
             types = frozenset(item.get("types", allowed)) & allowed
-            if int(item[c.TTL_ATTRIBUTE]) > now and event_type in types:  # not a tombstone
+            if _closes_at(item) > now and event_type in types:  # not a tombstone
                 yield Subscriber(item["sk"], item["role"], types)
 
     def admit(self, connection_id: str, bucket: TokenBucket) -> tuple[Connection, Admission]:
@@ -232,7 +214,7 @@ class ConnectionRegistry:
         if "Item" not in response:
             return None
         item = deserialize(response["Item"])
-        return item if int(item[c.TTL_ATTRIBUTE]) > self._clock() else None
+        return item if _closes_at(item) > self._clock() else None
 
     def _update_types(
         self, connection_id: str, action: str, types: frozenset[str]
@@ -266,8 +248,13 @@ def _connection(connection_id: str, item: dict[str, Any]) -> Connection:
         item["subject"],
         item["role"],
         frozenset(item.get("types", set())),
-        int(item[c.TTL_ATTRIBUTE]),
+        _closes_at(item),
     )
+
+
+def _closes_at(item: dict[str, Any]) -> int:
+    """When the item's connection expires; items written before `closes_at` expired at their TTL."""
+    return int(item.get(_CLOSES_AT, item[c.TTL_ATTRIBUTE]))
 
 
 def _number(value: float) -> Decimal:
@@ -275,12 +262,8 @@ def _number(value: float) -> Decimal:
     return Decimal(str(round(value, 3)))
 
 
-_EXPIRY = "expiry"
+_CLOSES_AT = "closes_at"
 _NONE = "-"  # the types of a connection subscribed to nothing (no event type has this name)
-
-
-def _expiry_key(expires_at: int, connection_id: str) -> str:
-    return f"{expires_at:012d}#{connection_id}"  # zero-padded: string order is time order
 
 
 def _connection_key(connection_id: str) -> str:

@@ -21,6 +21,7 @@ ENV_FANOUT_CHUNK_CONNECTIONS: Final = "FANOUT_CHUNK_CONNECTIONS"
 ENV_COMPRESS_ABOVE_BYTES: Final = "COMPRESS_ABOVE_BYTES"
 ENV_WS_MESSAGES_PER_SECOND: Final = "WS_MESSAGES_PER_SECOND"
 ENV_WS_BURST: Final = "WS_BURST"
+ENV_WS_MAX_CONNECTION_SECONDS: Final = "WS_MAX_CONNECTION_SECONDS"  # shortened by the local stack's tests
 
 # SSE over Lambda response streaming (the sse package, run by uvicorn behind the Lambda Web Adapter).
 ENV_SSE_POLL_INTERVAL_MS: Final = "SSE_POLL_INTERVAL_MS"  # how often an open stream reads the store
@@ -49,6 +50,7 @@ PARTITION_KEY: Final = "pk"
 SORT_KEY: Final = "sk"
 TTL_ATTRIBUTE: Final = "expires_at"
 STATS_PARTITION = "stats"  # the connections table's partition of the connection stats item
+EXPIRY_PARTITION: Final = "expiry"  # the connections table's partition of the connections' expiry records
 
 # CloudFormation output keys; the local stack writes the same keys to .local/endpoints.json.
 OUTPUT_PUBLISH_URL: Final = "PublishUrl"
@@ -66,8 +68,10 @@ PUBLISH_TIMEOUT_SECONDS: Final = 30
 # Stream names appear in table keys and cursors.
 STREAM_NAME_PATTERN: Final = r"^[a-z][a-z0-9-]{0,31}$"
 
-# Connections table layout: string partition and sort keys, TTL attribute as above.
-CONNECTION_TTL_SECONDS: Final = 2 * 3600 + 15 * 60  # past API Gateway's 2-hour connection limit
+# API Gateway closes a WebSocket connection (1001) after 2 hours, and after 10 minutes without a
+# message from its client (API Gateway developer guide, "WebSocket API status codes").
+WEBSOCKET_CONNECTION_LIMIT_SECONDS: Final = 2 * 3600
+WEBSOCKET_IDLE_TIMEOUT_SECONDS: Final = 10 * 60
 
 # The client actions, each an API Gateway route selected by the message's "action" field
 # (docs/protocol.md); $connect, $disconnect and $default are API Gateway's own.
@@ -92,8 +96,16 @@ HANDLER_FANOUT_WORKER: Final = "handlers.fanout_worker.handler"
 SSE_START_SCRIPT: Final = "sse/run.sh"
 SSE_APP: Final = "sse.app:app"
 SSE_PORT: Final = 8080  # the Lambda Web Adapter's default AWS_LWA_PORT
-HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes connections whose token expired
+HANDLER_WS_SWEEPER: Final = "handlers.ws_sweeper.handler"  # closes expired connections, notifies them first
 SWEEP_INTERVAL_MINUTES: Final = 1
+# A connection expires (`welcome.expires_at`) when its token does, and at the latest one sweep before
+# API Gateway's cut, so that the sweep closes it, after a `reconnect` notice (docs/protocol.md).
+MAX_CONNECTION_SECONDS: Final = WEBSOCKET_CONNECTION_LIMIT_SECONDS - SWEEP_INTERVAL_MINUTES * 60
+# The sweep sends the notice this long before a connection expires; never in the first half of its life.
+RECONNECT_NOTICE_SECONDS: Final = 5 * 60
+# Connection records (connections table; TTL attribute as above) outlive their connection by this much,
+# so a sweep or a `$disconnect` that comes late still finds what to remove.
+CONNECTION_RECORD_GRACE_SECONDS: Final = 15 * 60
 # Every minute, publishes a system.status event and times its arrival over each transport.
 HANDLER_PROBE: Final = "handlers.probe.handler"
 PROBE_INTERVAL_MINUTES: Final = 1

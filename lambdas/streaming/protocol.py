@@ -132,6 +132,11 @@ def welcome(
     }
 
 
+def reconnect(reason: str, at: int) -> dict[str, Any]:
+    """The server closes this connection at `at` (epoch seconds): open the next one before then."""
+    return {"type": "reconnect", "reason": reason, "at": at, "server_time": _now()}
+
+
 def subscribed(
     types: Iterable[str], denied: Iterable[str], position: cursors.Position, request_id: str | None
 ) -> dict[str, Any]:

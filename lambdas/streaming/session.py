@@ -195,17 +195,46 @@ def _gone_meanwhile(connection_id: str) -> None:
 
 
 def close_expired(registry: ConnectionRegistry, management: Management) -> int:
-    """Close every connection whose token has expired (run on a schedule); returns how many.
-    A close that fails keeps its expiry record, so the next run tries again."""
+    """Close every connection that has expired, its token or its time limit (run on a schedule);
+    returns how many. A close that fails keeps its expiry record, so the next run tries again."""
     closed = 0
-    for connection_id, expiry_key in registry.due():
+    for connection_id, expiry_key in registry.expiry.due():
         status = management.delete(connection_id)
         if not (200 <= status < 300 or status == GONE):
             logger.warning("could not close expired connection", extra={"connection_id": connection_id})
             continue
         registry.remove(connection_id)  # $disconnect is best effort
-        registry.forget_expiry(expiry_key)
+        registry.expiry.forget(expiry_key)
         closed += 1
     if closed:
         logger.info("closed expired connections", extra={"count": closed})
     return closed
+
+
+def send_reconnect_notices(
+    registry: ConnectionRegistry, management: Management, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """Tell each connection that expires within the notice window, once, that it will be closed and
+    when (run on a schedule, after `close_expired`); returns how many were told. The notice is marked
+    sent before it is posted, so two overlapping sweeps never both send it; one that could not be
+    posted is unmarked for the next sweep, and a connection that is gone (410) is removed."""
+    sent = 0
+    for notice in registry.expiry.notices_due():
+        if not registry.expiry.claim(notice):
+            continue
+        message = codec.dumps(protocol.reconnect(notice.reason, notice.at)).encode()
+        status, _ = post_with_retry(management, notice.connection_id, message, sleep)
+        if status == GONE:
+            registry.remove(notice.connection_id)  # $disconnect is best effort
+            registry.expiry.forget(notice.expiry_key)
+        elif 200 <= status < 300:
+            sent += 1
+        else:
+            logger.warning(
+                "could not send reconnect notice",
+                extra={"connection_id": notice.connection_id, "status": status},
+            )
+            registry.expiry.release(notice)
+    if sent:
+        logger.info("sent reconnect notices", extra={"count": sent})
+    return sent

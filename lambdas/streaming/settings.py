@@ -200,6 +200,14 @@ class DeliverySettings(EnvSettings):
     # inbound token bucket per connection
     messages_per_second: float = env_var(c.ENV_WS_MESSAGES_PER_SECOND, NUMBER, limits=Limits(gt=0))
     burst: int = env_var(c.ENV_WS_BURST, INTEGER, limits=Limits(ge=1))
+    # a connection expires this long after it opened at the latest (its token may expire sooner); API
+    # Gateway's fixed limit less one sweep, shortened only where a test runs the local stack
+    max_connection_seconds: int = env_var(
+        c.ENV_WS_MAX_CONNECTION_SECONDS,
+        INTEGER,
+        limits=Limits(ge=10, le=c.MAX_CONNECTION_SECONDS),
+        default=c.MAX_CONNECTION_SECONDS,
+    )
     # worker invoked asynchronously per chunk of a large audience; named only to the functions that
     # hand chunks on
     fanout_function: str = env_var(c.ENV_FANOUT_FUNCTION, optional=True, default="")

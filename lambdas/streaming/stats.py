@@ -61,7 +61,7 @@ def take(
     *,
     clock: Callable[[], float] = time.time,
 ) -> ConnectionStats:
-    websocket = Counter(registry.open_roles())
+    websocket = Counter(registry.expiry.open_roles())
     sse = Counter(leases.open_roles())
     subscribed: dict[str, set[str]] = {
         event_type: {subscriber.connection_id for subscriber in registry.subscribers(event_type)}

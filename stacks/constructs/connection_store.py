@@ -30,7 +30,7 @@ ROUTE_HANDLER_ACTIONS = (
 # Whoever delivers finds subscribers and removes a connection that answered 410.
 DELIVERY_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
 # The sweeper Queries the due expiry records and deletes them, then removes each connection (GetItem,
-# DeleteItem): no writes other than deletes.
+# DeleteItem); its only other writes are the stats item and the notice marks (granted apart below).
 SWEEPER_ACTIONS = ("dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query")
 # Stream leases: count a subject's and check one's own (Query), take one (PutItem), return one or
 # replace the oldest (DeleteItem).
@@ -74,6 +74,16 @@ class ConnectionStore(Construct):
             actions=["dynamodb:PutItem"],
             resource_arns=[self.table.table_arn],
             conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.STATS_PARTITION]}},
+        )
+
+    def grant_notices(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Mark a reconnect notice sent on a connection's expiry record (streaming.connections), and
+        update no other item."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:UpdateItem"],
+            resource_arns=[self.table.table_arn],
+            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.EXPIRY_PARTITION]}},
         )
 
     def grant_leases(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -1,7 +1,7 @@
 """Live delivery over an API Gateway WebSocket API: the `$connect` authorizer, one route handler for
-every route, the fan-out worker, the scheduled sweeper that closes connections whose token expired,
-and a throttled, access-logged stage. The connections table and the token settings are shared with
-SSE and come from their own constructs."""
+every route, the fan-out worker, the scheduled sweeper that tells connections about to expire to
+reconnect and closes the expired ones, and a throttled, access-logged stage. The connections table
+and the token settings are shared with SSE and come from their own constructs."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ ROUTES = (CONNECT_ROUTE, "$disconnect", "$default", *c.WEBSOCKET_ACTIONS)
 DELIVERY_MANAGEMENT_METHODS = ("POST",)
 # The route handler posts answers and closes (DELETE) connections that expired or abuse the rate limit.
 ROUTE_HANDLER_MANAGEMENT_METHODS = ("POST", "DELETE")
-# The sweeper only closes connections.
-SWEEPER_MANAGEMENT_METHODS = ("DELETE",)
+# The sweeper closes expired connections and posts the `reconnect` notice to those about to expire.
+SWEEPER_MANAGEMENT_METHODS = ("POST", "DELETE")
 
 # Tokens travel in the query string and in headers, so neither is ever logged.
 ACCESS_LOG_FIELDS = {
@@ -118,6 +118,7 @@ class WebSocketApi(Construct):
         # The sweeper never reads the events table (it builds no store).
         connections.grant_sweeper(self.sweeper)
         connections.grant_stats(self.sweeper)  # it counts the connections after each sweep
+        connections.grant_notices(self.sweeper)  # it marks the reconnect notices it sent
         self._grant_management_api(self.sweeper, SWEEPER_MANAGEMENT_METHODS)
 
         CfnOutput(self, c.OUTPUT_WEBSOCKET_URL, key=c.OUTPUT_WEBSOCKET_URL, value=self.stage.url)
@@ -222,7 +223,8 @@ class WebSocketApi(Construct):
             self,
             "ExpirySweeper",
             handler=c.HANDLER_WS_SWEEPER,
-            description="Closes the WebSocket connections whose token expired; runs on a schedule",
+            description="Closes expired WebSocket connections, tells those about to expire to reconnect; "
+            "runs on a schedule",
             environment=self._environment_without_fanout(runtime),
             timeout=Duration.seconds(c.SWEEPER_TIMEOUT_SECONDS),
             # No reserved concurrency: reserving any fails to deploy where the account's quota is low

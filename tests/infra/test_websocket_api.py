@@ -26,8 +26,14 @@ STORE = {
 }
 DELIVERY = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
 # Query the due expiry records, delete them, remove each connection: no writes but deletes.
-# and PutItem for the connection stats item only (asserted below)
-SWEEPER = {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:PutItem"}
+# and PutItem for the connection stats item, UpdateItem for the expiry records only (asserted below)
+SWEEPER = {
+    "dynamodb:GetItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+}
 # handler -> (actions on the events table, actions on the connections table)
 TABLE_ACTIONS = {
     c.HANDLER_PUBLISH_HTTP: (STORE, DELIVERY),
@@ -58,7 +64,7 @@ MANAGE_METHODS = {
     # Deliver only: a 410 removes the connection's records, it is never closed.
     **{handler: ("POST",) for handler in (c.HANDLER_FANOUT_WORKER, *PUBLISHERS)},
     c.HANDLER_WEBSOCKET: ("POST", "DELETE"),  # answers, and closes expired or abusive connections
-    c.HANDLER_WS_SWEEPER: ("DELETE",),  # only closes connections
+    c.HANDLER_WS_SWEEPER: ("POST", "DELETE"),  # closes expired connections, notices those about to
 }
 ACCESS_LOG_VARIABLES = {
     "$context.requestId",
@@ -233,19 +239,26 @@ def test_sweeper_runs_every_sweep_interval_without_retry_or_reserved_concurrency
     assert config["MaximumRetryAttempts"] == 0
 
 
-def test_sweeper_may_only_delete_connections_close_them_and_write_the_stats(stack, environment):
+def test_sweeper_may_only_delete_connections_close_and_notify_them_and_write_the_stats(stack, environment):
     connections = stack.table(c.OUTPUT_CONNECTIONS_TABLE)
     assert stack.grants(c.HANDLER_WS_SWEEPER) == (
         {(action, f"<{connections}.Arn>") for action in SWEEPER}
-        | manage_connections(stack, environment, ("DELETE",))
+        | manage_connections(stack, environment, ("POST", "DELETE"))
         | {("xray:PutTraceSegments", "*"), ("xray:PutTelemetryRecords", "*")}
     )
     env = stack.environment(c.HANDLER_WS_SWEEPER)
     assert c.ENV_FANOUT_FUNCTION not in env and c.ENV_AUTH_MODE not in env
+    statements = stack.statements(c.HANDLER_WS_SWEEPER)
     # It writes one item: the connection stats, in their own partition.
-    [put] = [s for s in stack.statements(c.HANDLER_WS_SWEEPER) if "dynamodb:PutItem" in as_list(s["Action"])]
+    [put] = [s for s in statements if "dynamodb:PutItem" in as_list(s["Action"])]
     assert as_list(put["Action"]) == ["dynamodb:PutItem"]
     assert put["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.STATS_PARTITION]}}
+    # It updates the expiry records only: a reconnect notice is marked sent there.
+    [update] = [s for s in statements if "dynamodb:UpdateItem" in as_list(s["Action"])]
+    assert as_list(update["Action"]) == ["dynamodb:UpdateItem"]
+    assert update["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.EXPIRY_PARTITION]}
+    }
 
 
 def test_hs256_signing_key_is_generated_and_only_the_token_verifiers_and_the_probe_read_it(stack):
@@ -276,6 +289,8 @@ def test_delivering_functions_know_the_callback_url_table_and_worker(stack, envi
         assert env[c.ENV_COMPRESS_ABOVE_BYTES] == str(config.compress_above_bytes)
         assert float(env[c.ENV_WS_MESSAGES_PER_SECOND]) == config.rate_limits.websocket_messages_per_second
         assert env[c.ENV_WS_BURST] == str(config.rate_limits.websocket_burst)
+        # API Gateway's 2-hour cut less one sweep: the sweep closes a connection before API Gateway does.
+        assert env[c.ENV_WS_MAX_CONNECTION_SECONDS] == str(2 * 3600 - 60)
         # Only the publishers hand chunks to the worker: the worker delivers the chunk it was given, the
         # route handler answers one connection at a time and the sweeper delivers nothing.
         assert env.get(c.ENV_FANOUT_FUNCTION) == ({"Ref": worker} if handler in PUBLISHERS else None), handler
@@ -332,4 +347,4 @@ def test_acknowledgements_hold_when_account_and_region_are_known(oidc):
     manage = {r for a, r in oidc.stack.grants(c.HANDLER_WEBSOCKET) if a == "execute-api:ManageConnections"}
     assert len(manage) == 2 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in manage)
     sweep = {r for a, r in oidc.stack.grants(c.HANDLER_WS_SWEEPER) if a == "execute-api:ManageConnections"}
-    assert len(sweep) == 1 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in sweep)
+    assert len(sweep) == 2 and all(":<AWS::Region>:<AWS::AccountId>:" in arn for arn in sweep)

@@ -158,3 +158,42 @@ def test_a_connection_lost_without_a_close_frame_is_reported_as_1006():
     assert _closed_by({"type": "websocket.disconnect", "code": 1000, "reason": ""}) == (1000, "Client closed")
     assert _closed_by({"type": "websocket.disconnect", "code": 1001, "reason": "bye"}) == (1001, "bye")
     assert _closed_by({"type": "websocket.disconnect", "code": 1012}) == (1012, "Client closed")
+
+
+def limited_gateway(routes: Recorder, **limits: float) -> TestClient:
+    gateway = Gateway(
+        LocalFunction("ws-authorizer", authorizer),
+        LocalFunction("websocket", routes, concurrency=4),
+        LocalCredentials("local", "local"),
+        host="127.0.0.1:8002",
+        **limits,
+    )
+    return TestClient(gateway.app(), client=("203.0.113.9", 50000))
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"connection_limit_seconds": 1, "idle_timeout_seconds": 600}, "Connection lifetime exceeded"),
+        ({"connection_limit_seconds": 7200, "idle_timeout_seconds": 1}, "Idle timeout"),
+    ],
+    ids=["two-hour limit", "idle timeout"],
+)
+def test_the_gateway_closes_with_1001_at_its_limits_and_runs_disconnect(routes, limits, reason):
+    with limited_gateway(routes, **limits).websocket_connect("/?token=good") as ws:
+        ws.send_text('{"action":"ping"}')
+        connect, message, disconnect = routes.wait_for(3)  # $disconnect while the client is connected
+        assert ws.receive() == {"type": "websocket.close", "code": 1001, "reason": ""}
+    assert message["requestContext"]["routeKey"] == "ping"
+    context = APIGatewayWebSocketDisconnectEventModel.model_validate(disconnect).request_context
+    assert context.connection_id == connect["requestContext"]["connectionId"]
+    assert (disconnect["requestContext"]["disconnectStatusCode"], context.disconnect_reason) == (1001, reason)
+
+
+def test_a_message_from_the_client_moves_the_idle_timeout_but_not_the_connection_limit():
+    connection = _Connection(departed(), "203.0.113.9", "test", connected_at=1000.0, last_active_at=1000.0)
+    assert connection.limit(lifetime=7200, idle=600) == (1600.0, "Idle timeout")
+    connection.last_active_at = 6000.0  # a message from the client
+    assert connection.limit(lifetime=7200, idle=600) == (6600.0, "Idle timeout")
+    connection.last_active_at = 7700.0
+    assert connection.limit(lifetime=7200, idle=600) == (8200.0, "Connection lifetime exceeded")

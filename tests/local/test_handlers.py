@@ -337,7 +337,7 @@ def test_connection_stats_are_served_once_the_sweep_has_counted_them(capsys):
     viewer = registry.connect("V", "val", "viewer", int(time.time()) + 3600)
     registry.subscribe(viewer, ["signal.created"])
     registry.connect("A", "ann", "admin", int(time.time()) + 3600)
-    assert ws_sweeper.handler({}, LocalContext("ws-sweeper")) == {"closed": 0, "open": 2}
+    assert ws_sweeper.handler({}, LocalContext("ws-sweeper")) == {"closed": 0, "noticed": 0, "open": 2}
     status, body = call("GET", "/stats")
     assert status == 200
     assert (body["total"], body["active"], body["by_role"]) == (2, 1, {"admin": 1, "viewer": 1})
@@ -346,3 +346,35 @@ def test_connection_stats_are_served_once_the_sweep_has_counted_them(capsys):
     documents = [d for d in emitted(capsys) if "ConnectionsOpen" in d]
     gauges = {(d["transport"], d["role"]): d["ConnectionsOpen"] for d in documents}
     assert (gauges[("websocket", "viewer")], gauges[("sse", "viewer")]) == ([1.0], [0.0])
+
+
+@pytest.mark.reconnect
+def test_the_sweeper_tells_connections_about_to_expire_to_reconnect_and_counts_them(
+    settings, monkeypatch, capsys
+):
+    from handlers import ws_sweeper
+    from streaming.connections import ConnectionRegistry
+
+    posted: list[tuple[str, dict[str, Any]]] = []
+
+    class Management:
+        def post(self, connection_id: str, data: bytes) -> int:
+            posted.append((connection_id, json.loads(data)))
+            return 200
+
+        def delete(self, connection_id: str) -> int:
+            return 204
+
+    monkeypatch.setattr(ws_sweeper, "management", Management)
+    # Connected 100 s ago with a token that expires in 10 s: halfway through its life it is due a notice.
+    earlier = ConnectionRegistry(
+        composition.dynamodb(), CONNECTIONS_TABLE, settings.roles, clock=lambda: time.time() - 100
+    )
+    connection = earlier.connect("R", "rae", "viewer", int(time.time()) + 10)
+    assert ws_sweeper.handler({}, LocalContext("ws-sweeper")) == {"closed": 0, "noticed": 1, "open": 1}
+    assert [(cid, m["type"], m["reason"], m["at"]) for cid, m in posted] == [
+        ("R", "reconnect", "token_expiring", connection.expires_at)
+    ]
+    assert ws_sweeper.handler({}, LocalContext("ws-sweeper"))["noticed"] == 0
+    counts = [d["ReconnectNotices"] for d in emitted(capsys) if "ReconnectNotices" in d]
+    assert counts == [[1.0], [0.0]]

@@ -1,7 +1,14 @@
 """The subscriber's logic without a network: the resume rule (hold, reorder, de-duplicate, gaps, a
-lost last event), the reconnect schedule and the clock-drift estimate."""
+lost last event), the reconnect schedule, the clock-drift estimate and the planned reconnect a
+`reconnect` notice starts."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -9,7 +16,9 @@ from clients.backoff import Backoff
 from clients.cursor import decode_cursor, encode_cursor
 from clients.drift import DriftEstimate
 from clients.ordering import Ordering
+from clients.subscriber import Endpoints, Subscriber, _WebSocketConnection
 from streaming import cursor as server_cursors
+from streaming.events import format_ts
 
 pytestmark = pytest.mark.reconnect
 
@@ -149,3 +158,56 @@ def test_drift_comes_from_the_exchange_with_the_shortest_round_trip():
     drift.add(1020.0, "1970-01-01T00:17:04.500Z", 1021.0)  # slow answer, skewed: ignored
     assert drift.offset_seconds == pytest.approx(2.0, abs=0.001)
     assert drift.uncertainty_seconds == pytest.approx(0.01)
+
+
+class ScriptedSocket:
+    """A WebSocket connection whose server says what the test tells it to; what the client sends is kept."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+
+    def say(self, **message: Any) -> None:
+        self.inbox.put_nowait(json.dumps({"server_time": format_ts(int(time.time() * 1000)), **message}))
+
+    async def recv(self) -> str:
+        return await self.inbox.get()
+
+    async def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    async def close(self) -> None:
+        pass
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_a_reconnect_notice_starts_the_planned_reconnect_at_once():
+    async def scenario() -> None:
+        subscriber = Subscriber(
+            Endpoints("ws://127.0.0.1:9/", None), lambda: "token", {"signal.created"}, renew_before_seconds=60
+        )
+        ws = ScriptedSocket()
+        connection = _WebSocketConnection(subscriber, ws)  # type: ignore[arg-type]
+        try:
+            expires_at = int(time.time()) + 3600
+            ws.say(
+                type="welcome",
+                connection_id="c",
+                role="viewer",
+                allowed_types=[],
+                heads={},
+                expires_at=expires_at,
+            )
+            await eventually(lambda: connection.renew_in() < 3600)  # renews a minute before the token expires
+            assert connection.renew_in() > 3000
+            ws.say(type="reconnect", reason="token_expiring", at=expires_at)
+            await eventually(lambda: connection.renew_in() == 0)
+        finally:
+            await connection.close()
+
+    asyncio.run(scenario())

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
+from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import constants as c
+from streaming.connections import ConnectionRegistry
 from streaming.dynamo import serialize
 from streaming.ratelimit import Admission, TokenBucket
 from tests.conftest import CONNECTIONS_TABLE
@@ -24,12 +26,37 @@ def subscribed(registry, event_type):
 
 def test_a_connection_lives_until_its_token_or_the_gateway_limit_expires(registry, clock):
     far = registry.connect("A", "alice", "viewer", token_expires_at=int(clock()) + 86400)
-    assert abs(far.expires_at - (int(clock.now) + c.CONNECTION_TTL_SECONDS)) <= 1
+    assert abs(far.expires_at - (int(clock.now) + c.MAX_CONNECTION_SECONDS)) <= 1
     soon = registry.connect("B", "bob", "viewer", token_expires_at=int(clock()) + 60)
     assert soon.expires_at <= int(clock.now) + 60
     clock.advance(61)
     assert registry.get("B") is None
     assert registry.get("A") is not None
+
+
+def test_a_connection_expires_before_api_gateways_two_hour_cut_and_its_records_outlive_it(
+    registry, dynamodb, clock
+):
+    connected_at = int(clock())
+    connection = registry.connect("A", "alice", "viewer", token_expires_at=connected_at + 86400)
+    # At the latest one sweep before API Gateway's cut, so the sweep closes it itself.
+    assert connection.expires_at <= connected_at + 2 * 3600 - c.SWEEP_INTERVAL_MINUTES * 60
+    registry.subscribe(connection, ["signal.created"])
+    items = dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"]
+    ttls = {item["pk"]["S"]: int(item[c.TTL_ATTRIBUTE]["N"]) for item in items}
+    assert ttls["connection#A"] == ttls["type#signal.created"] > connection.expires_at
+    clock.advance(connection.expires_at - clock.now + 1)  # expired, its records not yet deleted by TTL
+    assert registry.get("A") is None
+    assert subscribed(registry, "signal.created") == []
+    assert [connection_id for connection_id, _ in registry.expiry.due()] == ["A"]
+
+
+def test_the_connection_limit_can_be_shortened_where_the_gateway_cuts_sooner(dynamodb, settings, clock):
+    short = ConnectionRegistry(
+        dynamodb, CONNECTIONS_TABLE, settings.roles, clock=clock, max_connection_seconds=20
+    )
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
+    assert short.connect("S", "sam", "viewer", int(clock()) + 3600).expires_at <= int(clock.now) + 20
 
 
 def test_subscriptions_are_the_role_grant_narrowed_to_the_request(registry):
@@ -161,15 +188,15 @@ def test_expired_connections_come_due_until_their_expiry_record_is_forgotten(reg
     registry.connect("later", "l", "viewer", int(clock()) + 3600)
     registry.connect("gone", "g", "viewer", int(clock()) + 5)
     registry.remove("gone")  # disconnected: nothing left to sweep
-    assert registry.due() == []
+    assert registry.expiry.due() == []
     clock.advance(6)
-    [(connection_id, expiry_key)] = registry.due()
+    [(connection_id, expiry_key)] = registry.expiry.due()
     assert connection_id == "soon"
-    assert registry.due() == [(connection_id, expiry_key)]  # not closed yet: still due
-    registry.forget_expiry(expiry_key)
-    assert registry.due() == []
+    assert registry.expiry.due() == [(connection_id, expiry_key)]  # not closed yet: still due
+    registry.expiry.forget(expiry_key)
+    assert registry.expiry.due() == []
     clock.advance(3600)
-    assert [connection_id for connection_id, _ in registry.due()] == ["later"]
+    assert [connection_id for connection_id, _ in registry.expiry.due()] == ["later"]
 
 
 def test_remove_also_drops_subscriptions_its_record_does_not_list(registry, dynamodb, clock):

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from streaming import codec
+from streaming import constants as c
 from streaming import cursor as cursors
 from streaming.ratelimit import TokenBucket
-from streaming.session import MAX_STRIKES, Session, close_expired
+from streaming.session import MAX_STRIKES, Session, close_expired, send_reconnect_notices
 from tests.conftest import example, signal
 
 pytestmark = pytest.mark.connections
@@ -391,10 +392,10 @@ def test_the_sweep_closes_expired_connections_and_retries_those_it_could_not_clo
     management.delete = lambda connection_id: 204 if connection_id == "DONE" else 0  # type: ignore[method-assign]
     assert close_expired(registry, management) == 1
     assert registry.get("DONE") is None
-    assert [connection_id for connection_id, _ in registry.due()] == ["STUCK"]  # tried again next run
+    assert [connection_id for connection_id, _ in registry.expiry.due()] == ["STUCK"]  # tried again next run
     management.delete = lambda connection_id: 410  # type: ignore[method-assign]  # closed meanwhile
     assert close_expired(registry, management) == 1
-    assert registry.due() == []
+    assert registry.expiry.due() == []
 
 
 def _starts(events: list[dict[str, Any]]) -> dict[str, int]:
@@ -425,3 +426,86 @@ def test_the_session_counts_replays_rate_limited_messages_and_retried_posts(
     [document] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "Replays" in line]
     assert (document["Replays"], document["EventsReplayed"]) == ([1.0], [2.0])
     assert (document["MessagesRateLimited"], document["DeliveryRetries"]) == ([1.0], [1.0])
+
+
+def notices(management) -> dict[str, dict[str, Any]]:
+    """The reconnect notices posted since the last take, by connection."""
+    sent = {connection_id: message for connection_id, message in management.posts}
+    management.take()
+    return sent
+
+
+@pytest.mark.reconnect
+def test_the_sweep_tells_each_connection_once_to_reconnect_before_it_expires(
+    session, management, clock, registry
+):
+    limited = open_connection(session, clock, "LIMIT", lifetime=86400)  # outlives the connection limit
+    hourly = open_connection(session, clock, "TOKEN", lifetime=3600)
+    assert send_reconnect_notices(registry, management) == 0
+    clock.advance(3600 - c.RECONNECT_NOTICE_SECONDS - 2)  # the token's notice window is a moment away
+    assert send_reconnect_notices(registry, management) == 0
+    clock.advance(3)
+    assert send_reconnect_notices(registry, management) == 1
+    [(connection_id, notice)] = notices(management).items()
+    assert connection_id == "TOKEN"
+    assert notice | {"server_time": None} == {
+        "type": "reconnect",
+        "reason": "token_expiring",
+        "at": hourly.expires_at,
+        "server_time": None,
+    }
+    assert send_reconnect_notices(registry, management) == 0  # once per connection
+    clock.advance(limited.expires_at - clock.now - c.RECONNECT_NOTICE_SECONDS + 1)
+    assert send_reconnect_notices(registry, management) == 1
+    told = notices(management)["LIMIT"]
+    assert (told["reason"], told["at"]) == ("connection_limit", limited.expires_at)
+    assert send_reconnect_notices(registry, management) == 0
+
+
+@pytest.mark.reconnect
+def test_a_short_lived_token_is_told_halfway_not_at_once(session, management, clock, registry):
+    five_minutes = open_connection(session, clock, "SHORT", lifetime=300)
+    assert send_reconnect_notices(registry, management) == 0  # not the moment it connected
+    clock.advance(150 - 2)
+    assert send_reconnect_notices(registry, management) == 0
+    clock.advance(3)
+    assert send_reconnect_notices(registry, management) == 1
+    assert notices(management)["SHORT"]["at"] == five_minutes.expires_at
+
+
+@pytest.mark.reconnect
+def test_an_expired_connection_is_closed_not_told(session, management, clock, registry):
+    open_connection(session, clock, "LATE", lifetime=300)
+    clock.advance(301)  # the sweep that would have told it never ran
+    assert send_reconnect_notices(registry, management) == 0
+    assert close_expired(registry, management) == 1
+
+
+@pytest.mark.reconnect
+def test_overlapping_sweeps_claim_a_notice_once(session, management, clock, registry):
+    open_connection(session, clock, "C1", lifetime=300)
+    clock.advance(200)
+    [first] = registry.expiry.notices_due()
+    [second] = registry.expiry.notices_due()  # a second sweep read it before the first marked it
+    assert registry.expiry.claim(first)
+    assert not registry.expiry.claim(second)
+    assert registry.expiry.notices_due() == []
+
+
+@pytest.mark.reconnect
+def test_a_notice_that_fails_is_sent_by_the_next_sweep_and_a_gone_connection_is_removed(
+    session, management, clock, registry
+):
+    open_connection(session, clock, "FLAKY", lifetime=300)
+    open_connection(session, clock, "GONE", lifetime=300)
+    clock.advance(200)
+    answers = {"FLAKY": 0, "GONE": 410}  # 0: the request's fate unknown; not retried within a sweep
+    management.post = lambda connection_id, data: answers[connection_id]  # type: ignore[method-assign]
+    assert send_reconnect_notices(registry, management) == 0
+    assert registry.get("GONE") is None and "GONE" not in [
+        n.connection_id for n in registry.expiry.notices_due()
+    ]
+    assert [n.connection_id for n in registry.expiry.notices_due()] == ["FLAKY"]
+    del management.post  # answers 200 again
+    assert send_reconnect_notices(registry, management) == 1
+    assert list(notices(management)) == ["FLAKY"]

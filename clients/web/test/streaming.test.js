@@ -448,6 +448,34 @@ describe("StreamingClient over WebSocket", () => {
     client.close();
   });
 
+  test("a reconnect notice starts the handover at once, and only one", async () => {
+    const { client, sockets, got, states } = scriptedClient({ renewBeforeSeconds: 60 });
+    client.start();
+    await until(() => sockets.length === 1);
+    const [old] = sockets;
+    old.accept();
+    old.message(welcome()); // an hour left: no renewal of its own for 59 minutes
+    old.message(subscribed({ market: 0 }));
+    old.message({ type: "events", events: [ev(1)] });
+    const notice = { type: "reconnect", reason: "connection_limit", at: Date.now() / 1000 + 300, server_time: new Date().toISOString() };
+    old.message(notice);
+    await until(() => sockets.length === 2);
+    old.message(notice); // a repeat while the successor catches up opens no third connection
+    const successor = sockets[1];
+    successor.accept();
+    successor.message(welcome());
+    successor.message(subscribed({ market: 1 }));
+    successor.message({ type: "replay", id: "resume", count: 0, cursor: encodeCursor({ market: 1 }), more: false, truncated: false });
+    assert.equal(old.readyState, 3);
+    successor.message({ type: "events", events: [ev(2)] });
+    assert.deepEqual(seqs(got), [1, 2]);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(sockets.length, 2);
+    assert.deepEqual(states, ["connecting", "open"]);
+    assert.equal(client.stats.plannedReconnects, 1);
+    client.close();
+  });
+
   test("gzip data is decoded and keeps its place in the order", async () => {
     const { client, sockets, got } = scriptedClient();
     client.start();
