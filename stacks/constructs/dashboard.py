@@ -337,6 +337,7 @@ class Dashboard(Construct):
                         for kind in DISCONNECT_KINDS
                     ),
                     service_metric("ExpiredConnectionsClosed", "Sum", label="websocket expired"),
+                    service_metric("ReconnectNotices", "Sum", label="websocket told to reconnect"),
                 ],
                 width=4,
             ),

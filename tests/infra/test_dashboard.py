@@ -284,3 +284,8 @@ def test_connection_stats_show_open_connections_by_role_and_transport(stack, env
         for transport in TRANSPORTS
         for kind in ("planned", "unplanned")
     ]
+    # The sweep's share: connections it closed at their expiry, and those it told to reconnect first.
+    assert {s.name for s in titled(row, "Disconnects").series} >= {
+        "ExpiredConnectionsClosed",
+        "ReconnectNotices",
+    }
