@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,19 @@ def stack(tmp_path_factory) -> Iterator[LocalState]:
     with running_local_stack(tmp_path_factory.mktemp("security")) as state:
         yield state
         scan_log(state)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_captured_output(capfd, caplog) -> Iterator[None]:
+    """What each test printed or logged (the clients' libraries too) holds no token it minted, no JWT at
+    all and no Authorization header; the output is passed on as pytest would show it."""
+    yield
+    out, err = capfd.readouterr()
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    captured = out + err + caplog.text
+    assert not [minted[:12] for minted in MINTED if minted in captured]
+    assert not JWT.search(captured) and not AUTHORIZATION.search(captured)
 
 
 def token(stack: LocalState, role: str) -> str:
