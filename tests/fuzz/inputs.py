@@ -28,8 +28,8 @@ _SHARED = {
         HealthCheck.large_base_example,
     ],
 }
-settings.register_profile("ci", max_examples=800, derandomize=True, **_SHARED)  # type: ignore[arg-type]
-settings.register_profile("fuzz", max_examples=10_000, **_SHARED)  # type: ignore[arg-type]
+settings.register_profile("ci", max_examples=1000, derandomize=True, **_SHARED)  # type: ignore[arg-type]
+settings.register_profile("fuzz", max_examples=5_000, **_SHARED)  # type: ignore[arg-type]
 PROFILE = os.environ.get("FUZZ_PROFILE", "ci")
 
 

@@ -67,7 +67,7 @@ def connection(registry, store, settings, publisher, clock):
     return session, management
 
 
-@fuzzed(0.3)  # four moto calls an input
+@fuzzed(0.25)  # four moto calls an input
 @given(message=documents(messages))
 def test_every_message_gets_a_documented_answer_and_a_refusal_changes_nothing(
     connection, registry, inputs, message
