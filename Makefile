@@ -10,7 +10,7 @@ SUB ?= local-user
 LAST ?= 0
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit infra integration synth diff preflight deploy token tail bench chaos clean
+.PHONY: install run test lint typecheck unit infra integration synth diff preflight deploy token tail bench chaos fuzz clean
 
 install:
 	@bash scripts/install.sh
@@ -28,7 +28,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy app.py stacks lambdas local clients tools
 
-GATES := connections reconnect events batching performance load integration security e2e
+GATES := connections reconnect events batching performance load fuzz integration security e2e
 
 test-%: install  # one test gate of the specification by name: make test-reconnect (see GATES)
 	@case " $(GATES) " in *" $* "*) ;; *) echo "unknown gate '$*'; gates: $(GATES)"; exit 2;; esac
@@ -79,6 +79,9 @@ bench: install
 	$(PY) -m tests.bench.fanout_throughput
 	$(PY) -m tests.bench.websocket_latency
 	$(PY) -m tests.bench.sse_latency
+
+fuzz: install  # the fuzz suite with many more examples, random each run (make test runs it small)
+	FUZZ_PROFILE=fuzz $(PY) -m pytest -n 2 tests/fuzz
 
 chaos: install  # against a running `make run`: random cuts on both transports, figures printed
 	$(PY) -m tests.chaos --state-dir .local

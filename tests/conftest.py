@@ -17,6 +17,7 @@ from streaming.publish import Publisher
 from streaming.settings import DeliverySettings, Settings
 from streaming.store import EventStore
 
+pytest_plugins = ["tests.fuzz.counting"]  # the fuzz suite's count of inputs tried
 REGION = "us-east-1"  # moto's in-process mock; nothing reaches AWS
 TABLE = "events-test"
 CONNECTIONS_TABLE = "connections-test"

@@ -35,7 +35,11 @@ def publish() -> Response[str]:
     if not content_type.lower().startswith("application/json"):
         raise StreamingError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the events as application/json")
     caller = app.current_event.request_context.authorizer.iam.user_arn or "unknown"
-    results, is_batch = publisher().publish_body(app.current_event.decoded_body or "", producer=caller)
+    try:
+        raw = app.current_event.decoded_body or ""
+    except UnicodeDecodeError:  # a binary body arrives base64-encoded, and may not be text at all
+        raise StreamingError(ErrorCode.MALFORMED_JSON, "the body is not UTF-8 JSON") from None
+    results, is_batch = publisher().publish_body(raw, producer=caller)
     record(results)
     logger.info("published", extra={"events": [r.to_dict() for r in results]})
     body = {"events": [r.to_dict() for r in results]} if is_batch else results[0].to_dict()

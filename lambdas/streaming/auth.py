@@ -129,7 +129,7 @@ class TokenVerifier:
         if expires_at - time.time() < self._policy.min_seconds_left:
             raise TokenExpired("token expired", "expired")
         role = claims.get(self._policy.role_claim)
-        if role not in self._roles:
+        if not isinstance(role, str) or role not in self._roles:  # a list or object is no role either
             raise AuthError(f"role claim {self._policy.role_claim!r} missing or not a known role", "role")
         return Principal(subject=str(claims["sub"]), role=role, expires_at=int(expires_at))
 

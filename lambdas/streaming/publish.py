@@ -53,6 +53,8 @@ class Publisher:
             decoded = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise StreamingError(ErrorCode.MALFORMED_JSON, f"body is not valid JSON: {error}") from None
+        except RecursionError:  # nested deeper than the parser goes
+            raise StreamingError(ErrorCode.MALFORMED_JSON, "body is nested too deeply") from None
         if isinstance(decoded, dict) and "events" in decoded:
             if set(decoded) != {"events"} or not isinstance(decoded["events"], list):
                 raise StreamingError(

@@ -104,6 +104,9 @@ def _bad_batches(settings) -> list[tuple[str, Any, str, int]]:
     too_big["data"]["source"] = "x"
     return [
         ("malformed json", '{"id": ', "malformed_json", 400),
+        # Found by the fuzz suite: a body that is not UTF-8 was a 500.
+        ("not utf-8", b'{"id": "\xff"}', "malformed_json", 400),
+        ("nested too deeply", "[" * 5000 + "]" * 5000, "malformed_json", 400),
         (
             "missing id",
             {"events": [signal(), {k: v for k, v in signal().items() if k != "id"}]},

@@ -97,6 +97,9 @@ def test_an_issuer_clock_ahead_by_less_than_the_leeway_is_accepted():
         (lambda: token(exp=None), "missing claim exp", "claims"),
         (lambda: token(role="superuser"), "role claim 'role' missing or not a known role", "role"),
         (lambda: token(role=None), "role claim 'role' missing or not a known role", "role"),
+        # Found by the fuzz suite: an unhashable role claim escaped as a TypeError (a 500).
+        (lambda: token(role=["admin"]), "role claim 'role' missing or not a known role", "role"),
+        (lambda: token(role={"admin": 1}), "role claim 'role' missing or not a known role", "role"),
         (
             lambda: jwt.encode({"sub": "x"}, None, algorithm="none"),
             "algorithm 'none' not accepted",
