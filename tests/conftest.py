@@ -77,6 +77,28 @@ def dynamodb() -> Iterator[Any]:
 
 
 @pytest.fixture
+def handler_environment(
+    dynamodb: Any, settings: Settings, delivery_settings: DeliverySettings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The deployed handlers' environment on moto, with the composition root rebuilt for it (what it
+    built belongs to one test's environment and moto)."""
+    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
+    for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
+        monkeypatch.setenv(name, value)
+    _forget_composition()
+    yield
+    _forget_composition()
+
+
+def _forget_composition() -> None:
+    from handlers import composition
+
+    for built in vars(composition).values():
+        if hasattr(built, "cache_clear"):
+            built.cache_clear()
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

@@ -12,32 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import composition, publish_http
+from handlers import publish_http
 from local.lambda_runtime import LocalContext, function_url_event
-from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import cursor as cursors
-from tests.conftest import CONNECTIONS_TABLE, TABLE
+from tests.conftest import TABLE
 from tests.fuzz.inputs import assert_refused, documents, fuzzed, json_values
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("handler_environment")]
 TYPES = ["signal.created", "risk.alert", "system.status", "decision.made", "order.filled", ""]
-
-
-@pytest.fixture(autouse=True)
-def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
-    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
-    for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
-        monkeypatch.setenv(name, value)
-    forget_composition()
-    yield
-    forget_composition()
-
-
-def forget_composition() -> None:
-    """What the composition root built belongs to one test's environment (and moto)."""
-    for built in vars(composition).values():
-        if hasattr(built, "cache_clear"):
-            built.cache_clear()
 
 
 def stored(dynamodb) -> int:

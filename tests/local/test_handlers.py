@@ -12,29 +12,11 @@ import pytest
 
 from handlers import composition, publish_eventbridge, publish_http
 from local.lambda_runtime import LocalContext, function_url_event
-from stacks.table_layouts import CONNECTIONS, create_table
 from streaming import constants as c
 from streaming.errors import StreamingError
 from tests.conftest import CONNECTIONS_TABLE, TABLE, example, signal
 
-pytestmark = pytest.mark.events
-
-
-@pytest.fixture(autouse=True)
-def handler_environment(dynamodb, settings, delivery_settings, monkeypatch):
-    create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
-    for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
-        monkeypatch.setenv(name, value)
-    forget_composition()
-    yield
-    forget_composition()
-
-
-def forget_composition() -> None:
-    """What the composition root built belongs to one test's environment (and moto)."""
-    for built in vars(composition).values():
-        if hasattr(built, "cache_clear"):
-            built.cache_clear()
+pytestmark = [pytest.mark.events, pytest.mark.usefixtures("handler_environment")]
 
 
 def call(
