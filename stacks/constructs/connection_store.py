@@ -69,21 +69,19 @@ class ConnectionStore(Construct):
 
     def grant_stats(self, grantee: iam.IGrantable) -> iam.Grant:
         """Write the connection stats item (streaming.stats), and no other item."""
-        return iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["dynamodb:PutItem"],
-            resource_arns=[self.table.table_arn],
-            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.STATS_PARTITION]}},
-        )
+        return self._grant_in_partition(grantee, "dynamodb:PutItem", c.STATS_PARTITION)
 
     def grant_notices(self, grantee: iam.IGrantable) -> iam.Grant:
         """Mark a reconnect notice sent on a connection's expiry record (streaming.connections), and
         update no other item."""
+        return self._grant_in_partition(grantee, "dynamodb:UpdateItem", c.EXPIRY_PARTITION)
+
+    def _grant_in_partition(self, grantee: iam.IGrantable, action: str, partition: str) -> iam.Grant:
         return iam.Grant.add_to_principal(
             grantee=grantee,
-            actions=["dynamodb:UpdateItem"],
+            actions=[action],
             resource_arns=[self.table.table_arn],
-            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [c.EXPIRY_PARTITION]}},
+            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [partition]}},
         )
 
     def grant_leases(self, grantee: iam.IGrantable) -> iam.Grant:
