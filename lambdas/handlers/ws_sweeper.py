@@ -25,4 +25,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     counted = stats.take(registry(), stream_leases(), settings().streams_by_type)
     stats.save(dynamodb(), delivery_settings().connections_table, counted)
     stats.record(counted, settings().roles.names)
-    return {"closed": closed, "noticed": noticed, "open": counted.to_dict()["total"]}
+    return {"closed": closed, "noticed": noticed, "open": counted.total}

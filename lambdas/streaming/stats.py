@@ -40,13 +40,17 @@ class ConnectionStats:
     by_transport: dict[str, TransportStats]
     subscriptions: dict[str, int]  # WebSocket connections subscribed to each event type
 
+    @property
+    def total(self) -> int:
+        return sum(t.total for t in self.by_transport.values())
+
     def to_dict(self) -> dict[str, Any]:
         by_role: Counter[str] = Counter()
         for transport in self.by_transport.values():
             by_role.update(transport.by_role)
         return {
             "as_of": self.as_of,
-            "total": sum(t.total for t in self.by_transport.values()),
+            "total": self.total,
             "active": sum(t.active for t in self.by_transport.values()),
             "by_role": dict(sorted(by_role.items())),
             "by_transport": {name: asdict(t) for name, t in self.by_transport.items()},
