@@ -28,7 +28,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy app.py stacks lambdas local clients tools
 
-GATES := connections reconnect events batching performance load fuzz integration security e2e
+GATES := connections reconnect events batching performance load fuzz chaos faults degradation soak integration security e2e
 
 test-%: install  # one test gate of the specification by name: make test-reconnect (see GATES)
 	@case " $(GATES) " in *" $* "*) ;; *) echo "unknown gate '$*'; gates: $(GATES)"; exit 2;; esac
