@@ -227,7 +227,15 @@ class Gateway:
         if refusal is not None:
             _log.warning("refused @connections %s: %s", request.method, refusal)
             return JSONResponse({"message": "Forbidden"}, status_code=403)
-        connection = self._connections.get(request.path_params["connection_id"])
+        connection_id = request.path_params["connection_id"]
+        connection = self._connections.get(connection_id)
+        fault = self.faults.take(request.method, connection_id, body)
+        if fault is not None:  # instead of the connection, throttled, failed, hung or gone
+            await asyncio.sleep(fault.hang_seconds)
+            if fault.status == GONE and connection is not None:  # API Gateway holds no such connection
+                with contextlib.suppress(*_GONE):
+                    await connection.websocket.close(code=GOING_AWAY)
+            return JSONResponse({"message": f"local fault {fault.status}"}, status_code=fault.status)
         if connection is None:
             return JSONResponse({"message": "Gone"}, status_code=410)
         if request.method == "GET":
@@ -240,13 +248,6 @@ class Gateway:
             )
         if len(body) > MESSAGE_BYTES and request.method == "POST":
             return JSONResponse({"message": "Message too long"}, status_code=413)
-        fault = self.faults.take(request.method, request.path_params["connection_id"], body)
-        if fault is not None:
-            await asyncio.sleep(fault.hang_seconds)
-            if fault.status == GONE:  # API Gateway answers 410 for a connection it no longer holds
-                with contextlib.suppress(*_GONE):
-                    await connection.websocket.close(code=GOING_AWAY)
-            return JSONResponse({"message": f"local fault {fault.status}"}, status_code=fault.status)
         # The client can leave at any moment, also between the lookup above and the send below (its
         # $disconnect is then on the way): that is a 410, as API Gateway answers, never a failure.
         try:
