@@ -465,7 +465,8 @@ class _WebSocketConnection:
             elif kind == "pong":
                 subscriber.drift.add(ping_sent, message["server_time"], time.time())
                 subscriber._check_drift()
-                if ordering.behind(message["heads"], self._scanned):
+                if ordering.behind(message["heads"], self._scanned):  # a lost last event
+                    subscriber.gap_replays += 1
                     await self._replay(cursor=ordering.cursor, id="gap")
             elif kind == "error" and request == "subscribe":
                 raise _Refused(message.get("code", "error"))

@@ -79,6 +79,12 @@ def main() -> None:
     parser.add_argument(
         "--sse-max-stream-seconds", type=int, help="end SSE streams sooner (default: cdk.json's dev value)"
     )
+    parser.add_argument(
+        "--sse-timeout-seconds",
+        type=int,
+        help="the SSE function's timeout (default: cdk.json's dev value); below --sse-max-stream-seconds, "
+        "streams run into it and are cut without an end, as by Lambda",
+    )
     parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
     parser.add_argument("--sse-poll-interval-ms", type=int, help="default: cdk.json's dev value")
     parser.add_argument(
@@ -186,7 +192,10 @@ def main() -> None:
     isolate_invocations()
     sse_function = function_url_cors(
         function_app(
-            sse_app, SSE_FUNCTION, memory_mb=config.sse.memory_mb, timeout_seconds=config.sse.timeout_seconds
+            sse_app,
+            SSE_FUNCTION,
+            memory_mb=config.sse.memory_mb,
+            timeout_seconds=args.sse_timeout_seconds or config.sse.timeout_seconds,
         ),
         config.sse_cors(),
     )

@@ -27,6 +27,16 @@ from local.prometheus import EMF_START
 scheduled: ContextVar[bool] = ContextVar("scheduled_invocation", default=False)
 
 
+class Output:
+    """Whether an invocation is still heard: one past its timeout is not (Lambda has ended it)."""
+
+    heard = True
+
+
+# Set per invocation by local.lambda_runtime; shared, by reference, with the tasks the invocation starts.
+invocation_output: ContextVar[Output | None] = ContextVar("invocation_output", default=None)
+
+
 class Console:
     """A text stream in front of the process's stdout (the part of TextIO that print, logging and
     uvicorn use)."""
@@ -50,6 +60,9 @@ class Console:
         return True
 
     def write(self, text: str) -> int:
+        output = invocation_output.get()
+        if output is not None and not output.heard:
+            return len(text)
         pending: str = getattr(self._partial, "text", "") + text
         *lines, self._partial.text = pending.split("\n")
         if self.on_metrics is not None:

@@ -10,7 +10,8 @@
   from its client (both settable, so tests can shorten them).
 - the `@connections` management API (POST, GET, DELETE on /{stage}/@connections/{id}), SigV4
   checked, answering 410 for a connection it does not hold, so boto3 and the handlers' own client
-  work against it unchanged.
+  work against it unchanged; and its faults on request (`/local/faults`, local.faults): 429, 500,
+  410 or a hang instead of a delivery.
 
 It runs in a process of its own (`python -m local.gateway`, started by `make run`), as API Gateway is
 a service of its own: the publish functions' posts and the gateway's work then use both cores. Its
@@ -46,6 +47,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from local import console
+from local.faults import ConnectionFaults
 from local.lambda_runtime import ACCOUNT, LocalFunction, isolate_invocations
 from local.serving import Background, every, exit_with_parent, listen, serve
 from local.sigv4 import verify
@@ -64,6 +66,7 @@ API_ID = "local"
 STAGE = "local"
 ROUTES = frozenset(WEBSOCKET_ACTIONS)
 MESSAGE_TOO_BIG = 1009
+GONE = 410
 # API Gateway closes a connection with 1001 "when the client is idle for 10 minutes or reaches the
 # maximum 2 hour connection lifetime" (API Gateway developer guide, "Overview of WebSocket APIs in API
 # Gateway", section "WebSocket API status codes":
@@ -107,6 +110,7 @@ class Gateway:
         self._idle = idle_timeout_seconds
         self._connections: dict[str, _Connection] = {}
         self._background = Background()
+        self.faults = ConnectionFaults()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -118,6 +122,7 @@ class Gateway:
                     self._manage,
                     methods=["POST", "GET", "DELETE"],
                 ),
+                *self.faults.routes(),
             ]
         )
 
@@ -222,7 +227,15 @@ class Gateway:
         if refusal is not None:
             _log.warning("refused @connections %s: %s", request.method, refusal)
             return JSONResponse({"message": "Forbidden"}, status_code=403)
-        connection = self._connections.get(request.path_params["connection_id"])
+        connection_id = request.path_params["connection_id"]
+        connection = self._connections.get(connection_id)
+        fault = self.faults.take(request.method, connection_id, body)
+        if fault is not None:  # instead of the connection, throttled, failed, hung or gone
+            await asyncio.sleep(fault.hang_seconds)
+            if fault.status == GONE and connection is not None:  # API Gateway holds no such connection
+                with contextlib.suppress(*_GONE):
+                    await connection.websocket.close(code=GOING_AWAY)
+            return JSONResponse({"message": f"local fault {fault.status}"}, status_code=fault.status)
         if connection is None:
             return JSONResponse({"message": "Gone"}, status_code=410)
         if request.method == "GET":

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 if TYPE_CHECKING:
     from stacks.config import Cors
 
+from local import console
 from local.serving import Background
 
 ACCOUNT = "000000000000"
@@ -147,17 +148,42 @@ def function_url_cors(app: ASGIApp, cors: Cors) -> ASGIApp:
 
 def function_app(app: ASGIApp, name: str, *, memory_mb: int, timeout_seconds: int) -> ASGIApp:
     """An ASGI app run as a function behind the Lambda Web Adapter (the SSE app): each HTTP request is
-    one invocation, and its log lines carry that function's context, as a handler's do."""
+    one invocation, and its log lines carry that function's context, as a handler's do. A request
+    still running at `timeout_seconds` is ended as Lambda ends it: cut, unheard."""
     from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 
     from streaming.observability import logger
 
     async def invocation(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":  # each request runs in a task (and context) of its own
-            context = LocalContext(name, timeout_seconds=timeout_seconds, memory_limit_in_mb=memory_mb)
-            _invocation.set({})
-            logger.append_keys(**build_lambda_context_model(context).__dict__)
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        # Each request runs in a task (and context) of its own.
+        context = LocalContext(name, timeout_seconds=timeout_seconds, memory_limit_in_mb=memory_mb)
+        _invocation.set({})
+        output = console.Output()
+        console.invocation_output.set(output)
+        logger.append_keys(**build_lambda_context_model(context).__dict__)
+        task = asyncio.current_task()
+        assert task is not None
+
+        def time_out() -> None:
+            # Lambda ends the invocation where it is: the response is cut without its end, and the
+            # function is heard no more (its clean-up runs here, but prints nothing).
+            output.heard = False
+            task.cancel()
+
+        deadline = asyncio.get_running_loop().call_later(timeout_seconds, time_out)
+        try:
+            await app(scope, receive, send)
+        except asyncio.CancelledError:
+            if output.heard:
+                raise
+            task.uncancel()
+            console.invocation_output.set(None)
+            _log.error("%s: Task timed out after %.2f seconds", name, timeout_seconds)  # as Lambda logs
+        finally:
+            deadline.cancel()
 
     return invocation
 

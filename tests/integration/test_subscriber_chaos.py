@@ -23,8 +23,8 @@ from local.state import LocalState
 from local.token import issue
 from stacks.config import load
 from tests.chaos import expected_for, publish_at_random, server_side
-from tests.network import CuttingProxy
 from tests.integration.conftest import connection_ids, outputs, running_local_stack, until
+from tests.network import CuttingProxy
 
 pytestmark = [
     pytest.mark.integration,
