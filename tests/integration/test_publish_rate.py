@@ -67,6 +67,11 @@ def test_a_burst_beyond_the_rate_is_refused_whole_and_stored_once_after_retry_af
 
     assert [event["duplicate"] for event in answer["events"]] == [False] * BURST
     assert stored_ids(client) == [event["id"] for event in first + second]
+    print(
+        f"publish rate: {RATE}/s, burst {BURST}: a second burst refused whole (429, Retry-After "
+        f"{refused.value.retry_after} s, 0 of {BURST} ids claimed); sent again after it: {BURST} stored, "
+        f"{len(stored_ids(client))} events in all, each once"
+    )
 
 
 def test_local_publish_reports_the_refusal_and_a_client_that_waits_gets_through(stack):
@@ -90,6 +95,9 @@ def test_local_publish_reports_the_refusal_and_a_client_that_waits_gets_through(
     assert cli.returncode == 1, cli.stderr
     assert json.loads(cli.stderr)["error"]["code"] == "rate_limited"
     assert claimed(stack, [event["id"] for event in third]) == []
+    started = time.monotonic()
     answer = waiting.publish(third)  # sleeps as Retry-After says, then sends the same ids again
+    waited = time.monotonic() - started
+    print(f"publish rate: PublishClient(rate_limit_wait=...) got through after {waited:.1f} s")
     assert [event["duplicate"] for event in answer["events"]] == [False] * BURST
     assert set(stored_ids(waiting)) >= {event["id"] for event in third}

@@ -104,3 +104,24 @@ def test_a_producer_that_honours_retry_after_stores_each_event_exactly_once(dyna
     )
     page = json.loads(publish_http.handler(read, LocalContext("publish-http"))["body"])
     assert [event["id"] for event in page["events"]] == [event["id"] for event in first + second]
+
+
+def test_the_limit_adds_one_request_to_a_publish_whatever_its_size(dynamodb, capsys):
+    """What the rate limit costs a publish, in DynamoDB requests, beside what the store costs."""
+    from handlers import composition
+
+    calls: list[tuple[str, str]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:  # the call's own parameters
+        calls.append((model.name, params.get("Key", {}).get("pk", {}).get("S", "")))
+
+    composition.dynamodb().meta.events.register("before-parameter-build.dynamodb", record)
+    figures = []
+    for size in (1, 10, 100):
+        calls.clear()
+        assert post([signal() for _ in range(size)])[0] == 201
+        limits = [call for call in calls if call[1].startswith("publisher#")]
+        assert limits == [("UpdateItem", "publisher#arn:aws:iam::123456789012:role/risk-engine")]
+        figures.append(f"{size}: {len(calls)} ({len(calls) / size:.2f} per event)")
+    with capsys.disabled():
+        print("\npublish rate: DynamoDB requests per publish of n events, the limit's 1 included:", *figures)

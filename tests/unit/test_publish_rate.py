@@ -93,6 +93,23 @@ def test_a_batch_beyond_the_burst_can_never_fit_and_is_refused_as_too_large(dyna
     assert (refused.value.error.code, refused.value.status) == ("batch_too_large", 413)
 
 
+def test_an_admitted_request_costs_one_write_whatever_its_size_and_a_refused_one_no_write(dynamodb, clock):
+    """What the limit adds to a publish in DynamoDB requests (docs/publishing.md, "Rate limit")."""
+    calls: list[str] = []
+    dynamodb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    limiter = limit(dynamodb, clock, rate=100, burst=200)
+    for events in (1, 100, 99):
+        limiter.admit(RISK_ENGINE, events)
+    assert calls == ["UpdateItem"] * 3
+    calls.clear()
+    refusal(limiter, RISK_ENGINE, 1)  # spent, as this environment knew: confirmed by one read
+    assert calls == ["GetItem"]
+    other = limit(dynamodb, clock, rate=100, burst=200)  # another environment, which knew nothing
+    calls.clear()
+    refusal(other, RISK_ENGINE, 1)
+    assert calls == ["UpdateItem"]  # its write was refused, and told it how spent the bucket is
+
+
 def test_every_execution_environment_spends_the_same_bucket(dynamodb, clock):
     """Two limiters are two environments of the publish function: each learns the other's spending
     from the refused write, and neither admits beyond the bucket."""
