@@ -21,7 +21,9 @@ from tests.conftest import signal
 from tests.integration.conftest import outputs, running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.degradation]
-RATE, BURST = 0.5, 5  # a burst of 5 events, then one every 2 s: 10 s to refill the bucket
+# A burst of 5 events, then one every 4 s: 20 s to refill the bucket, so that each step that must be
+# refused is, however slowly a loaded machine gets from one to the next.
+RATE, BURST = 0.25, 5
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,14 @@ def test_local_publish_reports_the_refusal_and_a_client_that_waits_gets_through(
         rate_limit_wait=3 * BURST / RATE,
     )
     waiting.publish([signal() for _ in range(BURST)])  # waits for what the test before left, if any
+    impatient = PublishClient.from_endpoints(
+        stack.endpoints_file,
+        credentials=Credentials(keys.access_key_id, keys.secret_access_key),
+        rate_limit_wait=1,
+    )
+    with pytest.raises(PublishError) as refused:  # Retry-After is beyond what it may wait: it does not sleep
+        impatient.publish(third)
+    assert refused.value.retry_after is not None and refused.value.retry_after > 1
 
     cli = subprocess.run(
         [sys.executable, "-m", "local.publish", "--state-dir", str(stack.directory)],
