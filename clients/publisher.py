@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -23,12 +24,13 @@ _FUNCTION_URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws")
 
 
 class PublishError(RuntimeError):
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, retry_after: int | None = None) -> None:
         error = body.get("error", {}) if isinstance(body, dict) else {}
         super().__init__(f"{status} {error.get('code', '')}: {error.get('message', body)}")
         self.status = status
         self.code = error.get("code")
         self.body = body
+        self.retry_after = retry_after  # seconds, when the answer said when to try again (429)
 
 
 class PublishClient:
@@ -39,7 +41,10 @@ class PublishClient:
         region: str | None = None,
         credentials: Credentials | None = None,
         timeout: float = 10.0,
+        rate_limit_wait: float = 0.0,
     ) -> None:
+        """`rate_limit_wait`: the most seconds one `publish` may wait, as `Retry-After` says, for a
+        publisher beyond its rate (429 `rate_limited`) before it raises; 0 never waits."""
         self._url = url if url.endswith("/") else url + "/"
         match = _FUNCTION_URL_REGION.search(url)
         session = boto3.Session()
@@ -49,6 +54,7 @@ class PublishClient:
             raise RuntimeError("no AWS credentials to sign publish requests with")
         self._credentials = resolved
         self._http = httpx.Client(timeout=timeout)
+        self._rate_limit_wait = rate_limit_wait
 
     @property
     def region(self) -> str:
@@ -62,9 +68,19 @@ class PublishClient:
         return cls(outputs[name]["PublishUrl"], region=outputs[name].get("Region"), **kwargs)
 
     def publish(self, events: dict[str, Any] | list[dict[str, Any]]) -> Any:
-        """One event (returns its result) or a list (returns {"events": [...]})."""
-        body = {"events": events} if isinstance(events, list) else events
-        return self._call("POST", "events", body=json.dumps(body).encode())
+        """One event (returns its result) or a list (returns {"events": [...]}). Refused for the rate,
+        it is sent again, the same ids, after `Retry-After`, while the waits fit `rate_limit_wait`:
+        nothing of a refused request was stored, and the ids keep a retry from storing anything twice."""
+        body = json.dumps({"events": events} if isinstance(events, list) else events).encode()
+        waited = 0.0
+        while True:
+            try:
+                return self._call("POST", "events", body=body)
+            except PublishError as error:
+                if error.retry_after is None or waited + error.retry_after > self._rate_limit_wait:
+                    raise
+                time.sleep(error.retry_after)
+                waited += error.retry_after
 
     def events_after(
         self,
@@ -102,11 +118,17 @@ class PublishClient:
         response = self.request(method, f"{path}?{query}" if query else path, body=body)
         payload = response.json() if response.content else None
         if response.status_code >= 400:
-            raise PublishError(response.status_code, payload)
+            raise PublishError(response.status_code, payload, _retry_after(response))
         return payload
 
     def close(self) -> None:
         self._http.close()
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    """`Retry-After` in seconds (the publish API sends whole seconds); None without one."""
+    value = response.headers.get("retry-after", "")
+    return int(value) if value.isdigit() else None
 
 
 def _csv(values: list[str] | None) -> str | None:

@@ -77,6 +77,13 @@ def main() -> None:
         help="audience size above which chunks go to the fan-out worker (default: cdk.json's dev value)",
     )
     parser.add_argument(
+        "--publish-rate",
+        type=float,
+        nargs=2,
+        metavar=("EVENTS_PER_SECOND", "BURST"),
+        help="every HTTP publisher's rate and burst (default: cdk.json's dev value)",
+    )
+    parser.add_argument(
         "--sse-max-stream-seconds", type=int, help="end SSE streams sooner (default: cdk.json's dev value)"
     )
     parser.add_argument(
@@ -168,6 +175,9 @@ def main() -> None:
     delivery = replace(delivery, max_connection_seconds=max_connection_seconds)
     if args.fanout_chunk_connections:
         delivery = replace(delivery, fanout_chunk_connections=args.fanout_chunk_connections)
+    publish_rate = config.publish_rate_settings()
+    if args.publish_rate:
+        publish_rate = replace(publish_rate, rate=args.publish_rate[0], burst=int(args.publish_rate[1]))
     sse = config.sse_settings(CONNECTIONS_TABLE)
     if args.sse_max_stream_seconds:
         sse = replace(sse, max_stream_seconds=args.sse_max_stream_seconds)
@@ -178,6 +188,7 @@ def main() -> None:
     os.environ.update(  # one environment for every local function: the deployed ones each get a part
         {
             **config.runtime_settings(TABLE).to_env(),
+            **publish_rate.to_env(),
             **delivery.to_env(),
             **config.auth_settings(secret_arn).to_env(),
             **sse.to_env(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import hashlib
 import json
 import logging
 import threading
@@ -199,8 +200,12 @@ def function_url_event(
     caller_arn: str,
     access_key: str,
 ) -> dict[str, Any]:
-    """A Lambda Function URL (payload 2.0) event with IAM authorizer context."""
+    """A Lambda Function URL (payload 2.0) event with IAM authorizer context: as AWS gives it, the
+    caller's ARN and its unique id (an IAM user's AIDA..., here derived from the ARN), which is not the
+    access key."""
     from urllib.parse import parse_qsl
+
+    unique_id = "AIDA" + hashlib.sha256(caller_arn.encode()).hexdigest()[:17].upper()
 
     now = time.time()
     try:
@@ -220,9 +225,9 @@ def function_url_event(
                 "iam": {
                     "accessKey": access_key,
                     "accountId": ACCOUNT,
-                    "callerId": access_key,
+                    "callerId": unique_id,
                     "userArn": caller_arn,
-                    "userId": access_key,
+                    "userId": unique_id,
                 }
             },
             "domainName": headers.get("host", "localhost"),

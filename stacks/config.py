@@ -23,6 +23,7 @@ from streaming.settings import (
     AuthSettings,
     DeliverySettings,
     ProbeSettings,
+    PublishRateSettings,
     Settings,
     SseSettings,
     limits,
@@ -31,6 +32,7 @@ from streaming.settings import (
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("dev", "staging", "prod")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_PRINCIPAL = re.compile(r"^arn:aws:iam::\d{12}:(user|role)/[\w+=,.@-]+$")
 _HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?$")
 # An SSE stream ends itself at least this long before its function's timeout.
 SSE_TIMEOUT_MARGIN_SECONDS = 30
@@ -116,6 +118,32 @@ class RateLimits(BaseModel):
     websocket_burst: Annotated[int, within(DeliverySettings, "burst")]
     api_rate_per_second: int = Field(gt=0)
     api_burst: int = Field(gt=0)
+
+
+class PublisherRate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    events_per_second: Annotated[float, within(PublishRateSettings, "rate")]
+    burst: Annotated[int, within(PublishRateSettings, "burst")]
+
+
+class PublishRate(PublisherRate):
+    """Each HTTP publisher's rate (docs/publishing.md, "Rate limit"): events per second and burst, for
+    every IAM principal but those `principals` names (user or role ARNs) with rates of their own."""
+
+    principals: dict[str, PublisherRate] = Field(default_factory=dict)
+
+    @field_validator("principals")
+    @classmethod
+    def _principals_are_arns(cls, principals: dict[str, PublisherRate]) -> dict[str, PublisherRate]:
+        bad = [name for name in principals if not _PRINCIPAL.match(name)]
+        if bad:
+            raise ValueError(
+                f"principals are IAM user or role ARNs (arn:aws:iam::<account>:role/<name>): {bad}"
+            )
+        return principals
+
+    def bursts(self) -> dict[str, int]:
+        return {"default": self.burst, **{name: rate.burst for name, rate in self.principals.items()}}
 
 
 class AlarmThresholds(BaseModel):
@@ -207,6 +235,7 @@ class EnvironmentConfig(BaseModel):
     deletion_protection: bool
     allowed_origins: list[str] = Field(min_length=1)
     rate_limits: RateLimits
+    publish_rate: PublishRate
     auth: AuthConfig
     event_types: dict[str, str] = Field(min_length=1, description="event type -> stream")
     roles: dict[str, list[str]] = Field(min_length=1, description="role -> event types it may see")
@@ -317,6 +346,12 @@ class EnvironmentConfig(BaseModel):
             unknown = set(types) - set(self.event_types)
             if unknown:
                 raise ValueError(f"role {role} grants unknown event types {sorted(unknown)}")
+        batch = self.max_batch_events
+        small = {name: burst for name, burst in self.publish_rate.bursts().items() if burst < batch}
+        if small:
+            raise ValueError(
+                f"publish_rate bursts must hold a whole batch (max_batch_events {batch}): {small}"
+            )
         if self.retain_data is False and self.deletion_protection:
             raise ValueError("deletion_protection needs retain_data")
         return self
@@ -330,6 +365,15 @@ class EnvironmentConfig(BaseModel):
             replay_window_seconds=self.replay_window_seconds,
             max_event_bytes=self.max_event_bytes,
             max_batch_events=self.max_batch_events,
+        )
+
+    def publish_rate_settings(self) -> PublishRateSettings:
+        """What the HTTP publish function reads from its environment to limit each publisher."""
+        rate = self.publish_rate
+        return PublishRateSettings(
+            rate=rate.events_per_second,
+            burst=rate.burst,
+            overrides={name: (p.events_per_second, p.burst) for name, p in rate.principals.items()},
         )
 
     def delivery_settings(

@@ -83,7 +83,8 @@ def handler_environment(
     """The deployed handlers' environment on moto, with the composition root rebuilt for it (what it
     built belongs to one test's environment and moto)."""
     create_table(dynamodb, CONNECTIONS_TABLE, CONNECTIONS)
-    for name, value in {**settings.to_env(), **delivery_settings.to_env()}.items():
+    publish_rate = load("dev").publish_rate_settings()
+    for name, value in {**settings.to_env(), **delivery_settings.to_env(), **publish_rate.to_env()}.items():
         monkeypatch.setenv(name, value)
     _forget_composition()
     yield

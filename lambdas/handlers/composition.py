@@ -29,10 +29,18 @@ from streaming.hs256 import SecretLoader, SigningKeys, hs256_keys, issue_token
 from streaming.leases import StreamLeases
 from streaming.management import ManagementApi
 from streaming.publish import LiveDelivery, Publisher
+from streaming.publish_rate import PublishLimit
 from streaming.ratelimit import TokenBucket
 from streaming.results import Appended
 from streaming.session import Session
-from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, ProbeSettings, Settings
+from streaming.settings import (
+    AuthSettings,
+    ConfigurationError,
+    DeliverySettings,
+    ProbeSettings,
+    PublishRateSettings,
+    Settings,
+)
 from streaming.store import EventStore
 
 if TYPE_CHECKING:  # the probe's modules (websockets, h11) load in the probe function only
@@ -77,6 +85,12 @@ def store() -> EventStore:
 def publisher() -> Publisher:
     """Also for producers that run in-process, configured by the same environment as the handlers."""
     return Publisher(settings(), store(), live_deliveries())
+
+
+@cache
+def publish_limit() -> PublishLimit:
+    """Each HTTP publisher's rate (the HTTP publish function's environment sets it)."""
+    return PublishLimit(dynamodb(), settings().events_table, PublishRateSettings.from_env())
 
 
 def live_deliveries() -> Sequence[LiveDelivery]:

@@ -17,7 +17,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.composition import delivery_settings, dynamodb, publisher, settings, store
+from handlers.composition import delivery_settings, dynamodb, publish_limit, publisher, settings, store
 from streaming import cursor as cursors
 from streaming import stats
 from streaming.errors import ErrorCode, StreamingError
@@ -39,7 +39,7 @@ def publish() -> Response[str]:
         raw = app.current_event.decoded_body or ""
     except UnicodeDecodeError:  # a binary body arrives base64-encoded, and may not be text at all
         raise StreamingError(ErrorCode.MALFORMED_JSON, "the body is not UTF-8 JSON") from None
-    results, is_batch = publisher().publish_body(raw, producer=caller)
+    results, is_batch = publisher().publish_body(raw, producer=caller, limit=publish_limit().admit)
     record(results)
     logger.info("published", extra={"events": [r.to_dict() for r in results]})
     body = {"events": [r.to_dict() for r in results]} if is_batch else results[0].to_dict()
@@ -146,9 +146,14 @@ def _served(page: Page, types: frozenset[str]) -> Response[str]:
     )
 
 
-def _json(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body),
+        headers=headers,
+    )
 
 
 def _error(error: StreamingError) -> Response[str]:
-    return _json(error.status, error.to_body())
+    return _json(error.status, error.to_body(), error.headers)

@@ -13,6 +13,11 @@ ENV_REPLAY_WINDOW_SECONDS: Final = "REPLAY_WINDOW_SECONDS"
 ENV_MAX_EVENT_BYTES: Final = "MAX_EVENT_BYTES"
 ENV_MAX_BATCH_EVENTS: Final = "MAX_BATCH_EVENTS"
 
+# Each HTTP publisher's token bucket (the HTTP publish function).
+ENV_PUBLISH_RATE: Final = "PUBLISH_RATE"  # events per second a publisher may send on average
+ENV_PUBLISH_BURST: Final = "PUBLISH_BURST"  # events it may send at once after a pause
+ENV_PUBLISH_RATE_OVERRIDES: Final = "PUBLISH_RATE_OVERRIDES"  # JSON object: principal -> [rate, burst]
+
 # Live delivery over the WebSocket API (publish functions, WebSocket handler, fan-out worker).
 ENV_CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE_NAME"
 ENV_MANAGEMENT_URL: Final = "WEBSOCKET_MANAGEMENT_URL"  # https://{api}.execute-api.{region}.{suffix}/{stage}

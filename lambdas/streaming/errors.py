@@ -63,8 +63,25 @@ class StreamingError(Exception):
     def status(self) -> int:
         return self.error.status
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides its JSON body."""
+        return {}
+
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.error.code, "message": self.message}
         if self.details:
             body["details"] = self.details
         return {"error": body}
+
+
+class RateLimited(StreamingError):
+    """A refusal the caller can retry after `retry_after` whole seconds (HTTP Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(ErrorCode.RATE_LIMITED, message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

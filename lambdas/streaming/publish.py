@@ -22,6 +22,8 @@ from streaming.store import EventStore
 # Delivers stored events to live subscribers right away; must not raise (a subscriber that misses
 # an event finds it by replay, so delivery never fails a publish that was stored).
 LiveDelivery = Callable[[Sequence[Appended]], None]
+# Admits a producer's valid events, or raises (RateLimited) to refuse the whole request.
+Admit = Callable[[str, int], None]
 
 
 class Publisher:
@@ -31,16 +33,22 @@ class Publisher:
         self._live = tuple(live)
 
     @tracer.capture_method(capture_response=False)
-    def publish(self, events: Any, producer: str) -> list[Appended]:
-        """Publish one event or a batch given as decoded JSON; raises StreamingError on bad input."""
+    def publish(self, events: Any, producer: str, limit: Admit | None = None) -> list[Appended]:
+        """Publish one event or a batch given as decoded JSON; raises StreamingError on bad input, and
+        when `limit` refuses the producer its valid events (then too before anything is stored)."""
         # Anything but a list is one event; a non-object is then refused as an invalid envelope.
         batch = list(events) if isinstance(events, list | tuple) else [events]
-        stored = self._store.append(self.validate(batch), producer)
+        valid = self.validate(batch)
+        if limit is not None:
+            limit(producer, len(valid))
+        stored = self._store.append(valid, producer)
         for deliver in self._live:
             deliver(stored)
         return stored
 
-    def publish_body(self, body: str | bytes, producer: str) -> tuple[list[Appended], bool]:
+    def publish_body(
+        self, body: str | bytes, producer: str, limit: Admit | None = None
+    ) -> tuple[list[Appended], bool]:
         """Publish a raw request body: one event object, {"events": [...]}, or a JSON array.
         Returns the results and whether the body was a batch."""
         size = len(body.encode() if isinstance(body, str) else body)
@@ -62,7 +70,7 @@ class Publisher:
                 )
             decoded = decoded["events"]
         is_batch = isinstance(decoded, list)
-        return self.publish(decoded, producer), is_batch
+        return self.publish(decoded, producer, limit), is_batch
 
     def validate(self, batch: Sequence[Any]) -> list[NewEvent]:
         """All events or none: every problem is reported, by index, before anything is stored."""

@@ -48,6 +48,12 @@ INTEGER = Codec(int, str)
 NUMBER = Codec(float, str)
 JSON_LIST = Codec(lambda text: tuple(json.loads(text)), lambda values: json.dumps(list(values)))
 STREAMS = Codec(json.loads, lambda streams: json.dumps(dict(streams), sort_keys=True))
+RATES = Codec(
+    lambda text: {
+        principal: (float(rate), int(burst)) for principal, (rate, burst) in json.loads(text).items()
+    },
+    lambda rates: json.dumps({principal: list(rate) for principal, rate in rates.items()}, sort_keys=True),
+)
 GRANTS = Codec(
     lambda text: {role: tuple(types) for role, types in json.loads(text).items()},
     lambda grants: json.dumps({role: list(types) for role, types in grants.items()}),
@@ -182,6 +188,28 @@ class Settings(EnvSettings):
     def max_body_bytes(self) -> int:
         """Largest request body worth parsing: a full batch of full events plus envelope overhead."""
         return self.max_batch_events * (self.max_event_bytes + 1024)
+
+
+@dataclass(frozen=True)
+class PublishRateSettings(EnvSettings):
+    """Each HTTP publisher's token bucket: `rate` events per second refill a bucket of `burst` events;
+    `overrides` gives named principals (IAM user or role ARNs) a (rate, burst) of their own."""
+
+    rate: float = env_var(c.ENV_PUBLISH_RATE, NUMBER, limits=Limits(gt=0))
+    burst: int = env_var(c.ENV_PUBLISH_BURST, INTEGER, limits=Limits(ge=1))
+    overrides: Mapping[str, tuple[float, int]] = env_var(
+        c.ENV_PUBLISH_RATE_OVERRIDES, RATES, optional=True, default=""
+    )
+
+    def _rules(self) -> list[str]:
+        bad = {p: r for p, r in (self.overrides or {}).items() if not (r[0] > 0 and r[1] >= 1)}
+        if not bad:
+            return []
+        return [f"{c.ENV_PUBLISH_RATE_OVERRIDES} needs rates above 0 and bursts of 1 or more: {bad}"]
+
+    def of(self, principal: str) -> tuple[float, int]:
+        """The (rate, burst) of `principal`."""
+        return (self.overrides or {}).get(principal, (self.rate, self.burst))
 
 
 @dataclass(frozen=True)

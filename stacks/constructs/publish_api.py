@@ -29,7 +29,9 @@ class PublishApi(Construct):
         super().__init__(scope, construct_id)
         self._config = config
         environment = config.runtime_settings(store.table.table_name).to_env()
-        self.http_function = self._build_http_function(functions, environment)
+        self.http_function = self._build_http_function(
+            functions, {**environment, **config.publish_rate_settings().to_env()}
+        )
         self.url = self._build_url(self.http_function)
         self.bus, self.eventbridge_function = self._build_event_bus(functions, environment)
         for function in (self.http_function, self.eventbridge_function):
