@@ -115,7 +115,7 @@ def publish_handing_chunks_on(stack: LocalState) -> tuple[str, list[dict[str, An
     )
     credentials = Credentials(HANDLER_CREDENTIALS.access_key_id, HANDLER_CREDENTIALS.secret_access_key)
     chunks: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(IN_WORKER) as executor:
+    with ThreadPoolExecutor(CHUNK) as executor:  # the first chunk's posts, in parallel
         fanout = FanOut(
             registry,
             ManagementApi(delivery.management_url, values["Region"], credentials),
@@ -147,16 +147,17 @@ def worker_process(payload: dict[str, Any], environment: dict[str, str]) -> Iter
         process.wait(WAIT)
 
 
-async def subscribers(stack: LocalState, stack_of: contextlib.AsyncExitStack) -> dict[str, Application]:
-    apps = [await stack_of.enter_async_context(application(stack)) for _ in range(CHUNK + IN_WORKER)]
+async def subscribers(stack: LocalState, exits: contextlib.AsyncExitStack) -> dict[str, Application]:
+    """One per connection of the audience, by connection id."""
+    apps = [await exits.enter_async_context(application(stack)) for _ in range(CHUNK + IN_WORKER)]
     return {app.connection_id: app for app in apps}
 
 
 @pytest.mark.parametrize("found_by", ["heads", "prev"])
 def test_a_worker_killed_mid_chunk_loses_nothing_and_its_unserved_connections_replay(stack, found_by):
     async def scenario() -> None:
-        async with contextlib.AsyncExitStack() as apps_context:
-            apps = await subscribers(stack, apps_context)
+        async with contextlib.AsyncExitStack() as exits:
+            apps = await subscribers(stack, exits)
             ids = await publish(stack, 2)  # every subscriber knows the stream before the fault
             await asyncio.gather(*(app.receives(ids) for app in apps.values()))
             metrics = Metrics(stack)
@@ -186,18 +187,18 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_its_unserved_connections_re
             else:  # the next events point past the hole
                 ids += await publish(stack, 2)
             await asyncio.gather(*(app.receives(ids) for app in apps.values()))
-            growth = await metrics.grown(replays=len(held))
 
             assert {connection_id: app.ids for connection_id, app in apps.items()} == dict.fromkeys(apps, ids)
             assert stored(stack, ids) == ids
-            repaired = {connection_id for connection_id, app in apps.items() if app.subscriber.gap_replays}
-            assert repaired == set(held)
             # The frames that did arrive arrived once: nobody sent the chunk again.
             assert all(
                 apps[connection_id].subscriber.ordering.repeats == 0
                 for connection_id in set(apps) - set(held)
             )
             assert answered(stack) == [1] * len(held)  # each held post was made once
+            repaired = {connection_id for connection_id, app in apps.items() if app.subscriber.gap_replays}
+            assert repaired == set(held)
+            growth = await metrics.grown(replays=len(held))
             print(
                 f"{found_by}: worker killed after {len(served)} of {IN_WORKER} posts; {len(held)} "
                 f"connections repaired by replay, {counter(growth, 'replays'):.0f} replays counted"
