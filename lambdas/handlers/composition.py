@@ -130,6 +130,7 @@ def fanout() -> FanOut:
         chunk_connections=config.fanout_chunk_connections,
         dispatch=_invoker(config.fanout_function) if config.fanout_function else None,
         executor=ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="fanout"),
+        coalescing=settings().coalescing,
     )
 
 

@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any, Literal, NamedTuple, Self, TypedDict, cast, get_args
 
 from streaming import constants as c
+from streaming.coalesce import Coalescing
 from streaming.events import EventCatalog
 from streaming.roles import RoleMatrix
 
@@ -158,9 +159,14 @@ class Settings(EnvSettings):
     # API Gateway WebSocket messages are at most 128 KB.
     max_event_bytes: int = env_var(c.ENV_MAX_EVENT_BYTES, INTEGER, limits=Limits(ge=256, le=120_000))
     max_batch_events: int = env_var(c.ENV_MAX_BATCH_EVENTS, INTEGER, limits=Limits(ge=1, le=1000))
+    # Live delivery to a subscriber with more events than this pending coalesces superseded events of
+    # these types by key; the SSE tailer keeps at most 1000 per stream, and beyond that is replay.
+    coalesce_types: tuple[str, ...] = env_var(c.ENV_COALESCE_TYPES, JSON_LIST)
+    must_deliver_types: tuple[str, ...] = env_var(c.ENV_MUST_DELIVER_TYPES, JSON_LIST)
+    coalesce_above_events: int = env_var(c.ENV_COALESCE_ABOVE_EVENTS, INTEGER, limits=Limits(ge=1, le=1000))
 
     def _rules(self) -> list[str]:
-        problems = []
+        problems = coalescing_problems(self.coalesce_types, self.must_deliver_types, self.streams_by_type)
         for event_type, stream in self.streams_by_type.items():
             if not re.match(c.STREAM_NAME_PATTERN, stream):
                 problems.append(f"stream {stream!r} of {event_type} does not match {c.STREAM_NAME_PATTERN}")
@@ -178,10 +184,32 @@ class Settings(EnvSettings):
     def roles(self) -> RoleMatrix:
         return RoleMatrix(self.role_grants)
 
+    @cached_property
+    def coalescing(self) -> Coalescing:
+        return Coalescing(frozenset(self.coalesce_types), self.coalesce_above_events)
+
     @property
     def max_body_bytes(self) -> int:
         """Largest request body worth parsing: a full batch of full events plus envelope overhead."""
         return self.max_batch_events * (self.max_event_bytes + 1024)
+
+
+def coalescing_problems(
+    coalesce: tuple[str, ...] | list[str], must_deliver: tuple[str, ...] | list[str], known: Mapping[str, str]
+) -> list[str]:
+    """What makes a coalescing policy wrong: unknown types, or a must-deliver type coalesced (at synth,
+    stacks/config.py asks the same)."""
+    problems = []
+    unknown = sorted((set(coalesce) | set(must_deliver)) - set(known))
+    if unknown:
+        problems.append(f"coalescing names unknown types {unknown}")
+    demoted = sorted((c.ALWAYS_MUST_DELIVER & set(known)) - set(must_deliver))
+    if demoted:
+        problems.append(f"{demoted} must always be must-deliver")
+    both = sorted(set(coalesce) & set(must_deliver))
+    if both:
+        problems.append(f"{both} are must-deliver and can never be coalesced")
+    return problems
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,18 @@ def test_prod_keeps_its_data():
         ({"max_event_bytes": 200_000}, "max_event_bytes"),
         ({"alarm_email": "not-an-address"}, "alarm_email"),
         ({"surprise": 1}, "Extra inputs"),
+        ({"degradation": {"coalesce_types": ["risk.alert"], "must_deliver_types": []}}, "must always be"),
+        (
+            {
+                "degradation": {
+                    "coalesce_types": ["decision.made"],
+                    "must_deliver_types": ["decision.made", "risk.alert"],
+                }
+            },
+            "can never be coalesced",
+        ),
+        ({"degradation": {"coalesce_types": ["order.filled"]}}, "unknown types"),
+        ({"degradation": {"coalesce_above_events": 0}}, "coalesce_above_events"),
     ],
 )
 def test_bad_configuration_is_refused_at_synth(overrides, message):
@@ -357,3 +369,10 @@ def test_the_deployed_powertools_is_the_release_the_tests_run_with(environment):
     version = load(environment).powertools_version
     assert version == constraint("aws-lambda-powertools")
     assert powertools_parameter(version) == f"/aws/service/powertools/python/arm64/python3.13/{version}"
+
+
+def test_a_must_deliver_type_coalesced_is_refused_at_cold_start_too():
+    env = load("dev").runtime_settings("t").to_env()
+    env[c.ENV_COALESCE_TYPES] = json.dumps(["proposal.updated", "risk.alert"])
+    with pytest.raises(ConfigurationError, match="must-deliver and can never be coalesced"):
+        Settings.from_env(env)
