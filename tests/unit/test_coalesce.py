@@ -204,7 +204,7 @@ def burst(settings) -> list[dict]:
 
 
 def test_an_sse_client_behind_a_burst_gets_it_coalesced_and_a_catch_up_from_the_store_is_whole(
-    store, publisher, settings
+    store, publisher, settings, capsys
 ):
     policy = Coalescing(COALESCIBLE, above_events=5)
 
@@ -228,6 +228,12 @@ def test_an_sse_client_behind_a_burst_gets_it_coalesced_and_a_catch_up_from_the_
     assert [e for event in live for e in client.offer(event)] == live  # each next when it came
     updates = [e for e in live if e["type"] == "proposal.updated"]
     assert [(e["key"], e["coalesced"]) for e in updates] == [("p-2", 5), ("p-0", 6), ("p-1", 6)]
+    counted = [  # the metric, as EMF: what was left out, by transport and type
+        (document["transport"], document["type"], document["EventsCoalesced"])
+        for document in map(json.loads, capsys.readouterr().out.splitlines())
+        if "EventsCoalesced" in document
+    ]
+    assert counted == [("sse", "proposal.updated", [17.0])]
     assert [e["type"] for e in live if e["type"] != "proposal.updated"] == ["risk.alert", "signal.created"]
     assert [(e["stream"], e["seq"]) for e in behind] == [(e.stream, e.seq) for e in stored]  # all 22
     assert not any("coalesced" in e for e in behind)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,7 +16,15 @@ from clients.ordering import Ordering
 from streaming import codec
 from streaming.coalesce import Coalescing
 from streaming.events import Envelope
-from streaming.fanout import FanOut, Recipient, chunk_payload, recipients_from_payload, spread, stored_at
+from streaming.fanout import (
+    FanOut,
+    Recipient,
+    Report,
+    chunk_payload,
+    recipients_from_payload,
+    spread,
+    stored_at,
+)
 from streaming.management import RETRY_DELAYS_SECONDS
 from streaming.observability import metrics
 from tests.conftest import CONNECTIONS_TABLE, example, signal
@@ -533,3 +542,15 @@ def test_a_throttled_connection_gets_the_rest_of_its_events_coalesced(registry, 
 
 def replace_key(event: Envelope, key: str) -> Envelope:
     return dataclasses.replace(event, key=key)
+
+
+@pytest.mark.degradation
+def test_the_report_counts_coalesced_events_by_transport_and_type(capsys):
+    Report(coalesced=Counter({"proposal.updated": 7, "system.status": 2})).record()
+    metrics.clear_metrics()  # the handler's own flush is not what this looks at
+    found = {}
+    for line in capsys.readouterr().out.splitlines():
+        document = json.loads(line)
+        if "EventsCoalesced" in document:
+            found[(document["transport"], document["type"])] = document["EventsCoalesced"]
+    assert found == {("websocket", "proposal.updated"): [7.0], ("websocket", "system.status"): [2.0]}
