@@ -8,6 +8,9 @@ Per stream a position `p`, the seq of the last event handed to the application:
 - `prev > p`: something between is missing: held until it comes, or until `waiting()` says it is time
   to replay from `cursor`.
 
+An event with `coalesced` stands for that many earlier events of its type and key that the server
+left out under overload; its `prev` skips them, so it is next like any other, and `coalesced` sums them.
+
 Held events are bounded (`max_held`): past it the oldest are dropped, since a replay brings them again.
 """
 
@@ -32,6 +35,9 @@ class Ordering:
     ) -> None:
         self.position: dict[str, int] = dict(position or {})
         self.repeats = 0  # events dropped because the application had them already
+        # Events the server left out under overload, each superseded by a later one of the same type and
+        # key that was handed over (its `coalesced` counts them); a replay from an earlier cursor has them.
+        self.coalesced = 0
         self._held: dict[tuple[str, int], tuple[Event, float]] = {}
         self._max_held = max_held
         self._clock = clock
@@ -125,4 +131,5 @@ class Ordering:
                 self.repeats += 1
                 continue
             self.position[stream] = event["seq"]
+            self.coalesced += event.get("coalesced", 0)
             released.append(event)

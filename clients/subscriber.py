@@ -174,6 +174,13 @@ class Subscriber:
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def coalesced(self) -> int:
+        """Events the server left out under overload (docs/reliability.md, "Graceful degradation"): each
+        was superseded by a later event of its type and key that was handed over, whose `coalesced`
+        field counts them. A replay from an earlier cursor returns every one of them."""
+        return self.ordering.coalesced
+
     async def __aenter__(self) -> Subscriber:
         self._task = asyncio.create_task(self._run())
         return self

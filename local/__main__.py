@@ -43,7 +43,8 @@ from local.state import DEFAULT_DIR, LOCAL_STACK, LocalCredentials, LocalState
 from stacks.config import load
 from stacks.table_layouts import CONNECTIONS, EVENTS, create_table
 from streaming import constants as c
-from streaming.settings import DeliverySettings, limits
+from streaming.environment import limits
+from streaming.settings import DeliverySettings
 
 TABLE = "streaming-local-events"
 CONNECTIONS_TABLE = "streaming-local-connections"
@@ -94,6 +95,12 @@ def main() -> None:
     )
     parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
     parser.add_argument("--sse-poll-interval-ms", type=int, help="default: cdk.json's dev value")
+    parser.add_argument(
+        "--coalesce-above-events",
+        type=int,
+        help="the overload signal's threshold: events pending for one subscriber above which superseded "
+        "ones are coalesced by key (default: cdk.json's dev value)",
+    )
     parser.add_argument(
         "--websocket-connection-limit-seconds",
         type=int,
@@ -185,9 +192,12 @@ def main() -> None:
         sse = replace(sse, heartbeat_seconds=args.sse_heartbeat_seconds)
     if args.sse_poll_interval_ms:
         sse = replace(sse, poll_interval_ms=args.sse_poll_interval_ms)
+    runtime = config.runtime_settings(TABLE)
+    if args.coalesce_above_events:
+        runtime = replace(runtime, coalesce_above_events=args.coalesce_above_events)
     os.environ.update(  # one environment for every local function: the deployed ones each get a part
         {
-            **config.runtime_settings(TABLE).to_env(),
+            **runtime.to_env(),
             **publish_rate.to_env(),
             **delivery.to_env(),
             **config.auth_settings(secret_arn).to_env(),

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streaming.constants import PROBE_EVENT_TYPE, STREAM_NAME_PATTERN
+from streaming.constants import ALWAYS_MUST_DELIVER, PROBE_EVENT_TYPE, STREAM_NAME_PATTERN
+from streaming.environment import limits
 from streaming.events import EventCatalog
 from streaming.settings import (
     AuthMode,
@@ -26,7 +27,7 @@ from streaming.settings import (
     PublishRateSettings,
     Settings,
     SseSettings,
-    limits,
+    coalescing_problems,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,6 +224,19 @@ class SseConfig(BaseModel):
         return self
 
 
+class DegradationConfig(BaseModel):
+    """Graceful degradation (docs/reliability.md): a subscriber with more than `coalesce_above_events`
+    events pending for one delivery gets superseded events of `coalesce_types` coalesced by key.
+    Must-deliver types (risk.alert always) are never coalesced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    coalesce_types: list[str] = Field(default_factory=lambda: ["proposal.updated", "system.status"])
+    must_deliver_types: list[str] = Field(default_factory=lambda: sorted(ALWAYS_MUST_DELIVER))
+    coalesce_above_events: Annotated[int, within(Settings, "coalesce_above_events")] = Field(
+        default=100, description="more than one full publish batch: a fast subscriber never sees it"
+    )
+
+
 class EnvironmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -267,6 +281,7 @@ class EnvironmentConfig(BaseModel):
     )
     web_adapter_layer_version: int = Field(ge=1, description="the public LambdaAdapterLayerArm64 layer")
     sse: SseConfig = SseConfig()
+    degradation: DegradationConfig = DegradationConfig()
 
     @property
     def stack_name(self) -> str:
@@ -354,6 +369,12 @@ class EnvironmentConfig(BaseModel):
             )
         if self.retain_data is False and self.deletion_protection:
             raise ValueError("deletion_protection needs retain_data")
+        degradation = self.degradation
+        problems = coalescing_problems(
+            degradation.coalesce_types, degradation.must_deliver_types, self.event_types
+        )
+        if problems:
+            raise ValueError(f"degradation: {'; '.join(problems)}")
         return self
 
     def runtime_settings(self, events_table: str) -> Settings:
@@ -365,6 +386,9 @@ class EnvironmentConfig(BaseModel):
             replay_window_seconds=self.replay_window_seconds,
             max_event_bytes=self.max_event_bytes,
             max_batch_events=self.max_batch_events,
+            coalesce_types=tuple(self.degradation.coalesce_types),
+            must_deliver_types=tuple(self.degradation.must_deliver_types),
+            coalesce_above_events=self.degradation.coalesce_above_events,
         )
 
     def publish_rate_settings(self) -> PublishRateSettings:

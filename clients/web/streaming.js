@@ -15,7 +15,7 @@
  */
 
 /** @typedef {{id: string, type: string, stream: string, seq: number, prev: number, ts?: string,
- *   data: any, encoding?: string}} StreamEvent */
+ *   data: any, encoding?: string, key?: string, coalesced?: number}} StreamEvent */
 /** @typedef {Record<string, number>} Position stream -> seq */
 
 export const CONNECTING = "connecting";
@@ -76,6 +76,9 @@ export class Ordering {
     /** @type {Position} */
     this.position = { ...position };
     this.repeats = 0; // events dropped because the application had them already
+    // Events the server left out under overload, each superseded by a later one of the same type and key
+    // that was handed over (its `coalesced` counts them); a replay from an earlier cursor returns them.
+    this.coalesced = 0;
     /** @type {Map<string, Map<number, {event: StreamEvent, arrived: number}>>} stream -> seq -> held */
     this._held = new Map();
     this._heldCount = 0;
@@ -104,6 +107,7 @@ export class Ordering {
     }
     if (event.prev <= at && !held?.size) {
       this.position[stream] = seq; // the common case: next in line, nothing waiting
+      this.coalesced += event.coalesced ?? 0;
       return [event];
     }
     this._hold(event);
@@ -218,6 +222,7 @@ export class Ordering {
         continue;
       }
       this.position[stream] = next.seq;
+      this.coalesced += next.coalesced ?? 0;
       released.push(next);
     }
     return released;
@@ -452,7 +457,8 @@ export class StreamingClient extends EventTarget {
 
   /** What a connection panel shows. */
   get stats() {
-    return { ...this.counters, duplicates: this.ordering.repeats, held: this.ordering.held };
+    const { repeats, held, coalesced } = this.ordering;
+    return { ...this.counters, duplicates: repeats, held, coalesced };
   }
 
   start() {

@@ -24,6 +24,7 @@ from botocore.config import Config
 from streaming import constants as c
 from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
 from streaming.connections import ConnectionRegistry
+from streaming.environment import ConfigurationError
 from streaming.fanout import Dispatch, FanOut
 from streaming.hs256 import SecretLoader, SigningKeys, hs256_keys, issue_token
 from streaming.leases import StreamLeases
@@ -33,14 +34,7 @@ from streaming.publish_rate import PublishLimit
 from streaming.ratelimit import TokenBucket
 from streaming.results import Appended
 from streaming.session import Session
-from streaming.settings import (
-    AuthSettings,
-    ConfigurationError,
-    DeliverySettings,
-    ProbeSettings,
-    PublishRateSettings,
-    Settings,
-)
+from streaming.settings import AuthSettings, DeliverySettings, ProbeSettings, PublishRateSettings, Settings
 from streaming.store import EventStore
 
 if TYPE_CHECKING:  # the probe's modules (websockets, h11) load in the probe function only
@@ -144,6 +138,7 @@ def fanout() -> FanOut:
         chunk_connections=config.fanout_chunk_connections,
         dispatch=_invoker(config.fanout_function) if config.fanout_function else None,
         executor=ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="fanout"),
+        coalescing=settings().coalescing,
     )
 
 

@@ -71,7 +71,10 @@ async def events(request: Request) -> Response:
     )
     count("ConnectionsOpened", role=plan.role, transport="sse")
     still_leased = partial(_leases().held, subject, planned.lease)
-    stream = Subscription(composition.store(), _tailer(), plan, still_leased=still_leased)
+    coalescing = composition.settings().coalescing
+    stream = Subscription(
+        composition.store(), _tailer(), plan, still_leased=still_leased, coalescing=coalescing
+    )
     body = _logged(stream, subject, planned.lease)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 

@@ -43,8 +43,9 @@ def decode_event(body: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-# An event as encoded for one subscriber: the same bytes for every subscriber with the same `prev`.
-EncodedKey = tuple[str, int, int]  # stream, seq, prev
+# An event as encoded for one subscriber: the same bytes for every subscriber with the same `prev`
+# (and the same count of events it stands for, when coalesced).
+EncodedKey = tuple[str, int, int, int]  # stream, seq, prev, coalesced
 
 
 def encoded_event(event: Envelope, compress_above: int, types: Iterable[str]) -> bytes:
@@ -56,7 +57,7 @@ def encoded_for(
     event: Envelope, types: frozenset[str], compress_above: int, encoded: MutableMapping[EncodedKey, bytes]
 ) -> bytes:
     """The event as a subscriber to `types` gets it: from `encoded`, or encoded now and kept there."""
-    key = (event.stream, event.seq, event.prev_among(types))
+    key = (event.stream, event.seq, event.prev_among(types), event.coalesced)
     body = encoded.get(key)
     if body is None:
         body = encoded[key] = encoded_event(event, compress_above, types)
@@ -76,18 +77,31 @@ def event_frames(
     is encoded (and compressed) once per distinct `prev`, not once per connection."""
     encoded = {} if encoded is None else encoded
     frames: list[bytes] = []
+    while events:
+        frame, taken = first_frame(events, types, compress_above, limit, encoded)
+        frames.append(frame)
+        events = events[taken:]
+    return frames
+
+
+def first_frame(
+    events: Sequence[Envelope],
+    types: frozenset[str],
+    compress_above: int,
+    limit: int = FRAME_BYTES,
+    encoded: MutableMapping[EncodedKey, bytes] | None = None,
+) -> tuple[bytes, int]:
+    """The first of `event_frames`, and how many of `events` it holds (at least one)."""
+    encoded = {} if encoded is None else encoded
     batch: list[bytes] = []
     size = 0
     for event in events:
         body = encoded_for(event, types, compress_above, encoded)
         if batch and size + len(body) + 1 > limit - _FRAME_ALLOWANCE:
-            frames.append(_frame(batch))
-            batch, size = [], 0
+            break
         batch.append(body)
         size += len(body) + 1
-    if batch:
-        frames.append(_frame(batch))
-    return frames
+    return _frame(batch), len(batch)
 
 
 def _frame(batch: list[bytes]) -> bytes:

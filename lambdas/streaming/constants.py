@@ -12,6 +12,12 @@ ENV_ROLE_MATRIX: Final = "ROLE_MATRIX"  # JSON object: role -> list of event typ
 ENV_REPLAY_WINDOW_SECONDS: Final = "REPLAY_WINDOW_SECONDS"
 ENV_MAX_EVENT_BYTES: Final = "MAX_EVENT_BYTES"
 ENV_MAX_BATCH_EVENTS: Final = "MAX_BATCH_EVENTS"
+# Graceful degradation (streaming.coalesce): what may be coalesced by key, and when.
+ENV_COALESCE_TYPES: Final = "COALESCE_TYPES"  # JSON list of event types
+ENV_MUST_DELIVER_TYPES: Final = "MUST_DELIVER_TYPES"  # JSON list: never coalesced
+ENV_COALESCE_ABOVE_EVENTS: Final = "COALESCE_ABOVE_EVENTS"  # events pending for one subscriber
+# Types that are must-deliver in every configuration: configuring one otherwise is an error.
+ALWAYS_MUST_DELIVER: Final = frozenset({"risk.alert"})
 
 # Each HTTP publisher's token bucket (the HTTP publish function).
 ENV_PUBLISH_RATE: Final = "PUBLISH_RATE"  # events per second a publisher may send on average

@@ -59,6 +59,9 @@ class Envelope:
     key: str | None = None
     # Required: without it `prev_among` would fall back to the per-type prev, too low for a subscriber.
     type_heads: Mapping[str, int] = field(kw_only=True, compare=False, repr=False)
+    # Live delivery under overload only (streaming.coalesce): earlier events of the same type and key
+    # this one stands for, which were not sent. Never stored.
+    coalesced: int = field(default=0, kw_only=True)
 
     def prev_among(self, types: Iterable[str]) -> int:
         """The seq of the previous event of this stream among `types` (0 if none): what a subscriber
@@ -81,6 +84,8 @@ class Envelope:
         }
         if self.key is not None:
             body["key"] = self.key
+        if self.coalesced:
+            body["coalesced"] = self.coalesced
         return body
 
 

@@ -11,6 +11,7 @@ asynchronously, so delivery time does not grow with one function's limits.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from streaming.codec import EncodedKey, encoded_for, event_frames
+from streaming.coalesce import Coalescing
+from streaming.codec import EncodedKey, encoded_for, first_frame
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.management import GONE, Poster, post_with_retry
-from streaming.observability import logger, metrics, tracer
+from streaming.observability import count, logger, metrics, tracer
 from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
@@ -44,11 +46,13 @@ class Report:
     post_ms: float = 0.0  # posting to it (this function's share)
     # Per connection served: from its oldest event's store time to its last frame's accepted post.
     latencies_ms: list[float] = field(default_factory=list)
+    coalesced: Counter[str] = field(default_factory=Counter)  # per type, events superseded, not sent
 
     def add(self, other: Report) -> None:
         for name in ("connections", "frames", "delivered", "gone", "failed", "retries", "chunks_dispatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latencies_ms += other.latencies_ms
+        self.coalesced += other.coalesced
 
     def record(self) -> None:
         """As metrics, the same from a publish function and a fan-out worker."""
@@ -65,6 +69,8 @@ class Report:
             metrics.add_metric(name="FanOutPostTime", unit=MetricUnit.Milliseconds, value=self.post_ms)
         for latency in spread(self.latencies_ms, MAX_METRIC_VALUES):
             metrics.add_metric(name="DeliveryLatency", unit=MetricUnit.Milliseconds, value=latency)
+        for event_type, coalesced in sorted(self.coalesced.items()):
+            count("EventsCoalesced", coalesced, transport="websocket", type=event_type)
 
 
 def spread(values: Sequence[float], most: int) -> list[float]:
@@ -110,6 +116,7 @@ class FanOut:
         chunk_connections: int,
         dispatch: Dispatch | None = None,
         executor: ThreadPoolExecutor,
+        coalescing: Coalescing | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -119,6 +126,7 @@ class FanOut:
         self._chunk = chunk_connections
         self._dispatch = dispatch
         self._executor = executor
+        self._coalescing = coalescing
         self._sleep = sleep
         self._clock = clock
 
@@ -178,6 +186,9 @@ class FanOut:
         started = time.perf_counter()
         report = Report()
         recipients = list(recipients)
+        for recipient in recipients:  # a burst: more events for one connection than it should take
+            if self._coalescing and self._coalescing.overloaded(len(recipient.events)):
+                recipient.events = self._coalesced(recipient.events, recipient.types, report)
         # Each event encoded (and compressed) here, once for every connection that gets it with the
         # same `prev`; the workers then only read what is encoded.
         encoded: dict[EncodedKey, bytes] = {}
@@ -189,11 +200,21 @@ class FanOut:
         report.post_ms = (time.perf_counter() - started) * 1000
         return report
 
+    def _coalesced(self, events: Sequence[Envelope], types: frozenset[str], report: Report) -> list[Envelope]:
+        """`events` for a subscriber to `types`, superseded ones coalesced by key (streaming.coalesce)."""
+        if self._coalescing is None:
+            return list(events)
+        coalesced = self._coalescing.apply(events, types)
+        report.coalesced += coalesced.left_out
+        return coalesced.events
+
     def _send_one(self, recipient: Recipient, encoded: dict[EncodedKey, bytes]) -> Report:
         report = Report(connections=1)
-        frames = event_frames(recipient.events, recipient.types, self._compress_above, encoded=encoded)
         oldest = min((stored_at(event) for event in recipient.events), default=None)
-        for frame in frames:
+        pending: Sequence[Envelope] = recipient.events
+        while pending:
+            # Encoded in this thread only if coalesced here (then the same bytes, should two race).
+            frame, taken = first_frame(pending, recipient.types, self._compress_above, encoded=encoded)
             report.frames += 1
             status, retries = post_with_retry(self._poster, recipient.connection_id, frame, self._sleep)
             report.retries += retries
@@ -203,17 +224,19 @@ class FanOut:
                 self._registry.remove(recipient.connection_id, recipient.found_by)
                 report.gone = 1
                 return report
-            if 200 <= status < 300:
-                report.delivered += 1
-                if oldest is not None and report.delivered == len(frames):
-                    report.latencies_ms.append(max(0.0, (self._clock() - oldest) * 1000))
-            else:
+            if not 200 <= status < 300:
                 # Stop here: events arrive in seq order per stream or not at all; the client replays.
                 report.failed += 1
                 logger.warning(
                     "frame not delivered", extra={"connection_id": recipient.connection_id, "status": status}
                 )
                 return report
+            report.delivered += 1
+            pending = pending[taken:]
+            if retries and pending:  # throttled (or failing): coalesce what is left
+                pending = self._coalesced(pending, recipient.types, report)
+        if oldest is not None and report.delivered:
+            report.latencies_ms.append(max(0.0, (self._clock() - oldest) * 1000))
         return report
 
 

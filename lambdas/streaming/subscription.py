@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from streaming import codec
 from streaming import cursor as cursors
+from streaming.coalesce import Coalescing
 from streaming.events import Envelope, format_ts, parse_ts
 from streaming.observability import Sample, count, logger
 from streaming.sse_plan import StreamPlan
@@ -57,7 +58,9 @@ class Subscription:
     `max_stream_seconds`. A stream that could write nothing, not even a heartbeat, for `stall_seconds`
     ends itself (the client reconnects) and has the tailer start over if the tailer is what stalled.
     At each heartbeat after the first it asks `still_leased` (a blocking read, run in a thread) and
-    ends when its lease was taken. `ending` says how it ended."""
+    ends when its lease was taken. A client that reads slower than events arrive finds more than
+    `coalescing.above_events` waiting at its next write: superseded events are then coalesced (never
+    those read from the store to catch up: that is replay). `ending` says how it ended."""
 
     def __init__(
         self,
@@ -66,9 +69,11 @@ class Subscription:
         plan: StreamPlan,
         *,
         still_leased: Callable[[], bool] = lambda: True,
+        coalescing: Coalescing | None = None,
     ) -> None:
         self._store, self._tailer, self._plan = store, tailer, plan
         self._still_leased = still_leased
+        self._coalescing = coalescing
         self.ending = Ending.CLIENT_LEFT  # until it ends by itself: a stream stopped from outside
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -98,7 +103,7 @@ class Subscription:
                         ends_because = "replaced"
                         break
                     chunks, events, next_heartbeat = await _next_chunks(
-                        store, tailer, plan, position, next_heartbeat, ends_at
+                        store, tailer, plan, position, next_heartbeat, ends_at, self._coalescing
                     )
             except TimeoutError:
                 ends_because = "stalled"
@@ -128,6 +133,7 @@ async def _next_chunks(
     position: cursors.Position,
     next_heartbeat: float,
     ends_at: float,
+    coalescing: Coalescing | None = None,
 ) -> tuple[list[bytes], list[Envelope], float]:
     """What the stream writes next (and the events among it), moving `position` past it, and when the
     next heartbeat is due:
@@ -145,6 +151,11 @@ async def _next_chunks(
     recent = tailer.recent_after(position, plan.types, plan.streams)
     if recent is not None:
         (events, reached), more = recent, False
+        if coalescing and coalescing.overloaded(len(events)):  # live events piled up behind the client
+            coalesced = coalescing.apply(events, plan.types)
+            events = coalesced.events
+            for event_type, left_out in sorted(coalesced.left_out.items()):
+                count("EventsCoalesced", left_out, transport="sse", type=event_type)
     else:  # behind what the tailer keeps: read the store
         page = await asyncio.to_thread(store.after, position, plan.types, PAGE_SIZE)
         events, reached, more = page.events, page.cursor, page.more

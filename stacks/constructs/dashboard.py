@@ -139,6 +139,8 @@ class Dashboard(Construct):
         layout.add_widget(row(*self._sse(functions["Sse"])))
         layout.add_large_header("Connection stats")
         layout.add_widget(row(*self._connection_stats()))
+        layout.add_large_header("Graceful degradation")
+        layout.add_widget(row(self._coalesced()))
 
         region = Stack.of(self).region
         self.url = (
@@ -278,6 +280,21 @@ class Dashboard(Construct):
                 annotations=[threshold(cap, "reserved concurrency")] if cap is not None else [],
             ),
         ]
+
+    def _coalesced(self) -> cloudwatch.IWidget:
+        """Superseded events not sent to overloaded subscribers, per transport and coalescible type."""
+        return graph(
+            "Events coalesced under overload",
+            [
+                service_metric(
+                    "EventsCoalesced", "Sum", label=f"{transport} {t}", transport=transport, type=t
+                )
+                for transport in TRANSPORTS
+                for t in self._config.degradation.coalesce_types
+            ],
+            width=12,
+            stacked=True,
+        )
 
     def _connection_stats(self) -> list[cloudwatch.IWidget]:
         """The minute sweep's gauges (open by role, active), and what opened and closed connections."""

@@ -25,6 +25,7 @@ ROWS = [
     "DynamoDB",
     "SSE",
     "Connection stats",
+    "Graceful degradation",
 ]
 TRANSPORTS = ("websocket", "sse")
 
@@ -289,3 +290,13 @@ def test_connection_stats_show_open_connections_by_role_and_transport(stack, env
         "ExpiredConnectionsClosed",
         "ReconnectNotices",
     }
+
+
+@pytest.mark.degradation
+def test_degradation_shows_the_events_coalesced_per_transport_and_coalescible_type(stack, environment):
+    [widget] = rows(stack, environment)["Graceful degradation"]
+    assert [(s.own, s.stat) for s in widget.series] == [
+        (("EventsCoalesced", {"transport": transport, "type": t}), "Sum")
+        for transport in TRANSPORTS
+        for t in load(environment).degradation.coalesce_types
+    ]

@@ -57,6 +57,17 @@ def test_an_event_whose_predecessor_is_missing_waits_then_both_go_in_order():
     assert ordering.waiting() == 0.0 and ordering.position == {"market": 7}
 
 
+@pytest.mark.degradation
+def test_coalesced_events_are_next_like_any_other_and_what_they_stand_for_is_counted():
+    ordering = Ordering({"market": 1})
+    # 2, 4 and 5 were superseded by 6 and 7 (same type and key) and left out; prev skips them.
+    assert seqs(ordering.offer(event(3, 1))) == [3]
+    assert ordering.offer({**event(7, 6), "coalesced": 1}) == []  # 6 is still on its way: held
+    assert seqs(ordering.offer({**event(6, 3), "coalesced": 2})) == [6, 7]
+    assert ordering.coalesced == 3
+    assert ordering.repeats == ordering.held == 0
+
+
 def test_repeats_are_dropped_and_counted_whether_handed_over_or_held():
     ordering = Ordering({"market": 4})
     ordering.offer(event(5, 4))

@@ -159,7 +159,7 @@ def test_an_event_is_encoded_once_per_distinct_prev():
     ]
     for types in subscribers:
         codec.event_frames([event], frozenset(types), NEVER, encoded=encoded)
-    assert sorted(encoded) == [("market", 12, 5), ("market", 12, 9)]
+    assert sorted(encoded) == [("market", 12, 5, 0), ("market", 12, 9, 0)]
 
 
 @pytest.mark.batching

@@ -14,7 +14,8 @@ from stacks.config import ENVIRONMENTS, ROOT, SseConfig, load
 from stacks.public_layers import powertools_parameter
 from streaming import constants as c
 from streaming.constants import MAX_FANOUT_CHUNK_CONNECTIONS
-from streaming.settings import AuthSettings, ConfigurationError, DeliverySettings, Settings, SseSettings
+from streaming.environment import ConfigurationError
+from streaming.settings import AuthSettings, DeliverySettings, Settings, SseSettings
 
 CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]["streaming"]
 
@@ -49,6 +50,18 @@ def test_prod_keeps_its_data():
         ({"max_event_bytes": 200_000}, "max_event_bytes"),
         ({"alarm_email": "not-an-address"}, "alarm_email"),
         ({"surprise": 1}, "Extra inputs"),
+        ({"degradation": {"coalesce_types": ["risk.alert"], "must_deliver_types": []}}, "must always be"),
+        (
+            {
+                "degradation": {
+                    "coalesce_types": ["decision.made"],
+                    "must_deliver_types": ["decision.made", "risk.alert"],
+                }
+            },
+            "can never be coalesced",
+        ),
+        ({"degradation": {"coalesce_types": ["order.filled"]}}, "unknown types"),
+        ({"degradation": {"coalesce_above_events": 0}}, "coalesce_above_events"),
     ],
 )
 def test_bad_configuration_is_refused_at_synth(overrides, message):
@@ -357,3 +370,10 @@ def test_the_deployed_powertools_is_the_release_the_tests_run_with(environment):
     version = load(environment).powertools_version
     assert version == constraint("aws-lambda-powertools")
     assert powertools_parameter(version) == f"/aws/service/powertools/python/arm64/python3.13/{version}"
+
+
+def test_a_must_deliver_type_coalesced_is_refused_at_cold_start_too():
+    env = load("dev").runtime_settings("t").to_env()
+    env[c.ENV_COALESCE_TYPES] = json.dumps(["proposal.updated", "risk.alert"])
+    with pytest.raises(ConfigurationError, match="must-deliver and can never be coalesced"):
+        Settings.from_env(env)

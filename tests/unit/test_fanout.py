@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from clients.ordering import Ordering
 from streaming import codec
+from streaming.coalesce import Coalescing
 from streaming.events import Envelope
-from streaming.fanout import FanOut, Recipient, chunk_payload, recipients_from_payload, spread, stored_at
+from streaming.fanout import (
+    FanOut,
+    Recipient,
+    Report,
+    chunk_payload,
+    recipients_from_payload,
+    spread,
+    stored_at,
+)
 from streaming.management import RETRY_DELAYS_SECONDS
 from streaming.observability import metrics
 from tests.conftest import CONNECTIONS_TABLE, example, signal
@@ -76,7 +88,15 @@ def sleeps():
 
 @pytest.fixture
 def make_fanout(registry, executor, sleeps):
-    def make(poster, *, chunk_connections=250, dispatch=None, compress_above=10**9, clock=time.time):
+    def make(
+        poster,
+        *,
+        chunk_connections=250,
+        dispatch=None,
+        compress_above=10**9,
+        clock=time.time,
+        coalescing=None,
+    ):
         return FanOut(
             registry,
             poster,
@@ -86,6 +106,7 @@ def make_fanout(registry, executor, sleeps):
             executor=executor,
             sleep=sleeps,
             clock=clock,
+            coalescing=coalescing,
         )
 
     return make
@@ -459,3 +480,77 @@ def test_many_latencies_are_recorded_as_an_even_spread_that_keeps_their_percenti
     assert len(spread_out) == 100 and spread_out == sorted(spread_out)
     assert (spread_out[0], spread_out[-1], spread_out[98]) == (0.0, 999.0, 989.0)
     assert spread([3.0, 1.0], 100) == [1.0, 3.0]
+
+
+# -- Graceful degradation: coalescing by key (streaming.coalesce) -----------------------------------
+
+COALESCE_UPDATES = frozenset({"proposal.updated"})
+
+
+def keyed_update(settings, key: str) -> dict[str, Any]:
+    return {**example("proposal.updated", settings), "key": key}
+
+
+def received_in_order(events: list[dict[str, Any]]) -> Ordering:
+    """The client's resume rule over what arrived: every event must be next when it comes."""
+    client = Ordering()
+    for event in events:
+        assert client.offer(event) == [event], event
+    return client
+
+
+@pytest.mark.degradation
+def test_a_burst_to_one_connection_is_coalesced_by_key_and_a_small_one_is_not(
+    registry, clock, settings, publisher, make_fanout
+):
+    connect(registry, clock, "BURST", "approver", ["proposal.updated", "risk.alert", "signal.created"])
+    connect(registry, clock, "CALM", "approver", ["risk.alert", "signal.created"])
+    batch = [keyed_update(settings, f"p-{n % 3}") for n in range(9)]
+    batch[4:4] = [example("risk.alert", settings), signal()]
+    events = [r.envelope for r in publisher.publish(batch, "tests") if r.envelope is not None]
+    poster = FakePoster()
+    report = make_fanout(poster, coalescing=Coalescing(COALESCE_UPDATES, above_events=5)).deliver(events)
+
+    burst = poster.events("BURST")
+    received_in_order(burst)
+    updates = [e for e in burst if e["type"] == "proposal.updated"]
+    assert [e["key"] for e in updates] == ["p-0", "p-1", "p-2"]  # the latest of each key
+    assert [e["seq"] for e in updates] == [e.seq for e in events if e.type == "proposal.updated"][-3:]
+    assert sum(e["coalesced"] for e in updates) == 6
+    assert [e["type"] for e in burst if e["type"] != "proposal.updated"] == ["risk.alert", "signal.created"]
+    assert report.coalesced == {"proposal.updated": 6}
+    assert [e["type"] for e in poster.events("CALM")] == ["risk.alert", "signal.created"]
+
+
+@pytest.mark.degradation
+def test_a_throttled_connection_gets_the_rest_of_its_events_coalesced(registry, clock, make_fanout):
+    connect(registry, clock, "SLOW", "viewer", ["proposal.updated"])
+    connect(registry, clock, "FAST", "viewer", ["proposal.updated"])
+    events = [replace_key(big_event(seq), f"p-{seq % 2}") for seq in range(1, 13)]  # 3 to a frame
+    poster = FakePoster({"SLOW": [429, 200]})
+    report = make_fanout(poster, coalescing=Coalescing(COALESCE_UPDATES, above_events=1000)).deliver(events)
+
+    refused, *accepted = poster.frames("SLOW")  # the first post was answered 429, then retried
+    assert [e["seq"] for e in refused["events"]] == [1, 2, 3]
+    slow = [codec.decode_event(e) for frame in accepted for e in frame["events"]]
+    received_in_order(slow)
+    assert [e["seq"] for e in slow] == [1, 2, 3, 11, 12]  # the first frame, then the latest of each key
+    assert [e.get("coalesced", 0) for e in slow] == [0, 0, 0, 3, 4]  # 5, 7, 9 and 4, 6, 8, 10
+    assert report.coalesced == {"proposal.updated": 7}
+    assert [e["seq"] for e in poster.events("FAST")] == list(range(1, 13))
+
+
+def replace_key(event: Envelope, key: str) -> Envelope:
+    return dataclasses.replace(event, key=key)
+
+
+@pytest.mark.degradation
+def test_the_report_counts_coalesced_events_by_transport_and_type(capsys):
+    Report(coalesced=Counter({"proposal.updated": 7, "system.status": 2})).record()
+    metrics.clear_metrics()  # the handler's own flush is not what this looks at
+    found = {}
+    for line in capsys.readouterr().out.splitlines():
+        document = json.loads(line)
+        if "EventsCoalesced" in document:
+            found[(document["transport"], document["type"])] = document["EventsCoalesced"]
+    assert found == {("websocket", "proposal.updated"): [7.0], ("websocket", "system.status"): [2.0]}

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from stacks.config import ROOT, load
+from streaming.environment import ConfigurationError
 from streaming.errors import RateLimited, StreamingError
 from streaming.publish_rate import PublishLimit, bucket_key, principal_of
-from streaming.settings import ConfigurationError, PublishRateSettings
+from streaming.settings import PublishRateSettings
 from tests.conftest import TABLE, Clock
 
 pytestmark = pytest.mark.degradation

@@ -120,6 +120,17 @@ describe("Ordering", () => {
     assert.deepEqual(seqs(ordering.offer(ev(9, 5))), [9]);
   });
 
+  test("coalesced events are next like any other, and what they stand for is counted", () => {
+    const ordering = new Ordering({ position: { market: 1 } });
+    // 2, 4 and 5 were superseded by 6 and 7 (same type and key) and left out; prev skips them.
+    const latest = (seq, prev, coalesced) => ({ ...ev(seq, prev, "market", "proposal.updated"), coalesced });
+    assert.deepEqual(seqs(ordering.offer(ev(3, 1))), [3]);
+    assert.deepEqual(ordering.offer(latest(7, 6, 1)), []); // 6 is still on its way: held
+    assert.deepEqual(seqs(ordering.offer(latest(6, 3, 2))), [6, 7]);
+    assert.equal(ordering.coalesced, 3);
+    assert.equal(ordering.repeats + ordering.held, 0);
+  });
+
   test("says how long the oldest held event has waited: the gap repair's trigger", () => {
     const now = clock();
     const ordering = new Ordering({ now });
@@ -305,6 +316,22 @@ describe("StreamingClient over WebSocket", () => {
     assert.deepEqual(seqs(got), [4]);
     assert.deepEqual(client.stats.duplicates, 2);
     assert.equal(client.state, "open");
+    client.close();
+  });
+
+  test("the connection panel's stats count the events coalesced under overload", async () => {
+    const { client, sockets, got } = scriptedClient();
+    client.start();
+    await until(() => sockets.length === 1);
+    const [socket] = sockets;
+    socket.accept();
+    socket.message(welcome());
+    socket.message(subscribed({ market: 3 }));
+    socket.message({ type: "events", events: [ev(4), { ...ev(9, 4), key: "p-1", coalesced: 4 }] });
+    assert.deepEqual(seqs(got), [4, 9]);
+    assert.equal(got[1].coalesced, 4); // the application sees it on the event
+    assert.equal(client.stats.coalesced, 4);
+    assert.equal(client.stats.gapRepairs, 0);
     client.close();
   });
 
