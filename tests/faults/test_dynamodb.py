@@ -1,0 +1,166 @@
+"""DynamoDB refusing the store's calls, through the real publish handler and the WebSocket session on
+a moto server: throttling (absorbed by botocore's retries, or beyond them), conditional-check failures
+(head races lost) and what a producer's retry with the same ids then stores. Whatever the fault, each
+stored event is there once, the seqs have no gap, retries are bounded, and a metric counts it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from handlers import composition
+from stacks.table_layouts import EVENTS, create_table
+from streaming.settings import Settings
+from streaming.store import EventStore
+from tests.conftest import REGION, TABLE, Clock, signal
+from tests.faults.injection import CONDITION_FAILED, THROTTLED, THROTTLING, Faults
+from tests.integration.conftest import moto_url  # noqa: F401 - a fixture
+from tests.local.test_handlers import call
+
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("handler_environment")]
+ATTEMPTS_PER_CALL = 5  # composition's client: standard retry mode, 4 retries
+
+
+@pytest.fixture
+def dynamodb(moto_url, monkeypatch) -> Iterator[Any]:  # noqa: F811 - the module's moto server
+    """The events table on a moto server, where the handlers' clients go (not moto in-process: there a
+    refused write would still reach moto's backend, which answers the same botocore event)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    client = boto3.client("dynamodb", region_name=REGION)
+    create_table(client, TABLE, EVENTS)
+    yield client
+    for table in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=table)
+
+
+@pytest.fixture
+def faults() -> Faults:
+    """Faults on the client the handlers use."""
+    return Faults(composition.dynamodb())
+
+
+@pytest.fixture
+def clock(monkeypatch, settings: Settings) -> Clock:
+    """The handlers' store on a clock the test moves (past the claim timeout)."""
+    now = Clock()
+    store = EventStore(
+        composition.dynamodb(), TABLE, settings.streams_by_type, settings.replay_window_seconds, clock=now
+    )
+    monkeypatch.setattr(composition, "store", lambda: store)
+    return now
+
+
+def stream_log(dynamodb: Any, stream: str = "market") -> list[tuple[int, str]]:
+    """(seq, id) of every event the stream holds, the head's last one included, in seq order."""
+    found: dict[int, str] = {}
+    for raw in dynamodb.scan(TableName=TABLE, ConsistentRead=True)["Items"]:
+        if raw["pk"]["S"] != f"stream#{stream}":
+            continue
+        item = raw["last"]["M"] if raw["sk"]["N"] == "0" else raw
+        found[int(item["sk"]["N"])] = item["id"]["S"]
+    return sorted(found.items())
+
+
+def metric(capsys, name: str, **dimensions: str) -> float:
+    """The sum of `name` over the EMF documents printed since the last call, with these dimensions."""
+    total = 0.0
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith('{"_aws"'):
+            document = json.loads(line)
+            if name in document and all(document.get(k) == v for k, v in dimensions.items()):
+                values = document[name]
+                total += sum(values) if isinstance(values, list) else values
+    return total
+
+
+def head_commit_of(event_id: str):
+    """The request that moves the head to carry `event_id` (the commit point)."""
+    return lambda request: (
+        "#last" in request.get("ExpressionAttributeNames", {})
+        and event_id in json.dumps(request["ExpressionAttributeValues"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("operation", "code"),
+    [("GetItem", THROTTLED), ("PutItem", THROTTLING), ("UpdateItem", THROTTLED)],
+    ids=["head read", "id claim", "head commit"],
+)
+def test_throttling_within_botocores_retries_is_absorbed_and_counted(
+    dynamodb, faults, capsys, operation, code
+):
+    batch = [signal() for _ in range(3)]
+    faults.refuse(operation, code, times=ATTEMPTS_PER_CALL - 1)  # one call's retries, all but its last
+    status, body = call("POST", "/events", {"events": batch})
+    assert status == 201, body
+    assert [(r["seq"], r["duplicate"]) for r in body["events"]] == [(1, False), (2, False), (3, False)]
+    assert stream_log(dynamodb) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
+    assert faults.refused == Counter({operation: ATTEMPTS_PER_CALL - 1})
+    assert metric(capsys, "StoreThrottles", operation=operation) == ATTEMPTS_PER_CALL - 1
+    assert "TransactWriteItems" not in faults.attempts  # the store uses no transaction, so no conflict
+
+
+def test_throttling_past_the_retries_is_store_unavailable_and_the_producers_retry_stores_each_event_once(
+    dynamodb, faults, clock, capsys
+):
+    """The commit of the second event of a batch is throttled on every attempt: the first event is
+    stored, nothing of the second, and its id stays claimed (its outcome was unknown to its publisher)
+    until the claim times out; the producer's retries with the same ids then complete the batch."""
+    batch = [signal() for _ in range(3)]
+    faults.refuse("UpdateItem", THROTTLED, times=float("inf"), when=head_commit_of(batch[1]["id"]))
+    status, body = call("POST", "/events", {"events": batch})
+    assert (status, body["error"]["code"]) == (503, "store_unavailable")
+    assert faults.refused["UpdateItem"] == ATTEMPTS_PER_CALL  # bounded: one call's attempts, then given up
+    assert stream_log(dynamodb) == [(1, batch[0]["id"])]
+    assert metric(capsys, "StoreThrottles", operation="UpdateItem") == ATTEMPTS_PER_CALL
+
+    faults.heal()
+    status, body = call("POST", "/events", {"events": batch})  # at once: the claim may still be in flight
+    assert (status, body["error"]["code"]) == (409, "publish_in_progress")
+    clock.advance(121)  # past the claim timeout: the retry takes the claim over
+    status, body = call("POST", "/events", {"events": batch})
+    assert status == 201, body
+    assert [(r["seq"], r["duplicate"]) for r in body["events"]] == [(1, True), (2, False), (3, False)]
+    assert stream_log(dynamodb) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
+    assert call("POST", "/events", {"events": batch})[0] == 200  # and again: all three are duplicates
+
+
+def test_head_races_lost_are_retried_by_the_store_not_botocore_and_counted(dynamodb, faults, capsys):
+    batch = [signal() for _ in range(2)]
+    faults.refuse("UpdateItem", CONDITION_FAILED, times=5, when=head_commit_of(batch[1]["id"]))
+    status, body = call("POST", "/events", {"events": batch})
+    assert status == 201, body
+    assert [r["seq"] for r in body["events"]] == [1, 2]
+    assert stream_log(dynamodb) == [(1, batch[0]["id"]), (2, batch[1]["id"])]
+    assert metric(capsys, "SequenceConflicts") == 5
+    assert metric(capsys, "StoreThrottles") == 0
+
+
+def test_head_races_lost_on_every_attempt_are_stream_contended_and_a_retry_at_once_stores_once(
+    dynamodb, faults, settings, monkeypatch, capsys
+):
+    """The store gives up after its commit attempts (a few here, 200 deployed), releasing the claim,
+    since nothing was committed: the producer's immediate retry stores the event."""
+    store = EventStore(
+        composition.dynamodb(),
+        TABLE,
+        settings.streams_by_type,
+        settings.replay_window_seconds,
+        max_commit_attempts=4,
+    )
+    monkeypatch.setattr(composition, "store", lambda: store)
+    raw = signal()
+    faults.refuse("UpdateItem", CONDITION_FAILED, times=float("inf"), when=head_commit_of(raw["id"]))
+    status, body = call("POST", "/events", raw)
+    assert (status, body["error"]["code"]) == (503, "stream_contended")
+    assert faults.refused["UpdateItem"] == 4  # the store's attempts; botocore retries none of them
+    assert stream_log(dynamodb) == []
+    faults.heal()
+    status, body = call("POST", "/events", raw)
+    assert (status, body["seq"], body["duplicate"]) == (201, 1, False)
+    assert stream_log(dynamodb) == [(1, raw["id"])]
