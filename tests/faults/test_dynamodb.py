@@ -3,39 +3,27 @@ a moto server: throttling (absorbed by botocore's retries, or beyond them), cond
 (head races lost) and what a producer's retry with the same ids then stores. Whatever the fault, each
 stored event is there once, the seqs have no gap, retries are bounded, and a metric counts it."""
 
+# ruff: noqa: F811 - the fixtures `dynamodb` and `moto_url` come from tests/faults/in_process.py
+
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from handlers import composition
-from stacks.table_layouts import EVENTS, create_table
+from streaming import cursor as cursors
 from streaming.settings import Settings
 from streaming.store import EventStore
-from tests.conftest import REGION, TABLE, Clock, signal
+from tests.conftest import TABLE, Clock, signal
+from tests.faults.in_process import WebSocketConnection, dynamodb, metric, moto_url  # noqa: F401
 from tests.faults.injection import CONDITION_FAILED, THROTTLED, THROTTLING, Faults
-from tests.integration.conftest import moto_url  # noqa: F401 - a fixture
 from tests.local.test_handlers import call
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("handler_environment")]
 ATTEMPTS_PER_CALL = 5  # composition's client: standard retry mode, 4 retries
-
-
-@pytest.fixture
-def dynamodb(moto_url, monkeypatch) -> Iterator[Any]:  # noqa: F811 - the module's moto server
-    """The events table on a moto server, where the handlers' clients go (not moto in-process: there a
-    refused write would still reach moto's backend, which answers the same botocore event)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    client = boto3.client("dynamodb", region_name=REGION)
-    create_table(client, TABLE, EVENTS)
-    yield client
-    for table in client.list_tables()["TableNames"]:
-        client.delete_table(TableName=table)
 
 
 @pytest.fixture
@@ -64,18 +52,6 @@ def stream_log(dynamodb: Any, stream: str = "market") -> list[tuple[int, str]]:
         item = raw["last"]["M"] if raw["sk"]["N"] == "0" else raw
         found[int(item["sk"]["N"])] = item["id"]["S"]
     return sorted(found.items())
-
-
-def metric(capsys, name: str, **dimensions: str) -> float:
-    """The sum of `name` over the EMF documents printed since the last call, with these dimensions."""
-    total = 0.0
-    for line in capsys.readouterr().out.splitlines():
-        if line.startswith('{"_aws"'):
-            document = json.loads(line)
-            if name in document and all(document.get(k) == v for k, v in dimensions.items()):
-                values = document[name]
-                total += sum(values) if isinstance(values, list) else values
-    return total
 
 
 def head_commit_of(event_id: str):
@@ -164,3 +140,33 @@ def test_head_races_lost_on_every_attempt_are_stream_contended_and_a_retry_at_on
     status, body = call("POST", "/events", raw)
     assert (status, body["seq"], body["duplicate"]) == (201, 1, False)
     assert stream_log(dynamodb) == [(1, raw["id"])]
+
+
+def test_a_websocket_client_gets_its_answers_through_throttling_and_an_error_it_can_repeat_past_it(
+    dynamodb, faults, monkeypatch, capsys
+):
+    """The route handler on the same store: subscribe and replay with their reads throttled within
+    botocore's retries are answered as usual; a replay whose query is throttled on every attempt is
+    answered `internal_error` (docs/protocol.md: send the message again), and sent again, served."""
+    connection = WebSocketConnection(monkeypatch)
+    route, answers = connection.route, connection.answers
+    published = [signal() for _ in range(3)]
+    assert call("POST", "/events", {"events": published})[0] == 201
+
+    faults.refuse("PutItem", THROTTLED, times=ATTEMPTS_PER_CALL - 1)  # registering the connection
+    route("$connect")
+    faults.refuse("GetItem", THROTTLING, times=ATTEMPTS_PER_CALL - 1)
+    subscribed = route("subscribe", {"action": "subscribe", "types": ["signal.created"], "id": "s"})
+    assert (subscribed["type"], cursors.decode(subscribed["cursor"])) == ("subscribed", {"market": 3})
+
+    replay = {"action": "replay", "last": 3, "id": "r"}
+    faults.refuse("Query", THROTTLED, times=float("inf"))
+    failed = route("replay", replay)
+    assert (failed["type"], failed["code"], failed["id"]) == ("error", "internal_error", "r")
+    assert faults.refused["Query"] == ATTEMPTS_PER_CALL
+    faults.heal()
+    answers.posts.clear()
+    assert route("replay", replay)["type"] == "replay"  # its summary, after the events
+    replayed = [event["id"] for post in answers.posts for event in post.get("events", [])]
+    assert replayed == [raw["id"] for raw in published]
+    assert metric(capsys, "StoreThrottles") == 2 * (ATTEMPTS_PER_CALL - 1) + ATTEMPTS_PER_CALL
