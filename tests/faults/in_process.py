@@ -34,8 +34,13 @@ def dynamodb(moto_url, monkeypatch) -> Iterator[Any]:  # noqa: F811 - the module
 
 def metric(capsys: pytest.CaptureFixture[str], name: str, **dimensions: str) -> float:
     """The sum of `name` over the EMF documents printed since the last call, with these dimensions."""
+    return metric_in(capsys.readouterr().out, name, **dimensions)
+
+
+def metric_in(output: str, name: str, **dimensions: str) -> float:
+    """The sum of `name` over the EMF documents in `output` that have these dimensions."""
     total = 0.0
-    for line in capsys.readouterr().out.splitlines():
+    for line in output.splitlines():
         if line.startswith('{"_aws"'):
             document = json.loads(line)
             if name in document and all(document.get(k) == v for k, v in dimensions.items()):
