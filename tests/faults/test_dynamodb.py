@@ -54,6 +54,12 @@ def stream_log(dynamodb: Any, stream: str = "market") -> list[tuple[int, str]]:
     return sorted(found.items())
 
 
+def claimed(dynamodb: Any, event_id: str) -> bool:
+    """The id's claim exists (the item the store writes first)."""
+    claim = {"pk": {"S": f"event#{event_id}"}, "sk": {"N": "0"}}
+    return "Item" in dynamodb.get_item(TableName=TABLE, Key=claim, ConsistentRead=True)
+
+
 def head_commit_of(event_id: str):
     """The request that moves the head to carry `event_id` (the commit point)."""
     return lambda request: (
@@ -93,6 +99,7 @@ def test_throttling_past_the_retries_is_store_unavailable_and_the_producers_retr
     assert (status, body["error"]["code"]) == (503, "store_unavailable")
     assert faults.refused["UpdateItem"] == ATTEMPTS_PER_CALL  # bounded: one call's attempts, then given up
     assert stream_log(dynamodb) == [(1, batch[0]["id"])]
+    assert [claimed(dynamodb, raw["id"]) for raw in batch] == [True, True, False]  # the 3rd never tried
     assert metric(capsys, "StoreThrottles", operation="UpdateItem") == ATTEMPTS_PER_CALL
 
     faults.heal()
@@ -104,6 +111,7 @@ def test_throttling_past_the_retries_is_store_unavailable_and_the_producers_retr
     assert [(r["seq"], r["duplicate"]) for r in body["events"]] == [(1, True), (2, False), (3, False)]
     assert stream_log(dynamodb) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
     assert call("POST", "/events", {"events": batch})[0] == 200  # and again: all three are duplicates
+    print(f"throttled past the retries: {dict(faults.refused)} attempts refused, then 503, 409, 201, 200")
 
 
 def test_head_races_lost_are_retried_by_the_store_not_botocore_and_counted(dynamodb, faults, capsys):

@@ -145,6 +145,8 @@ def test_an_unreadable_key_refuses_new_connections_as_the_servers_fault_and_they
     assert KEY not in logged and bearer not in logged and bearer.split(".")[2] not in logged
     # Bounded: each read is one call of at most its retries, and the failure is not retried further.
     assert signing_key.faults.attempts["GetSecretValue"] <= 2 * ATTEMPTS_PER_READ
+    attempts = signing_key.faults.attempts["GetSecretValue"]
+    print(f"key unreadable: {attempts} GetSecretValue attempts for 2 refusals")
 
     # The connection opened before is answered as ever: its token was checked once, at $connect.
     subscribed = open_before.route("subscribe", {"action": "subscribe", "types": ["signal.created"]})
