@@ -1,21 +1,32 @@
 """What the in-process fault tests share: the deployed handlers' environment on a moto server (see
-tests/faults/injection.py for why a server), the metrics they printed, and a WebSocket connection
-driven through the route handler with its answers recorded."""
+tests/faults/injection.py for why a server), the metrics they printed, a WebSocket connection driven
+through the route handler with its answers recorded, and the signing key and the SSE app with it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
+import httpx
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
 
 from handlers import composition, websocket
 from local.lambda_runtime import LocalContext
+from stacks.config import load
 from stacks.table_layouts import EVENTS, create_table
-from tests.conftest import REGION, TABLE
+from streaming.hs256 import SigningKeys, issue_token
+from streaming.settings import AuthSettings
+from tests.conftest import CONNECTIONS_TABLE, REGION, TABLE
+from tests.faults.injection import Faults
 from tests.fuzz.test_websocket import RecordingManagement
 from tests.integration.conftest import moto_url  # noqa: F401 - a fixture, for `dynamodb`
 
@@ -69,3 +80,74 @@ class WebSocketConnection:
         }
         websocket.handler(event, LocalContext("websocket"))
         return self.answers.posts[-1] if self.answers.posts else {}
+
+
+KEY = "k" * 64
+
+
+@dataclass
+class SigningKey:
+    arn: str
+    client: Any  # Secrets Manager, as the functions' Powertools provider reads it
+    faults: Faults
+
+
+@pytest.fixture
+def signing_key(monkeypatch) -> Iterator[SigningKey]:
+    """The HS256 key in Secrets Manager on the moto server, read by the functions through Powertools
+    (its provider's client carries the faults), and the SSE app's environment, with streams of 5 s."""
+    client = boto3.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(Name=f"signing-key-{uuid.uuid4()}", SecretString=KEY)["ARN"]
+    config = load("dev")
+    sse = replace(config.sse_settings(CONNECTIONS_TABLE), max_stream_seconds=5)
+    for name, value in {**config.auth_settings(arn).to_env(), **sse.to_env()}.items():
+        monkeypatch.setenv(name, value)
+    _forget_sse_app()
+    parameters.clear_caches()  # the values read, and the providers
+    monkeypatch.setitem(DEFAULT_PROVIDERS, "secrets", SecretsProvider(boto3_client=client))
+    yield SigningKey(arn, client, Faults(client))
+    parameters.clear_caches()
+    _forget_sse_app()
+
+
+def _forget_sse_app() -> None:
+    from sse import app
+
+    for built in (app._settings, app._leases, app._tailer):
+        built.cache_clear()
+
+
+def token(role: str = "viewer") -> str:
+    auth = AuthSettings.from_env()
+    return issue_token(
+        SigningKeys.parse(KEY),
+        audience=auth.audience,
+        issuer=auth.issuer,
+        role_claim=auth.role_claim,
+        subject="alice",
+        role=role,
+        ttl_seconds=600,
+    )
+
+
+def sse(bearer: str, **query: str) -> httpx.Response:
+    """GET /events of the SSE app (read to its end: a stream ends itself after 5 s here)."""
+    from sse.app import app
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sse.local") as client:
+            headers = {"Authorization": f"Bearer {bearer}"}
+            return await client.get("/events", params=query, headers=headers, timeout=60)
+
+    return asyncio.run(get())
+
+
+def event_ids(stream: httpx.Response) -> list[str]:
+    """The ids of the events an SSE response carried, in order (not its heartbeats or its end)."""
+    ids = []
+    for message in stream.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
+        if fields.get("event") not in (None, "heartbeat", "end") and "data" in fields:
+            ids.append(json.loads(fields["data"])["id"])
+    return ids

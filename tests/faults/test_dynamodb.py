@@ -3,7 +3,7 @@ a moto server: throttling (absorbed by botocore's retries, or beyond them), cond
 (head races lost) and what a producer's retry with the same ids then stores. Whatever the fault, each
 stored event is there once, the seqs have no gap, retries are bounded, and a metric counts it."""
 
-# ruff: noqa: F811 - the fixtures `dynamodb` and `moto_url` come from tests/faults/in_process.py
+# ruff: noqa: F811 - the fixtures `dynamodb`, `moto_url` and `signing_key` come from tests/faults/in_process.py
 
 from __future__ import annotations
 
@@ -18,7 +18,17 @@ from streaming import cursor as cursors
 from streaming.settings import Settings
 from streaming.store import EventStore
 from tests.conftest import TABLE, Clock, signal
-from tests.faults.in_process import WebSocketConnection, dynamodb, metric, moto_url  # noqa: F401
+from tests.faults.in_process import (  # noqa: F401 - fixtures among them
+    WebSocketConnection,
+    dynamodb,
+    event_ids,
+    metric,
+    metric_in,
+    moto_url,
+    signing_key,
+    sse,
+    token,
+)
 from tests.faults.injection import CONDITION_FAILED, THROTTLED, THROTTLING, Faults
 from tests.local.test_handlers import call
 
@@ -178,3 +188,27 @@ def test_a_websocket_client_gets_its_answers_through_throttling_and_an_error_it_
     replayed = [event["id"] for post in answers.posts for event in post.get("events", [])]
     assert replayed == [raw["id"] for raw in published]
     assert metric(capsys, "StoreThrottles") == 2 * (ATTEMPTS_PER_CALL - 1) + ATTEMPTS_PER_CALL
+
+
+def test_an_sse_request_is_served_through_throttled_reads_and_refused_as_the_servers_fault_past_them(
+    dynamodb, faults, signing_key, capsys
+):
+    """The SSE app on the same store: its plan and replay read through throttling within botocore's
+    retries; a head read throttled on every attempt is a 500 `internal_error` (docs/protocol.md: try
+    again), not an authentication failure; the next request is served."""
+    published = [signal() for _ in range(3)]
+    assert call("POST", "/events", {"events": published})[0] == 201
+    from_start = cursors.encode({"market": 0})
+    faults.refuse("GetItem", THROTTLED, times=ATTEMPTS_PER_CALL - 1)
+    faults.refuse("Query", THROTTLING, times=ATTEMPTS_PER_CALL - 1)
+    served = sse(token(), cursor=from_start)
+    assert (served.status_code, event_ids(served)) == (200, [raw["id"] for raw in published])
+
+    faults.refuse("GetItem", THROTTLED, times=float("inf"))
+    refused = sse(token(), cursor=from_start)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (500, "internal_error")
+    output = capsys.readouterr().out
+    assert metric_in(output, "AuthFailures") == 0
+    assert metric_in(output, "StoreThrottles") >= 2 * (ATTEMPTS_PER_CALL - 1) + ATTEMPTS_PER_CALL
+    faults.heal()
+    assert event_ids(sse(token(), cursor=from_start)) == [raw["id"] for raw in published]
