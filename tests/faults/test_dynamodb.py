@@ -17,7 +17,7 @@ from handlers import composition
 from streaming import cursor as cursors
 from streaming.settings import Settings
 from streaming.store import EventStore
-from tests.conftest import TABLE, Clock, signal
+from tests.conftest import CONNECTIONS_TABLE, TABLE, Clock, signal
 from tests.faults.in_process import (  # noqa: F401 - fixtures among them
     WebSocketConnection,
     dynamodb,
@@ -212,3 +212,29 @@ def test_an_sse_request_is_served_through_throttled_reads_and_refused_as_the_ser
     assert metric_in(output, "StoreThrottles") >= 2 * (ATTEMPTS_PER_CALL - 1) + ATTEMPTS_PER_CALL
     faults.heal()
     assert event_ids(sse(token(), cursor=from_start)) == [raw["id"] for raw in published]
+
+
+def test_a_fan_out_that_cannot_find_its_audience_fails_no_publish_and_the_subscriber_repairs_the_gap(
+    dynamodb, faults, monkeypatch, capsys
+):
+    """The subscriptions' query throttled on every attempt while a publish fans out: the event is
+    stored and the publish answers 201 (live delivery never fails a publish), the frame is counted as
+    failed, and the next event's `prev` shows the subscriber the gap, which its replay fills."""
+    connection = WebSocketConnection(monkeypatch)  # the fan-out posts through the same recorder
+    connection.route("$connect")
+    connection.route("subscribe", {"action": "subscribe", "types": ["signal.created"]})
+    first, missed, last = signal(), signal(), signal()
+    assert call("POST", "/events", first)[0] == 201
+    faults.refuse("Query", THROTTLED, times=float("inf"), when=lambda r: r["TableName"] == CONNECTIONS_TABLE)
+    assert call("POST", "/events", missed)[0] == 201
+    assert metric(capsys, "FramesFailed") == 1
+    faults.heal()
+    assert call("POST", "/events", last)[0] == 201
+    live = [event for post in connection.answers.posts for event in post.get("events", [])]
+    assert [(event["id"], event["prev"]) for event in live] == [(first["id"], 0), (last["id"], 2)]
+    # prev 2 is ahead of the 1 it has: it replays after its position.
+    connection.answers.posts.clear()
+    position = cursors.encode({"market": 1})
+    assert connection.route("replay", {"action": "replay", "cursor": position})["type"] == "replay"
+    replayed = [event["id"] for post in connection.answers.posts for event in post.get("events", [])]
+    assert replayed == [missed["id"], last["id"]]
