@@ -131,8 +131,11 @@ def token(role: str = "viewer") -> str:
 
 
 def sse(bearer: str, **query: str) -> httpx.Response:
-    """GET /events of the SSE app (read to its end: a stream ends itself after 5 s here)."""
-    from sse.app import app
+    """GET /events of the SSE app (read to its end: a stream ends itself after 5 s here), in an event
+    loop of its own, so with a tailer of its own (a tailer serves the streams of one loop)."""
+    from sse.app import _tailer, app
+
+    _tailer.cache_clear()
 
     async def get() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
