@@ -70,24 +70,34 @@ def claimed(dynamodb: Any, event_id: str) -> bool:
     return "Item" in dynamodb.get_item(TableName=TABLE, Key=claim, ConsistentRead=True)
 
 
-def head_commit_of(event_id: str):
-    """The request that moves the head to carry `event_id` (the commit point)."""
+def head_commit_of(event_id: str = ""):
+    """The request that moves a stream's head to carry `event_id` (the commit point; any event's)."""
     return lambda request: (
         "#last" in request.get("ExpressionAttributeNames", {})
         and event_id in json.dumps(request["ExpressionAttributeValues"])
     )
 
 
+def rate_bucket(request: dict[str, Any]) -> bool:
+    """The request that takes a publish from the publisher's rate-limit bucket (in the events table)."""
+    return str(request.get("Key", {}).get("pk", {}).get("S", "")).startswith("publisher#")
+
+
 @pytest.mark.parametrize(
-    ("operation", "code"),
-    [("GetItem", THROTTLED), ("PutItem", THROTTLING), ("UpdateItem", THROTTLED)],
-    ids=["head read", "id claim", "head commit"],
+    ("operation", "code", "when"),
+    [
+        ("UpdateItem", THROTTLING, rate_bucket),
+        ("GetItem", THROTTLED, lambda request: True),
+        ("PutItem", THROTTLING, lambda request: True),
+        ("UpdateItem", THROTTLED, head_commit_of()),
+    ],
+    ids=["rate limit", "head read", "id claim", "head commit"],
 )
 def test_throttling_within_botocores_retries_is_absorbed_and_counted(
-    dynamodb, faults, capsys, operation, code
+    dynamodb, faults, capsys, operation, code, when
 ):
     batch = [signal() for _ in range(3)]
-    faults.refuse(operation, code, times=ATTEMPTS_PER_CALL - 1)  # one call's retries, all but its last
+    faults.refuse(operation, code, times=ATTEMPTS_PER_CALL - 1, when=when)  # all but a call's last attempt
     status, body = call("POST", "/events", {"events": batch})
     assert status == 201, body
     assert [(r["seq"], r["duplicate"]) for r in body["events"]] == [(1, False), (2, False), (3, False)]
@@ -122,6 +132,25 @@ def test_throttling_past_the_retries_is_store_unavailable_and_the_producers_retr
     assert stream_log(dynamodb) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
     assert call("POST", "/events", {"events": batch})[0] == 200  # and again: all three are duplicates
     print(f"throttled past the retries: {dict(faults.refused)} attempts refused, then 503, 409, 201, 200")
+
+
+def test_a_rate_limit_dynamodb_cannot_take_is_store_unavailable_with_nothing_claimed_and_a_retry_stores(
+    dynamodb, faults, capsys
+):
+    """The publisher's rate-limit bucket (an item of the events table, taken before anything is
+    claimed) throttled on every attempt: 503 `store_unavailable`, nothing claimed or stored, so the
+    producer's retry at once stores the batch."""
+    batch = [signal() for _ in range(2)]
+    faults.refuse("UpdateItem", THROTTLED, times=float("inf"), when=rate_bucket)
+    status, body = call("POST", "/events", {"events": batch})
+    assert (status, body["error"]["code"]) == (503, "store_unavailable")
+    assert faults.refused["UpdateItem"] == ATTEMPTS_PER_CALL
+    assert [claimed(dynamodb, raw["id"]) for raw in batch] == [False, False]
+    assert metric(capsys, "StoreThrottles", operation="UpdateItem") == ATTEMPTS_PER_CALL
+    faults.heal()
+    status, body = call("POST", "/events", {"events": batch})
+    assert (status, [r["seq"] for r in body["events"]]) == (201, [1, 2])
+    assert stream_log(dynamodb) == [(1, batch[0]["id"]), (2, batch[1]["id"])]
 
 
 def test_head_races_lost_are_retried_by_the_store_not_botocore_and_counted(dynamodb, faults, capsys):

@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from streaming.cursor import Position
-from streaming.dynamo import unavailable
-from streaming.errors import ErrorCode, StreamingError
 from streaming.events import Envelope, NewEvent
 from streaming.observability import tracer
 from streaming.results import Appended, Page
@@ -83,17 +81,8 @@ class EventStore:
     @tracer.capture_method(capture_response=False)
     def append(self, events: Sequence[NewEvent], producer: str) -> list[Appended]:
         """Store each event once, in order. Re-appending a stored id returns its original seq.
-        `producer` is who publishes, as the caller authenticated it. Raises STORE_UNAVAILABLE when
-        DynamoDB could not serve a call within botocore's retries: the events before the one it
-        stopped at are stored, and a retry with the same ids stores the rest, each once."""
-        try:
-            return self._appender.append(events, producer)
-        except Exception as error:
-            if not unavailable(error):
-                raise
-            raise StreamingError(
-                ErrorCode.STORE_UNAVAILABLE, "the event store is unavailable; retry with the same ids"
-            ) from error
+        `producer` is who publishes, as the caller authenticated it."""
+        return self._appender.append(events, producer)
 
     def after(self, cursor: Position, types: frozenset[str], limit: int) -> Page:
         """Events of `types` after `cursor`, at most `limit`, expired events excluded. Each stream's
