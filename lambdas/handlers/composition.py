@@ -24,6 +24,7 @@ from botocore.config import Config
 from streaming import constants as c
 from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
 from streaming.connections import ConnectionRegistry
+from streaming.dynamo import count_throttles
 from streaming.environment import ConfigurationError
 from streaming.fanout import Dispatch, FanOut
 from streaming.hs256 import SecretLoader, SigningKeys, hs256_keys, issue_token
@@ -50,7 +51,7 @@ SECRET_MAX_AGE_SECONDS = 300
 # go unnoticed behind response streaming, and leaves the probe's run (30 s at most) room to finish.
 PROBE_TOKEN_SECONDS = 45
 PROBE_PUBLISH_TIMEOUT_SECONDS = 10
-# Reused across invocations; standard retry mode backs off on throttling.
+# Reused across invocations; standard retry mode backs off on throttling: 4 retries, 5 attempts a call.
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
     connect_timeout=2,
@@ -66,7 +67,9 @@ def settings() -> Settings:
 
 @cache
 def dynamodb() -> Any:
-    return boto3.client("dynamodb", config=_CLIENT_CONFIG)
+    client = boto3.client("dynamodb", config=_CLIENT_CONFIG)
+    client.meta.events.register("response-received.dynamodb", count_throttles)
+    return client
 
 
 @cache

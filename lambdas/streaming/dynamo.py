@@ -7,6 +7,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as Unreachable
+
+from streaming.observability import count
+
+# What DynamoDB answers a request it will not serve now: nothing of it was done, and botocore retries it.
+THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -50,3 +59,20 @@ def unexpired_roles(client: Any, table: str, partition: str, now: float) -> Iter
         ExpressionAttributeNames={"#role": "role"},
     ):
         yield item.get("role", "unknown")
+
+
+def count_throttles(event_name: str, parsed_response: Mapping[str, Any] | None = None, **_: Any) -> None:
+    """botocore's `response-received` event, once per attempt: counts the attempts DynamoDB throttled,
+    by operation (botocore retries them; a call fails only once its every attempt was)."""
+    if (parsed_response or {}).get("Error", {}).get("Code") in THROTTLING_CODES:
+        count("StoreThrottles", operation=event_name.rsplit(".", 1)[-1])
+
+
+def unavailable(error: Exception) -> bool:
+    """DynamoDB could not serve a call, even after botocore's retries: throttled, failed on its side,
+    or not reached. Any other error is the caller's."""
+    if isinstance(error, ClientError):
+        answer = error.response.get("Error", {}).get("Code")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return answer in THROTTLING_CODES or status >= 500
+    return isinstance(error, Unreachable | HTTPClientError)

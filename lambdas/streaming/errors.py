@@ -39,6 +39,7 @@ class ErrorCode(Enum):
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     RATE_LIMITED = ("rate_limited", 429)
     STREAM_CONTENDED = ("stream_contended", 503)
+    STORE_UNAVAILABLE = ("store_unavailable", 503)
     INTERNAL_ERROR = ("internal_error", 500)
 
     @property

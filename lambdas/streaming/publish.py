@@ -12,6 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from streaming.dynamo import unavailable
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_new_event
 from streaming.observability import count, metrics, tracer
@@ -39,9 +40,18 @@ class Publisher:
         # Anything but a list is one event; a non-object is then refused as an invalid envelope.
         batch = list(events) if isinstance(events, list | tuple) else [events]
         valid = self.validate(batch)
-        if limit is not None:
-            limit(producer, len(valid))
-        stored = self._store.append(valid, producer)
+        try:
+            if limit is not None:
+                limit(producer, len(valid))
+            stored = self._store.append(valid, producer)
+        except Exception as error:
+            # DynamoDB could not serve a call within botocore's retries: the events before the one it
+            # stopped at are stored, and a retry with the same ids stores the rest, each once.
+            if not unavailable(error):
+                raise
+            raise StreamingError(
+                ErrorCode.STORE_UNAVAILABLE, "the event store is unavailable; retry with the same ids"
+            ) from error
         for deliver in self._live:
             deliver(stored)
         return stored
