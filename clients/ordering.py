@@ -71,6 +71,8 @@ class Ordering:
             if seq > self.position.get(stream, 0):
                 self.position[stream] = seq
                 released += self._release(stream)
+            else:  # an empty stream too: its first event, lost, then shows in the heads
+                self.position.setdefault(stream, seq)
         return released
 
     def start(self, position: Mapping[str, int], history: Iterable[Event] = ()) -> list[Event]:

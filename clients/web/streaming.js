@@ -123,6 +123,8 @@ export class Ordering {
       if (seq > (this.position[stream] ?? 0)) {
         this.position[stream] = seq;
         released.push(...this._release(stream));
+      } else if (!(stream in this.position)) {
+        this.position[stream] = seq; // an empty stream too: its first event, lost, then shows in the heads
       }
     }
     return released;

@@ -124,6 +124,13 @@ def test_a_head_beyond_what_was_seen_or_scanned_means_a_replay_is_due():
     assert not ordering.behind({"market": 5, "ops": 2}, scanned={"market": 5})
 
 
+def test_a_stream_empty_at_the_start_is_watched_so_its_first_event_lost_shows_in_the_heads():
+    ordering = Ordering()
+    ordering.adopt({"market": 4, "risk": 0})
+    assert ordering.behind({"market": 4, "risk": 1})
+    assert server_cursors.decode(ordering.cursor) == {"market": 4, "risk": 0}
+
+
 def test_held_events_are_bounded():
     ordering = Ordering({"market": 0}, max_held=3)
     for seq in range(10, 15):

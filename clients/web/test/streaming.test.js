@@ -159,6 +159,12 @@ describe("Ordering", () => {
     assert.equal(ordering.behind({ market: 5 }, { market: 5 }), false);
   });
 
+  test("a stream empty at the start is watched: its first event, lost, shows in the heads", () => {
+    const ordering = new Ordering();
+    ordering.adopt({ market: 4, risk: 0 });
+    assert.equal(ordering.behind({ market: 4, risk: 1 }), true);
+  });
+
   test("an adopted position passes what it covers and releases what waited for it", () => {
     const ordering = new Ordering();
     ordering.offer(ev(7));
