@@ -17,6 +17,7 @@ class CuttingProxy:
         self.port = 0
         self.cuts = 0
         self._live: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._forwarding: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     @contextlib.asynccontextmanager
@@ -29,6 +30,13 @@ class CuttingProxy:
             self._server.close()
             for pair in list(self._live):
                 self._abort(pair)
+            if self._forwarding:  # let them see the abort, rather than be cancelled when the loop ends
+                await asyncio.wait(self._forwarding, timeout=5)
+
+    @property
+    def live(self) -> int:
+        """How many connections it forwards now."""
+        return len(self._live)
 
     def cut(self, rng: random.Random) -> bool:
         """Abort a random live connection; False if there is none."""
@@ -45,6 +53,10 @@ class CuttingProxy:
             self._live.remove(pair)
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        forwarding = asyncio.current_task()
+        assert forwarding is not None
+        self._forwarding.add(forwarding)
+        forwarding.add_done_callback(self._forwarding.discard)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from local.aws import moto_client
 from local.state import LOCAL_STACK, LocalState
 
 
@@ -84,9 +85,7 @@ def outputs(state: LocalState) -> dict[str, str]:
 
 def connection_ids(state: LocalState) -> list[str]:
     """The WebSocket connections the local stack has registered."""
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=outputs(state)["AwsEndpointUrl"], region_name="us-east-1")
+    client = moto_client("dynamodb", outputs(state)["AwsEndpointUrl"])  # needs no credentials set
     items = client.scan(TableName="streaming-local-connections")["Items"]
     return [item["pk"]["S"].split("#", 1)[1] for item in items if item["pk"]["S"].startswith("connection#")]
 

@@ -1,32 +1,38 @@
-"""A short chaos run (tests/chaos.py) in every `make test`: subscribers of every role over both
-transports, connections cut by clients and by the server, several publishers. Every application gets
-every event of its types exactly once and in order, and nothing else."""
+"""The chaos run (tests/chaos.py) in every `make test`: 52 subscribers of the four roles over both
+transports, behind the subscriber library, about 10% of their connections cut each second by clients
+and by the server, 4 publishers. Every application gets every event its role and types allow exactly
+once and in order, and nothing else; the figures are printed.
+
+`make test` publishes CHAOS_EVENTS (default 600) events, what fits its time on a shared 2-core
+machine; `make test-chaos` publishes the issue's 5,000 (docs/reliability.md, "Chaos", says why)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
-from tests.chaos import chaos
+from tests.chaos import broken, chaos
 from tests.integration.conftest import running_local_stack
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.reconnect,
-    pytest.mark.load,
-    pytest.mark.xdist_group("local-stack"),
-]
+pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("local-stack")]
+SUBSCRIBERS, EVENTS = 52, int(os.environ.get("CHAOS_EVENTS", "600"))
 
 
-def test_random_cuts_on_both_transports_lose_nothing_and_repeat_nothing(tmp_path):
-    with running_local_stack(tmp_path, "--sse-max-stream-seconds", "6") as state:
-        figures = asyncio.run(chaos(state, subscribers=12, events=300, publishers=4, cut_rate=0.25, seed=14))
+def test_random_cuts_on_both_transports_lose_nothing_repeat_nothing_and_leak_nothing(tmp_path):
+    # SSE streams also end as planned, every 20 s: the server's cut on that transport.
+    with running_local_stack(tmp_path, "--sse-max-stream-seconds", "20") as state:
+        figures = asyncio.run(chaos(state, subscribers=SUBSCRIBERS, events=EVENTS, publishers=4, seed=12))
     print(json.dumps(figures))
-    assert figures["unfinished"] == 0
-    assert figures["expected_deliveries"] > 300
-    assert figures["delivered_to_applications"] == figures["expected_deliveries"]
-    for name in ("lost", "duplicates_at_application", "out_of_order", "unauthorized_or_unasked"):
-        assert figures[name] == 0, name
-    assert figures["client_cuts"] > 0 and figures["server_cuts"] > 0
+    assert broken(figures) == []
+    assert figures["events"] == EVENTS
+    assert figures["deliveries"]["expected"] > EVENTS  # each sees part of them; together, many times
+    assert figures["subscribers"] == {"websocket": SUBSCRIBERS // 2, "sse": SUBSCRIBERS // 2}
+    assert figures["roles"] == ["admin", "analyst", "approver", "viewer"]
+    cuts = figures["cuts"]
+    assert cuts["by_client"] > 0 and cuts["by_server"] > 0 and cuts["sse_planned_ends"] > 0
+    # A subject of its own per subscriber: the SSE per-subject cap never refused or replaced a stream.
+    log = (tmp_path / "stack.log").read_text()
+    assert "too_many_streams" not in log and '"how":"replaced"' not in log
