@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import inspect
 import json
@@ -38,24 +39,52 @@ class SerializedMoto:
 
 
 def _partition_scoped(query: Any) -> Any:
-    """A base-table Query reads only the queried partition (moto sorts every item of the table)."""
+    """A base-table Query reads only the queried partition (moto sorts every item of the table), and of
+    it only the run of range keys its key condition selects (moto measures the size of every item it
+    passes over): a replay of a stream's tail costs the same however long the stream is."""
 
-    signature = inspect.signature(query)  # index_name by name, wherever moto's callers put it
+    signature = inspect.signature(query)  # arguments by name, wherever moto's callers put them
 
     @functools.wraps(query)
     def scoped(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = signature.bind(self, hash_key, *args, **kwargs).arguments.get("index_name")
-        if index_name or hash_key is None or not self.range_key_attr:
+        arguments = signature.bind(self, hash_key, *args, **kwargs).arguments
+        if arguments.get("index_name") or hash_key is None or not self.range_key_attr:
             return query(self, hash_key, *args, **kwargs)
         items = self.items[hash_key].values() if hash_key in self.items else []
-        partition = sorted(items, key=lambda item: item.range_key)
-        self.all_items = lambda: partition  # type: ignore[method-assign]  # one request at a time
+        keyed = sorted(((item.range_key.cast_value, item) for item in items), key=lambda pair: pair[0])
+        run = _selected(keyed, arguments.get("range_comparison"), arguments.get("range_objs") or [])
+        self.all_items = lambda: run  # type: ignore[method-assign]  # one request at a time
         try:
             return query(self, hash_key, *args, **kwargs)
         finally:
             del self.all_items
 
     return scoped
+
+
+def _selected(keyed: list[tuple[Any, Any]], comparison: str | None, bounds: list[Any]) -> list[Any]:
+    """The items (sorted by range key) whose keys `comparison` selects; moto still checks each one. All
+    of them for a condition that is not a range, or bounds of another type than the keys."""
+    keys = [key for key, _ in keyed]
+    low, high = 0, len(keyed)
+    try:
+        values = [bound.cast_value for bound in bounds]
+        if comparison in (">", "GT"):
+            low = bisect.bisect_right(keys, values[0])
+        elif comparison in (">=", "GE"):
+            low = bisect.bisect_left(keys, values[0])
+        elif comparison in ("<", "LT"):
+            high = bisect.bisect_left(keys, values[0])
+        elif comparison in ("<=", "LE"):
+            high = bisect.bisect_right(keys, values[0])
+        elif comparison in ("=", "EQ"):
+            low, high = bisect.bisect_left(keys, values[0]), bisect.bisect_right(keys, values[0])
+        elif comparison == "BETWEEN":
+            low, high = bisect.bisect_left(keys, values[0]), bisect.bisect_right(keys, values[1])
+    except (TypeError, IndexError):
+        low, high = 0, len(keyed)
+    # And one item past each end: moto, having filled `Limit`, answers LastEvaluatedKey if any item follows.
+    return [item for _, item in keyed[max(0, low - 1) : high + 1]]
 
 
 _ITEM_ACTIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem"})
