@@ -78,10 +78,13 @@ class Cutter:
 
     async def run(self, stop: asyncio.Event) -> None:
         management = server_side(self.state)
+        due = asyncio.get_running_loop().time()
         while not stop.is_set():
             live = {transport: proxy.live for transport, proxy in self.proxies.items()}
+            # Due at times of a Poisson process, however long the cuts themselves take.
+            due += self.rng.expovariate(self.rate * max(1, sum(live.values())))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.rng.expovariate(self.rate * max(1, sum(live.values())))):
+                async with asyncio.timeout_at(due):
                     await stop.wait()
             if stop.is_set() or not any(live.values()):
                 continue
@@ -227,11 +230,14 @@ async def chaos(
             for receiver in subs:
                 await receiver.subscriber.close()
     figures = judge(subs, expected, len(stored))
-    figures["cuts"] = {
+    cuts = {
         "by_client": cutter.by_client,
         "by_server": cutter.by_server,
         "sse_planned_ends": sum(r.subscriber.planned_reconnects for r in subs if r.transport == "sse"),
     }
+    # While publishing: what share of the subscribers' connections was cut each second.
+    rate = sum(cuts.values()) / (len(subs) * seconds["publish"])
+    figures["cuts"] = {**cuts, "per_connection_second": round(rate, 3)}
     figures["seconds"] = {
         name: round(value, 1) for name, value in {**seconds, "total": time.monotonic() - began}.items()
     }

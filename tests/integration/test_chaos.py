@@ -3,7 +3,7 @@ transports, behind the subscriber library, about 10% of their connections cut ea
 and by the server, 4 publishers. Every application gets every event its role and types allow exactly
 once and in order, and nothing else; the figures are printed.
 
-`make test` publishes CHAOS_EVENTS (default 600) events, what fits its time on a shared 2-core
+`make test` publishes CHAOS_EVENTS (default 1,000) events, what fits its time on a shared 2-core
 machine; `make test-chaos` publishes the issue's 5,000 (docs/reliability.md, "Chaos", says why)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.chaos import broken, chaos
 from tests.integration.conftest import running_local_stack
 
 pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("local-stack")]
-SUBSCRIBERS, EVENTS = 52, int(os.environ.get("CHAOS_EVENTS", "600"))
+SUBSCRIBERS, EVENTS = 52, int(os.environ.get("CHAOS_EVENTS", "1000"))
 
 
 def test_random_cuts_on_both_transports_lose_nothing_repeat_nothing_and_leak_nothing(tmp_path):
