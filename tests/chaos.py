@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from botocore.credentials import Credentials
 
 from clients.backoff import Backoff
@@ -289,6 +290,22 @@ def broken(figures: dict[str, Any]) -> list[str]:
     return [name for name in GUARANTEES if figures[name]] + (
         ["delivered != expected"] if deliveries["delivered"] != deliveries["expected"] else []
     )
+
+
+# As a pytest plugin (tests/conftest.py): the figures a test records with `record_property(FIGURES,
+# ...)`, printed at the end of the run, also under xdist, whose workers' output is not shown.
+FIGURES = "chaos_figures"
+_recorded: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _recorded.extend(value for name, value in report.user_properties if name == FIGURES)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for figures in _recorded:
+        terminalreporter.write_line(f"chaos: {json.dumps(figures)}")
 
 
 def port(url: str) -> int:

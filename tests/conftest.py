@@ -17,7 +17,8 @@ from streaming.publish import Publisher
 from streaming.settings import DeliverySettings, Settings
 from streaming.store import EventStore
 
-pytest_plugins = ["tests.fuzz.counting"]  # the fuzz suite's count of inputs tried
+# The fuzz suite's count of inputs tried, and the chaos run's figures, printed at the end of a run.
+pytest_plugins = ["tests.fuzz.counting", "tests.chaos"]
 REGION = "us-east-1"  # moto's in-process mock; nothing reaches AWS
 TABLE = "events-test"
 CONNECTIONS_TABLE = "connections-test"
