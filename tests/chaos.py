@@ -24,7 +24,6 @@ import json
 import random
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,31 +123,17 @@ async def publish_at_random(
     return results
 
 
-def stored_after(
-    state: LocalState,
-    start: dict[str, int] | None,
-    types: Iterable[str] | None = None,
-    role: str | None = None,
-) -> list[dict[str, Any]]:
-    """The events after `start` in the store (of `types`, as `role` sees them), in seq order per stream."""
+def stored_after(state: LocalState, start: dict[str, int]) -> list[dict[str, Any]]:
+    """Every event after `start` in the store, in seq order per stream."""
     client = local_client(state)
     found: list[dict[str, Any]] = []
-    cursor = cursors.encode(start or {})
+    cursor = cursors.encode(start)
     while True:
-        page = client.events_after(
-            cursor=cursor, types=sorted(types) if types else None, role=role, limit=1000
-        )
+        page = client.events_after(cursor=cursor, limit=1000)
         found += page["events"]
         if not page["more"]:
             return sorted(found, key=lambda event: (event["stream"], event["seq"]))
         cursor = page["cursor"]
-
-
-def expected_for(
-    state: LocalState, start: dict[str, int] | None, role: str, types: Iterable[str]
-) -> list[tuple[str, int]]:
-    """Every event of `types` the role may see after `start`, from the store, in seq order per stream."""
-    return [(event["stream"], event["seq"]) for event in stored_after(state, start, types, role)]
 
 
 def receivers(state: LocalState, endpoints: Endpoints, count: int, rng: random.Random) -> list[Receiver]:
@@ -254,6 +239,7 @@ def owed(stored: list[dict[str, Any]], role: str, types: frozenset[str]) -> list
 
 
 def judge(subs: list[Receiver], expected: dict[int, list[tuple[str, int]]], events: int) -> dict[str, Any]:
+    """What the applications received against what they were owed, summed over the subscribers."""
     roles = load("dev").roles
     figures = dict.fromkeys(
         ("expected", "delivered", *GUARANTEES, "duplicates_suppressed", "connections", "gaps_repaired"), 0
@@ -295,7 +281,7 @@ def broken(figures: dict[str, Any]) -> list[str]:
 # As a pytest plugin (tests/conftest.py): the figures a test records with `record_property(FIGURES,
 # ...)`, printed at the end of the run, also under xdist, whose workers' output is not shown.
 FIGURES = "chaos_figures"
-_recorded: list[dict[str, Any]] = []
+_recorded: list[object] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
