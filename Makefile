@@ -86,5 +86,13 @@ fuzz: install  # the fuzz suite with many more examples, random each run (make t
 chaos: install  # against a running `make run`: random cuts on both transports, figures printed
 	$(PY) -m tests.chaos --state-dir .local
 
+# The soak run (docs/reliability.md, "Soak"; not in `make test`, which runs it for 30 s): MINUTES of
+# connection churn and steady publishing on a local stack of its own; writes docs/images/soak-rss.png
+# and soak.csv, prints a summary, exits 1 on a leak.
+.PHONY: soak
+MINUTES ?= 10
+soak: install
+	$(PY) -m tests.soak --minutes $(MINUTES)
+
 clean:
 	rm -rf cdk.out .local .pytest_cache .mypy_cache .ruff_cache
