@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Coroutine
@@ -80,10 +81,12 @@ _servers: weakref.WeakSet[_Server] = weakref.WeakSet()  # this process's, for `p
 
 
 def process_report(**more: int) -> dict[str, int]:
-    """This process as `DEBUG_PATH` reports it: its asyncio tasks, threads and open HTTP and WebSocket
-    connections (over all its servers), and what the caller adds."""
+    """This process as `DEBUG_PATH` reports it: its asyncio tasks, threads, open HTTP and WebSocket
+    connections (over all its servers) and Python's allocated memory blocks (what it holds, however
+    fragmented its memory), and what the caller adds."""
     return {
         "pid": os.getpid(),
+        "allocated_blocks": sys.getallocatedblocks(),
         "tasks": len(asyncio.all_tasks()),
         "threads": threading.active_count(),
         "connections": sum(len(server.server_state.connections) for server in _servers),
