@@ -89,17 +89,16 @@ class Churn:
         deadline = time.monotonic() + seconds
         await asyncio.gather(
             *(
-                self._slot(
-                    f"soak-{i}", names[i % len(names)], sorted(roles[names[i % len(names)]]), i, deadline
-                )
+                self._slot(i, names[i % len(names)], roles[names[i % len(names)]], deadline)
                 for i in range(slots)
             )
         )
 
-    async def _slot(self, subject: str, role: str, allowed: list[str], index: int, deadline: float) -> None:
+    async def _slot(self, index: int, role: str, allowed: Sequence[str], deadline: float) -> None:
+        subject = f"soak-{index}"
         transport = ("websocket", "sse")[index // 4 % 2]  # every role on both transports
         while (left := deadline - time.monotonic()) > 0:
-            types = self.rng.sample(allowed, self.rng.randint(1, len(allowed)))
+            types = self.rng.sample(sorted(allowed), self.rng.randint(1, len(allowed)))
             lifetime = min(left, self.rng.expovariate(1 / MEAN_LIFETIME_SECONDS))
             abrupt = self.rng.random() < 0.5
             await self._session(subject, role, transport, types, lifetime, abrupt)
