@@ -33,9 +33,10 @@ class SerializedMoto:
 
 
 # moto's cost per request grows with what it touches, where DynamoDB's does not; two patches bring the
-# local stack's item operations closer to DynamoDB's shape (measured in docs/performance.md). Both
-# leave answers unchanged. They are applied when the local moto server starts (`start_moto`), never at
-# import: tests that mock AWS in-process run on moto as it is.
+# local stack's item operations closer to DynamoDB's shape (measured in docs/performance.md), and a
+# third keeps its memory from growing with every key ever read or deleted. All leave answers unchanged.
+# They are applied when the local moto server starts (`start_moto`), never at import: tests that mock
+# AWS in-process run on moto as it is.
 
 
 def _partition_scoped(query: Any) -> Any:
@@ -87,6 +88,22 @@ def _selected(keyed: list[tuple[Any, Any]], comparison: str | None, bounds: list
     return [item for _, item in keyed[max(0, low - 1) : high + 1]]
 
 
+def _forgets_empty_partitions(operation: Any) -> Any:
+    """A partition left empty is forgotten. moto's items are a defaultdict of partitions: a GetItem or
+    DeleteItem keeps the partition of its key, empty, for as long as the server runs: a few KB for every
+    WebSocket connection the stack ever had (its `connection#<id>`), found by the soak run."""
+
+    @functools.wraps(operation)
+    def forgetting(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return operation(self, hash_key, *args, **kwargs)
+        finally:
+            if self.range_key_attr and hash_key in self.items and not self.items[hash_key]:
+                del self.items[hash_key]
+
+    return forgetting
+
+
 _ITEM_ACTIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem"})
 
 
@@ -115,8 +132,10 @@ def _wire_bytes(value: Any) -> str:
 
 @functools.cache  # once per process
 def patch_moto() -> None:
-    """Apply both patches to moto's classes (for every moto in this process)."""
+    """Apply the patches to moto's classes (for every moto in this process)."""
     Table.query = _partition_scoped(Table.query)  # type: ignore[method-assign]
+    Table.get_item = _forgets_empty_partitions(Table.get_item)  # type: ignore[method-assign]
+    Table.delete_item = _forgets_empty_partitions(Table.delete_item)  # type: ignore[method-assign]
     DynamoHandler.serialized = _plain_json_items(DynamoHandler.serialized)  # type: ignore[method-assign]
 
 

@@ -12,6 +12,7 @@
   checked, answering 410 for a connection it does not hold, so boto3 and the handlers' own client
   work against it unchanged; and its faults on request (`/local/faults`, local.faults): 429, 500,
   410 or a hang instead of a delivery.
+- `GET /local/debug`, local only: this process's tasks, threads and connections (for the soak run).
 
 It runs in a process of its own (`python -m local.gateway`, started by `make run`), as API Gateway is
 a service of its own: the publish functions' posts and the gateway's work then use both cores. Its
@@ -49,7 +50,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from local import console
 from local.faults import ConnectionFaults
 from local.lambda_runtime import ACCOUNT, LocalFunction, isolate_invocations
-from local.serving import Background, every, exit_with_parent, listen, serve
+from local.serving import DEBUG_PATH, Background, every, exit_with_parent, listen, process_report, serve
 from local.sigv4 import verify
 from local.state import LocalCredentials
 from streaming.auth import redact
@@ -123,8 +124,15 @@ class Gateway:
                     methods=["POST", "GET", "DELETE"],
                 ),
                 *self.faults.routes(),
+                Route(DEBUG_PATH, self._debug),
             ]
         )
+
+    async def _debug(self, request: Request) -> Response:
+        """Local only (local.serving.DEBUG_PATH): the process, its WebSocket connections and the
+        message invocations still running."""
+        report = process_report(websockets=len(self._connections), invocations=len(self._background))
+        return JSONResponse(report)
 
     # -- the WebSocket side --------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ clients/web/, so the page imports ../streaming.js as any page would), a few loca
 - `POST /local/gateway/stop` and `/start`: stops the WebSocket gateway (its port refuses connections)
   and starts it again on the same port, to watch clients ride an outage;
 - `GET /metrics`: the functions' metrics in Prometheus text format (local.prometheus), for a local
-  Prometheus to scrape.
+  Prometheus to scrape;
+- `GET /local/debug`: this process's asyncio tasks, threads and open connections (local.serving's
+  `process_report`; the gateway answers the same path for its own process), for the soak run.
 
 Requests must name a loopback host (no DNS rebinding); the POSTs, when they come from a browser, must
 come from the page itself (no cross-site form posting).
@@ -33,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from local.gateway import GatewayProcess
 from local.prometheus import CONTENT_TYPE
+from local.serving import DEBUG_PATH, process_report
 from local.state import LocalState
 from local.token import issue
 
@@ -97,6 +100,9 @@ def live_page_app(
     async def exposition(request: Request) -> Response:
         return PlainTextResponse(metrics(), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
+    async def debug(request: Request) -> Response:
+        return _private(process_report())
+
     async def home(request: Request) -> Response:
         return RedirectResponse(PAGE_PATH)
 
@@ -108,6 +114,7 @@ def live_page_app(
             Route("/local/gateway", gateway_state),
             Route("/local/gateway/{action:str}", switch_gateway, methods=["POST"]),
             Route(METRICS_PATH, exposition),
+            Route(DEBUG_PATH, debug),
             Mount("/", StaticFiles(directory=WEB, html=True)),
         ],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=_loopback_hosts_only)],

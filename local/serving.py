@@ -6,6 +6,9 @@ import asyncio
 import os
 import signal
 import socket
+import sys
+import threading
+import weakref
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,10 @@ from local import console
 
 if TYPE_CHECKING:
     from local.lambda_runtime import LocalFunction
+
+# A local-only route of each local process (the live page's origin, the gateway): what it holds open,
+# for the soak run (tests/soak.py) to see that churn leaves nothing behind. Never deployed.
+DEBUG_PATH = "/local/debug"
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -63,10 +70,28 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
         super().__init__(config)
         self._stopping = stopping
+        _servers.add(self)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._stopping.set()
         await super().shutdown(sockets=sockets)
+
+
+_servers: weakref.WeakSet[_Server] = weakref.WeakSet()  # this process's, for `process_report`
+
+
+def process_report(**more: int) -> dict[str, int]:
+    """This process as `DEBUG_PATH` reports it: its asyncio tasks, threads, open HTTP and WebSocket
+    connections (over all its servers) and Python's allocated memory blocks (what it holds, however
+    fragmented its memory), and what the caller adds."""
+    return {
+        "pid": os.getpid(),
+        "allocated_blocks": sys.getallocatedblocks(),
+        "tasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+        "connections": sum(len(server.server_state.connections) for server in _servers),
+        **more,
+    }
 
 
 def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
@@ -130,6 +155,9 @@ class Background:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
 
 async def exit_with_parent() -> None:

@@ -3,6 +3,7 @@ of API Gateway's events: what the deployed handlers receive locally is what they
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -197,3 +198,15 @@ def test_a_message_from_the_client_moves_the_idle_timeout_but_not_the_connection
     assert connection.limit(lifetime=7200, idle=600) == (6600.0, "Idle timeout")
     connection.last_active_at = 7700.0
     assert connection.limit(lifetime=7200, idle=600) == (8200.0, "Connection lifetime exceeded")
+
+
+def test_the_local_debug_route_counts_the_connections_it_holds(client):
+    """GET /local/debug (local only, for the soak run): this process, and a connection while it is open."""
+    before = client.get("/local/debug").json()
+    with client.websocket_connect("/?token=good", subprotocols=["streaming.v1", "token.x"]) as ws:
+        ws.send_json({"action": "ping"})
+        during = client.get("/local/debug").json()
+    assert before["pid"] == during["pid"] == os.getpid()
+    assert (before["websockets"], during["websockets"]) == (0, 1)
+    assert during["tasks"] > 0 and during["threads"] > 0
+    assert client.get("/local/debug").json()["websockets"] == 0
