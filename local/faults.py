@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+from local.serving import LOOPBACK_NAMES
+
 HUNG_STATUS = 504  # what a hung request is answered with, once held long enough
 
 

@@ -35,14 +35,13 @@ from starlette.staticfiles import StaticFiles
 
 from local.gateway import GatewayProcess
 from local.prometheus import CONTENT_TYPE
-from local.serving import DEBUG_PATH, process_report
+from local.serving import DEBUG_PATH, LOOPBACK_NAMES, process_report
 from local.state import LocalState
 from local.token import issue
 
 WEB = Path(__file__).resolve().parent.parent / "clients" / "web"
 PAGE_PATH = "/live/"
 METRICS_PATH = "/metrics"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MIN_TTL_SECONDS, MAX_TTL_SECONDS = 10, 3600
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # A local-only route of each local process (the live page's origin, the gateway): what it holds open,
 # for the soak run (tests/soak.py) to see that churn leaves nothing behind. Never deployed.
 DEBUG_PATH = "/local/debug"
+# The host names the local-only routes answer (no DNS rebinding onto them).
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def listen(host: str, port: int) -> socket.socket:
