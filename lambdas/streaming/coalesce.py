@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streaming.events import Envelope
+from streaming.observability import count
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class Coalescing:
 class Coalesced:
     events: list[Envelope]  # what is sent, in the order given
     left_out: Counter[str]  # per type, the events not sent
+
+
+def record(left_out: Counter[str], transport: str) -> None:
+    """`EventsCoalesced` by transport and type: the events left out, as either transport counts them."""
+    for event_type, events in sorted(left_out.items()):
+        count("EventsCoalesced", events, transport=transport, type=event_type)
 
 
 def coalesce(

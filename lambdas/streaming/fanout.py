@@ -21,12 +21,13 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from streaming import coalesce
 from streaming.coalesce import Coalescing
 from streaming.codec import EncodedKey, encoded_for, first_frame
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.management import GONE, Poster, post_with_retry
-from streaming.observability import count, logger, metrics, tracer
+from streaming.observability import logger, metrics, tracer
 from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
@@ -69,8 +70,7 @@ class Report:
             metrics.add_metric(name="FanOutPostTime", unit=MetricUnit.Milliseconds, value=self.post_ms)
         for latency in spread(self.latencies_ms, MAX_METRIC_VALUES):
             metrics.add_metric(name="DeliveryLatency", unit=MetricUnit.Milliseconds, value=latency)
-        for event_type, coalesced in sorted(self.coalesced.items()):
-            count("EventsCoalesced", coalesced, transport="websocket", type=event_type)
+        coalesce.record(self.coalesced, transport="websocket")
 
 
 def spread(values: Sequence[float], most: int) -> list[float]:

@@ -14,7 +14,7 @@ from enum import Enum
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from streaming import codec
+from streaming import coalesce, codec
 from streaming import cursor as cursors
 from streaming.coalesce import Coalescing
 from streaming.events import Envelope, format_ts, parse_ts
@@ -154,8 +154,7 @@ async def _next_chunks(
         if coalescing and coalescing.overloaded(len(events)):  # live events piled up behind the client
             coalesced = coalescing.apply(events, plan.types)
             events = coalesced.events
-            for event_type, left_out in sorted(coalesced.left_out.items()):
-                count("EventsCoalesced", left_out, transport="sse", type=event_type)
+            coalesce.record(coalesced.left_out, transport="sse")
     else:  # behind what the tailer keeps: read the store
         page = await asyncio.to_thread(store.after, position, plan.types, PAGE_SIZE)
         events, reached, more = page.events, page.cursor, page.more
