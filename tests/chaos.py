@@ -109,31 +109,33 @@ async def publish_at_random(
 ) -> list[Any]:
     """`count` events of random `types` in batches of 1 to `batch`, up to `pause` seconds apart; a
     contended publish is repeated with the same ids, as producers are told."""
-    client, settings, results = local_client(state), load("dev").runtime_settings("unused"), []
-    while count > 0:
-        events = [example(rng.choice(types), settings) for _ in range(min(count, rng.randint(1, batch)))]
-        for attempt in range(20):
-            try:
-                results.append(await asyncio.to_thread(client.publish, events))
-                break
-            except Exception:  # contended
-                await asyncio.sleep(0.05 * (attempt + 1))
-        count -= len(events)
-        await asyncio.sleep(rng.uniform(0, pause))
+    settings, results = load("dev").runtime_settings("unused"), []
+    with contextlib.closing(local_client(state)) as client:
+        while count > 0:
+            size = min(count, rng.randint(1, batch))
+            events = [example(rng.choice(types), settings) for _ in range(size)]
+            for attempt in range(20):
+                try:
+                    results.append(await asyncio.to_thread(client.publish, events))
+                    break
+                except Exception:  # contended
+                    await asyncio.sleep(0.05 * (attempt + 1))
+            count -= len(events)
+            await asyncio.sleep(rng.uniform(0, pause))
     return results
 
 
 def stored_after(state: LocalState, start: dict[str, int]) -> list[dict[str, Any]]:
     """Every event after `start` in the store, in seq order per stream."""
-    client = local_client(state)
     found: list[dict[str, Any]] = []
     cursor = cursors.encode(start)
-    while True:
-        page = client.events_after(cursor=cursor, limit=1000)
-        found += page["events"]
-        if not page["more"]:
-            return sorted(found, key=lambda event: (event["stream"], event["seq"]))
-        cursor = page["cursor"]
+    with contextlib.closing(local_client(state)) as client:
+        while True:
+            page = client.events_after(cursor=cursor, limit=1000)
+            found += page["events"]
+            if not page["more"]:
+                return sorted(found, key=lambda event: (event["stream"], event["seq"]))
+            cursor = page["cursor"]
 
 
 def receivers(state: LocalState, endpoints: Endpoints, count: int, rng: random.Random) -> list[Receiver]:

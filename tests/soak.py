@@ -306,7 +306,7 @@ async def soak(
         back to it), or SETTLE_SECONDS have passed: the judgement then says what is left."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
-            gc.collect()  # the clients this harness dropped (publish_at_random's) close their connections
+            gc.collect()  # whatever the harness dropped closes its connections before they are counted
             rows.append(row := await watch.sample(phase))
             if (idle(row) and (baseline is None or at(row, baseline))) or time.monotonic() > deadline:
                 return row
