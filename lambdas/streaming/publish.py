@@ -45,8 +45,8 @@ class Publisher:
                 limit(producer, len(valid))
             stored = self._store.append(valid, producer)
         except Exception as error:
-            # DynamoDB could not serve a call within botocore's retries: the events before the one it
-            # stopped at are stored, and a retry with the same ids stores the rest, each once.
+            # DynamoDB could not serve a call within botocore's retries: some streams' events may be
+            # stored, and a retry with the same ids stores the rest, each once.
             if not unavailable(error):
                 raise
             raise StreamingError(

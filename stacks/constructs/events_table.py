@@ -11,10 +11,12 @@ from stacks.constructs.tables import expiring_table
 from stacks.table_layouts import EVENTS
 
 # Exactly what lambdas/streaming/store/ calls: single-item conditional writes (DeleteItem releases a
-# claim whose every commit attempt was refused) and queries.
+# claim whose every commit attempt was refused), batch puts of committed events and their claims, and
+# queries.
 STORE_ACTIONS = (
     "dynamodb:GetItem",
     "dynamodb:PutItem",
+    "dynamodb:BatchWriteItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",

@@ -54,13 +54,13 @@ def clock(monkeypatch, settings: Settings) -> Clock:
 
 
 def stream_log(dynamodb: Any, stream: str = "market") -> list[tuple[int, str]]:
-    """(seq, id) of every event the stream holds, the head's last one included, in seq order."""
+    """(seq, id) of every event the stream holds, the head's batch included, in seq order."""
     found: dict[int, str] = {}
     for raw in dynamodb.scan(TableName=TABLE, ConsistentRead=True)["Items"]:
         if raw["pk"]["S"] != f"stream#{stream}":
             continue
-        item = raw["last"]["M"] if raw["sk"]["N"] == "0" else raw
-        found[int(item["sk"]["N"])] = item["id"]["S"]
+        for item in [entry["M"] for entry in raw["batch"]["L"]] if raw["sk"]["N"] == "0" else [raw]:
+            found[int(item["sk"]["N"])] = item["id"]["S"]
     return sorted(found.items())
 
 
@@ -73,7 +73,7 @@ def claimed(dynamodb: Any, event_id: str) -> bool:
 def head_commit_of(event_id: str = ""):
     """The request that moves a stream's head to carry `event_id` (the commit point; any event's)."""
     return lambda request: (
-        "#last" in request.get("ExpressionAttributeNames", {})
+        "#batch" in request.get("ExpressionAttributeNames", {})
         and event_id in json.dumps(request["ExpressionAttributeValues"])
     )
 
@@ -110,16 +110,16 @@ def test_throttling_within_botocores_retries_is_absorbed_and_counted(
 def test_throttling_past_the_retries_is_store_unavailable_and_the_producers_retry_stores_each_event_once(
     dynamodb, faults, clock, capsys
 ):
-    """The commit of the second event of a batch is throttled on every attempt: the first event is
-    stored, nothing of the second, and its id stays claimed (its outcome was unknown to its publisher)
-    until the claim times out; the producer's retries with the same ids then complete the batch."""
+    """The commit of a batch is throttled on every attempt: nothing is stored, and its ids stay
+    claimed (the outcome was unknown to its publisher) until the claims time out; the producer's
+    retries with the same ids then store the batch, each event once."""
     batch = [signal() for _ in range(3)]
     faults.refuse("UpdateItem", THROTTLED, times=float("inf"), when=head_commit_of(batch[1]["id"]))
     status, body = call("POST", "/events", {"events": batch})
     assert (status, body["error"]["code"]) == (503, "store_unavailable")
     assert faults.refused["UpdateItem"] == ATTEMPTS_PER_CALL  # bounded: one call's attempts, then given up
-    assert stream_log(dynamodb) == [(1, batch[0]["id"])]
-    assert [claimed(dynamodb, raw["id"]) for raw in batch] == [True, True, False]  # the 3rd never tried
+    assert stream_log(dynamodb) == []
+    assert [claimed(dynamodb, raw["id"]) for raw in batch] == [True, True, True]
     assert metric(capsys, "StoreThrottles", operation="UpdateItem") == ATTEMPTS_PER_CALL
 
     faults.heal()
@@ -128,7 +128,7 @@ def test_throttling_past_the_retries_is_store_unavailable_and_the_producers_retr
     clock.advance(121)  # past the claim timeout: the retry takes the claim over
     status, body = call("POST", "/events", {"events": batch})
     assert status == 201, body
-    assert [(r["seq"], r["duplicate"]) for r in body["events"]] == [(1, True), (2, False), (3, False)]
+    assert [(r["seq"], r["duplicate"]) for r in body["events"]] == [(1, False), (2, False), (3, False)]
     assert stream_log(dynamodb) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
     assert call("POST", "/events", {"events": batch})[0] == 200  # and again: all three are duplicates
     print(f"throttled past the retries: {dict(faults.refused)} attempts refused, then 503, 409, 201, 200")
@@ -198,7 +198,8 @@ def test_a_websocket_client_gets_its_answers_through_throttling_and_an_error_it_
     connection = WebSocketConnection(monkeypatch)
     route, answers = connection.route, connection.answers
     published = [signal() for _ in range(3)]
-    assert call("POST", "/events", {"events": published})[0] == 201
+    assert call("POST", "/events", {"events": published[:2]})[0] == 201
+    assert call("POST", "/events", published[2])[0] == 201  # the first two now below the head's batch
 
     faults.refuse("PutItem", THROTTLED, times=ATTEMPTS_PER_CALL - 1)  # registering the connection
     route("$connect")

@@ -20,6 +20,7 @@ DELIVERERS = (c.HANDLER_WEBSOCKET, c.HANDLER_FANOUT_WORKER, *PUBLISHERS)
 STORE = {
     "dynamodb:GetItem",
     "dynamodb:PutItem",
+    "dynamodb:BatchWriteItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",

@@ -46,7 +46,7 @@ CLOSE = {("execute-api:ManageConnections", manage("DELETE"), "")}
 INVOKE_WORKER = {("lambda:InvokeFunction", WORKER, "")}
 READ_KEY = {("secretsmanager:GetSecretValue", SIGNING_KEY, "")}
 PUBLISH = (
-    on(EVENTS, "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query")
+    on(EVENTS, "GetItem", "PutItem", "BatchWriteItem", "UpdateItem", "DeleteItem", "Query")
     | on(CONNECTIONS, "GetItem", "DeleteItem", "Query")
     | DELIVER
     | INVOKE_WORKER

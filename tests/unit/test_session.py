@@ -220,10 +220,11 @@ def test_replay_last_across_streams_resumes_each_stream_where_its_frames_left_it
     make_session, management, clock, publisher, settings
 ):
     session = make_session(compress_above=10**9)
-    raws = []
+    published = []  # interleaved across the two streams (a request commits stream by stream)
     for _ in range(4):
-        raws += [proposal_update(settings, 9000), example("risk.alert", settings)]
-    published = publisher.publish(raws, "tests")
+        published += publisher.publish(
+            [proposal_update(settings, 9000), example("risk.alert", settings)], "t"
+        )
     greeted(session, management, clock, role="approver")
     messages = send(
         session, management, {"action": "replay", "last": 6, "types": ["proposal.updated", "risk.alert"]}

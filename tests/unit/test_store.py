@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
 
 from streaming.dynamo import deserialize, serialize
 from streaming.errors import StreamingError
-from streaming.events import Envelope, parse_new_event
+from streaming.events import Envelope, NewEvent, parse_new_event
 from streaming.replay import replay_after, replay_latest
 from streaming.store import EventStore, Step
 from streaming.store.items import envelope_of, event_item
@@ -34,6 +35,17 @@ def stream_items(dynamodb, stream):
 def logged(store, settings):
     """(seq, id) of every event in the log, as a subscriber seeing everything would get them."""
     return [(e.seq, e.id) for e in store.after({}, frozenset(settings.streams_by_type), 1000).events]
+
+
+def count_requests(dynamodb):
+    """A Counter of the DynamoDB operations the client makes from now on."""
+    calls: Counter[str] = Counter()
+    dynamodb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.update([model.name]))
+    return calls
+
+
+def claim_key(event_id):
+    return {"pk": {"S": f"event#{event_id}"}, "sk": {"N": "0"}}
 
 
 def fresh_store(dynamodb, settings, clock, **options):
@@ -177,14 +189,106 @@ def test_crash_after_committing_is_found_again_not_stored_twice(settings, dynamo
     assert [e.id for e in store.after({}, frozenset({"signal.created"}), 10).events] == [raw["id"]]
 
 
-def test_the_last_event_lives_in_the_head_until_the_next_publish_copies_it(store, settings, dynamodb):
-    first, second = signal(), signal()
-    store.append(events(settings, first), "p")
+def test_a_batch_lives_in_the_head_and_is_copied_out_before_the_head_moves_on(settings, dynamodb, clock):
+    batch = [signal() for _ in range(3)]
+    crashing = fresh_store(dynamodb, settings, clock, at_step=crash_at(Step.COMMITTED))
+    with pytest.raises(Crash):  # committed, then gone before writing the batch out
+        crashing.append(events(settings, *batch), "p")
     assert stream_items(dynamodb, "market") == []  # committed in the head only
-    assert [e.id for e in store.after({}, frozenset({"signal.created"}), 10).events] == [first["id"]]
-    store.append(events(settings, second), "p")
-    assert stream_items(dynamodb, "market") == [(1, first["id"])]
-    assert [e.seq for e in store.after({}, frozenset({"signal.created"}), 10).events] == [1, 2]
+    assert logged(crashing, settings) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
+    clock.advance(121)
+    later = signal()
+    fresh_store(dynamodb, settings, clock).append(events(settings, later), "p")
+    expected = [(seq, raw["id"]) for seq, raw in enumerate([*batch, later], 1)]
+    assert stream_items(dynamodb, "market") == expected  # the next publisher copied them out first
+    assert logged(crashing, settings) == expected
+
+
+def test_a_requests_events_of_one_stream_commit_together_in_one_head_update(settings, dynamodb, clock):
+    store = fresh_store(dynamodb, settings, clock)
+    calls = count_requests(dynamodb)
+    first = store.append(events(settings, *(signal() for _ in range(10))), "p")
+    # The head read, a claim per event, one commit, one put of the batch's items and its claims.
+    assert calls == Counter(GetItem=1, PutItem=10, UpdateItem=1, BatchWriteItem=1)
+    calls.clear()
+    second = store.append(events(settings, *(signal() for _ in range(10))), "p")
+    assert calls == Counter(PutItem=10, UpdateItem=1, BatchWriteItem=1)  # its own head, known
+    assert [r.seq for r in first + second] == list(range(1, 21))
+    assert [r.envelope.prev for r in second if r.envelope] == list(range(10, 20))
+    assert logged(store, settings) == [(r.seq, r.id) for r in first + second]
+    [(_, claim)] = [(c, dynamodb.get_item(TableName=TABLE, Key=claim_key(second[4].id))["Item"]) for c in [0]]
+    assert (int(claim["seq"]["N"]), claim["ts"]["S"]) == (15, second[4].ts)
+
+
+def test_a_known_head_another_publisher_moved_costs_one_lost_race(settings, dynamodb, clock):
+    mine, theirs = fresh_store(dynamodb, settings, clock), fresh_store(dynamodb, settings, clock)
+    mine.append(events(settings, signal()), "p")
+    theirs.append(events(settings, signal(), signal()), "p")
+    [result] = mine.append(events(settings, signal()), "p")
+    assert (result.seq, result.conflicts, result.envelope and result.envelope.prev) == (4, 1, 3)
+    assert [seq for seq, _ in logged(mine, settings)] == [1, 2, 3, 4]
+
+
+def test_events_of_several_streams_keep_their_request_order_in_the_answer(store, settings):
+    raws = [signal(), example("risk.alert", settings), signal(), example("risk.alert", settings)]
+    results = store.append(events(settings, *raws), "p")
+    assert [(r.id, r.stream, r.seq) for r in results] == [
+        (raws[0]["id"], "market", 1),
+        (raws[1]["id"], "risk", 1),
+        (raws[2]["id"], "market", 2),
+        (raws[3]["id"], "risk", 2),
+    ]
+
+
+def test_a_batch_too_large_for_one_head_item_commits_in_several(store, settings, dynamodb):
+    large = [NewEvent(id=f"big-{n}", type="signal.created", data={"blob": "x" * 60_000}) for n in range(8)]
+    calls = count_requests(dynamodb)
+    results = store.append(large, "p")
+    assert [r.seq for r in results] == list(range(1, 9))
+    assert calls["UpdateItem"] == 4  # two ~60 KB events to a commit: old and new batch share the head
+    assert [e.id for e in store.after({}, frozenset({"signal.created"}), 10).events] == [e.id for e in large]
+
+
+def test_a_batch_refused_at_its_fence_frees_its_ids_and_those_of_the_batches_after_it(
+    settings, dynamodb, clock
+):
+    large = [NewEvent(id=f"big-{n}", type="signal.created", data={"blob": "x" * 60_000}) for n in range(6)]
+    reached = []
+
+    def pause_before_the_second_commit(step):
+        reached.append(step)
+        if reached.count(Step.CLAIMED) == 2:
+            clock.advance(31)  # past the fence of every claim of the request
+
+    store = fresh_store(dynamodb, settings, clock, at_step=pause_before_the_second_commit)
+    with pytest.raises(StreamingError) as raised:
+        store.append(large, "p")
+    assert raised.value.error.code == "stream_contended"
+    assert [seq for seq, _ in logged(store, settings)] == [1, 2]  # the first batch only
+    retried = fresh_store(dynamodb, settings, clock).append(large, "p")  # at once: nothing in flight
+    assert [(r.seq, r.duplicate) for r in retried] == [
+        (1, True),
+        (2, True),
+        *((n, False) for n in range(3, 7)),
+    ]
+
+
+def test_a_head_written_before_batches_is_read_and_moved_on(store, settings, dynamodb, clock):
+    old = replace(store.append(events(settings, signal()), "p")[0].envelope, seq=1)
+    legacy = {"pk": "stream#market", "sk": 0, "seq": 1, "heads": {"signal.created": 1}}
+    legacy["last"] = event_item(old, expires_at=int(clock()) + 3600)
+    dynamodb.delete_item(TableName=TABLE, Key={"pk": {"S": "stream#market"}, "sk": {"N": "1"}})
+    dynamodb.put_item(TableName=TABLE, Item=serialize(legacy))
+    assert store.get("market", 1) == old
+    [result] = fresh_store(dynamodb, settings, clock).append(events(settings, signal()), "p")
+    assert (result.seq, result.envelope and result.envelope.prev) == (2, 1)
+    assert stream_items(dynamodb, "market")[0] == (1, old.id)
+    assert (
+        "last"
+        not in dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "stream#market"}, "sk": {"N": "0"}})[
+            "Item"
+        ]
+    )
 
 
 def test_a_claimant_past_its_fence_never_commits(settings, dynamodb, clock):
@@ -258,7 +362,12 @@ def test_replay_in_pages_serves_every_event_once_in_order(store, settings):
         cursor = page.cursor
         if not page.more:
             break
-    assert [e.id for e in served] == [raw["id"] for raw in raws]
+    assert sorted(e.id for e in served) == sorted(raw["id"] for raw in raws)  # each once
+    for stream in ("market", "risk"):  # each stream in request order; streams interleaved by ts
+        assert [e.id for e in served if e.stream == stream] == [
+            raw["id"] for raw in raws if settings.streams_by_type[raw["type"]] == stream
+        ]
+    assert served == sorted(served, key=lambda e: (e.ts, e.stream, e.seq))
     assert store.after(cursor, everything, 3).events == []
 
 

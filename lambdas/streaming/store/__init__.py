@@ -3,24 +3,27 @@
 Layout (partition key `pk` string, sort key `sk` number, TTL attribute `expires_at`):
 
     pk="stream#<name>", sk=0      the stream head: seq of the last event, the last seq of each type, and
-                                  the last event itself (`last`); never expires
+                                  the last committed batch of events (`batch`); never expires
     pk="stream#<name>", sk=<seq>  one event, seq >= 1
     pk="event#<id>",    sk=0      the idempotency claim of an event id: its stream and seq once stored
 
-The head is the commit point. Appending an event moves the head from seq n to n+1 with one conditional
-update (`seq = n`) that also stores the event in the head. Before moving it, the publisher copies the
-head's event n into its own item (a conditional put that is a no-op if it is there already), so the
-table always holds every event below the head and the head holds the last one. Readers read the head
-first, then the table below it. A publisher that loses the race gets the new head back and tries again.
+The head is the commit point. A publish claims its events' ids, then moves the head from seq n to n+k
+with one conditional update (`seq = n`) that stores its k events of that stream in the head: a batch.
+Before moving it, the publisher makes sure the head's previous batch is in the table at its own keys
+(a batch put, skipped when this publisher wrote that batch out itself), so the table always holds
+every event below the head's batch and the head holds the batch. After committing, the publisher puts
+its batch's items and its completed claims in one batch request. Readers read the head first, then the
+table below it. A publisher that loses the race gets the new head back and tries again.
 
 So the sequence has no hole and no duplicate whatever publishers crash where, the head never lags, and
-TTL can never free a seq for reuse. Every write is a single-item conditional write; no transaction.
-The id claim makes publishing idempotent; a claimant stops trying to commit FENCE_SECONDS after its
-claim, and only a claim older than CLAIM_TIMEOUT_SECONDS is taken over, so the two never overlap
-unless clocks disagree by more than the difference (95 s).
+TTL can never free a seq for reuse. Every write is a single-item conditional write or a put of an item
+whose content at its key is settled (an event at its seq, a claim once its event is committed); no
+transaction. The id claim makes publishing idempotent; a claimant stops trying to commit FENCE_SECONDS
+after its claim, and only a claim older than CLAIM_TIMEOUT_SECONDS is taken over, so the two never
+overlap unless clocks disagree by more than the difference (95 s).
 
 The parts: `items` maps envelopes and heads to items, `table` makes the DynamoDB calls, `claims` keeps
-the id claims, `commit` moves the head, `append` runs a publish from claim to recorded seq, and
+the id claims, `commit` moves the head, `append` runs a publish from claims to recorded seqs, and
 `reads` serves replay; EventStore puts them together.
 """
 
@@ -68,6 +71,7 @@ class EventStore:
         self._reader = Reader(table, streams_by_type, clock, max_scan)
         self._appender = Appender(
             streams_by_type,
+            table,
             Claims(table, replay_window_seconds),
             HeadCommit(table, self._reader, replay_window_seconds, clock, max_commit_attempts),
             self._reader,

@@ -1,11 +1,13 @@
-"""Appending an event: claim its id, commit it at the stream head, record its seq in the claim. An id
-claimed before resolves to the stored event, waits for an append in flight, or is taken over from a
-publisher that died before completing it."""
+"""Appending events: claim their ids, commit those claimed now at the stream head together (a batch
+per stream), then record their seqs in the claims. An id claimed before resolves to the stored event,
+waits for an append in flight, or is taken over from a publisher that died before completing it."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 from streaming.errors import ErrorCode, StreamingError
@@ -15,19 +17,42 @@ from streaming.store.claims import Claims
 from streaming.store.commit import HeadCommit, now_ms
 from streaming.store.items import Head, Item
 from streaming.store.reads import Reader
+from streaming.store.table import Table
+
+# One commit carries at most this much: the head item holds the batch and has a 400 KB limit, which the
+# old and the new batch must fit together (moto checks the size while applying the update).
+MAX_BATCH_EVENTS = 100
+MAX_BATCH_BYTES = 180_000
+ITEM_OVERHEAD_BYTES = 1024  # an event item's attributes besides `data`, generously
+KNOWN_HEAD_SECONDS = 5.0  # how long the head this publisher last committed is worth trying first
 
 
 class Step(Enum):
     """The points of an append where a publisher that crashes or stalls leaves work for recovery."""
 
-    CLAIMED = "claimed"  # the id is claimed (or taken over); the head has not moved yet
-    COMMITTED = "committed"  # the head carries the event; the claim does not know its seq yet
+    CLAIMED = "claimed"  # the ids are claimed (or taken over); the head has not moved yet
+    COMMITTED = "committed"  # the head carries the events; their claims do not know their seqs yet
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    index: int  # in the request
+    event: NewEvent
+    from_seq: int
+    claimed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    head: Head  # as this publisher committed it: its batch is in the table
+    at: float  # monotonic
 
 
 class Appender:
     def __init__(
         self,
         streams_by_type: Mapping[str, str],
+        table: Table,
         claims: Claims,
         commit: HeadCommit,
         reader: Reader,
@@ -39,6 +64,7 @@ class Appender:
         at_step: Callable[[Step], None],
     ) -> None:
         self._streams_by_type = dict(streams_by_type)
+        self._table = table
         self._claims = claims
         self._commit = commit
         self._reader = reader
@@ -47,19 +73,56 @@ class Appender:
         self._fence_ms = int(fence_seconds * 1000)
         self._pending_wait = pending_wait_seconds
         self._at_step = at_step
+        self._known: dict[str, _Known] = {}
 
     def append(self, events: Sequence[NewEvent], producer: str) -> list[Appended]:
-        return [self._append_one(event, producer) for event in events]
+        by_stream: dict[str, list[tuple[int, NewEvent]]] = {}
+        for index, event in enumerate(events):
+            by_stream.setdefault(self._streams_by_type[event.type], []).append((index, event))
+        results: dict[int, Appended] = {}
+        for stream, indexed in by_stream.items():
+            results.update(self._append_to(stream, indexed, producer))
+        return [results[index] for index in range(len(events))]
 
-    def _append_one(self, event: NewEvent, producer: str) -> Appended:
-        stream = self._streams_by_type[event.type]
-        head = self._reader.head(stream)
-        claimed_at = now_ms(self._clock)
-        found = self._claims.claim(event, stream, from_seq=head.seq + 1, claimed_at=claimed_at)
-        if found is None:
-            return self._store(event, producer, stream, head, claimed_at)
-        # An empty answer: a backend that does not return the existing item on a failed condition.
-        return self._resolve_claimed(event, producer, found or self._claims.get(event.id))
+    def _append_to(
+        self, stream: str, indexed: list[tuple[int, NewEvent]], producer: str
+    ) -> dict[int, Appended]:
+        head, copied = self._head(stream)
+        claimed: list[_Claimed] = []
+        found: list[tuple[int, NewEvent, Item]] = []
+        for index, event in indexed:
+            claimed_at = now_ms(self._clock)
+            claim = self._claims.claim(event, stream, from_seq=head.seq + 1, claimed_at=claimed_at)
+            if claim is None:
+                claimed.append(_Claimed(index, event, head.seq + 1, claimed_at))
+            else:
+                found.append((index, event, claim))
+        results: dict[int, Appended] = {}
+        batches = list(_batches(claimed))
+        for number, batch in enumerate(batches):
+            try:
+                results.update(self._store(batch, producer, stream, head, copied))
+            except Exception as error:
+                # Every attempt refused means nothing was committed. After any other failure the
+                # outcome is unknown, so the claims wait for a take-over; later batches were never tried.
+                untried = batches[number if isinstance(error, StreamingError) else number + 1 :]
+                for untried_claim in (claim for later in untried for claim in later):
+                    self._claims.release(untried_claim.event.id, untried_claim.claimed_at)
+                raise
+            head, copied = self._known[stream].head, True
+        for index, event, claim in found:
+            # An empty claim: a backend that does not return the existing item on a failed condition.
+            results[index] = self._resolve_claimed(event, producer, claim or self._claims.get(event.id))
+        return results
+
+    def _head(self, stream: str) -> tuple[Head, bool]:
+        """The head to commit on first, and whether its batch is in the table: the one this publisher
+        committed last if that was recent (it is right unless another publisher moved it since),
+        else the stored one."""
+        known = self._known.get(stream)
+        if known is not None and time.monotonic() - known.at < KNOWN_HEAD_SECONDS:
+            return known.head, True
+        return self._reader.head(stream), False
 
     def _resolve_claimed(self, event: NewEvent, producer: str, claim: Item) -> Appended:
         """The id was claimed before: return the stored result, wait for an in-flight publish,
@@ -83,36 +146,70 @@ class Appender:
 
     def _take_over(self, event: NewEvent, producer: str, claim: Item) -> Appended:
         stream = claim["stream"]
-        stored = self._reader.find(stream, int(claim["from_seq"]), event.id)
+        from_seq = int(claim["from_seq"])
+        stored = self._reader.find(stream, from_seq, event.id)
         if stored is not None:  # its publisher committed it, then died before recording the seq
             self._claims.complete(event.id, stored.seq, stored.ts)
             return Appended(event.id, event.type, stream, stored.seq, stored.ts, duplicate=True)
         claimed_at = now_ms(self._clock)
         if not self._claims.take_over(claim, event.id, claimed_at):
             return self._resolve_claimed(event, producer, self._claims.get(event.id))
-        return self._store(event, producer, stream, self._reader.head(stream), claimed_at)
+        [result] = self._store(
+            [_Claimed(0, event, from_seq, claimed_at)], producer, stream, self._reader.head(stream), False
+        ).values()
+        return result
 
-    def _store(self, event: NewEvent, producer: str, stream: str, head: Head, claimed_at: int) -> Appended:
-        """Commit the claimed event, then complete its claim."""
+    def _store(
+        self, batch: list[_Claimed], producer: str, stream: str, head: Head, copied: bool
+    ) -> dict[int, Appended]:
+        """Commit the claimed events together, then put their items and their completed claims."""
         self._at_step(Step.CLAIMED)
+        fence_ms = batch[0].claimed_at + self._fence_ms  # the earliest claim's
         try:
-            envelope, conflicts = self._commit.advance(
-                event, producer, stream, head, fence_ms=claimed_at + self._fence_ms
+            envelopes, head, conflicts = self._commit.advance(
+                [claim.event for claim in batch], producer, stream, head, fence_ms, copied=copied
             )
-        except StreamingError:
-            # Every attempt was refused, so nothing was committed: free the id for an immediate retry.
-            # (After any other failure the outcome is unknown; the claim then waits for a take-over.)
-            self._claims.release(event.id, claimed_at)
+        except Exception:
+            self._known.pop(stream, None)
             raise
         self._at_step(Step.COMMITTED)
-        self._claims.complete(event.id, envelope.seq, envelope.ts)
-        return Appended(
-            event.id,
-            event.type,
-            stream,
-            envelope.seq,
-            envelope.ts,
-            duplicate=False,
-            conflicts=conflicts,
-            envelope=envelope,
+        # The batch's own items now, so the next commit on this head (likely this publisher's) need not
+        # copy them; and each claim's seq, so a repeated id resolves without searching the stream.
+        self._table.put_all(
+            [
+                *head.batch,
+                *(
+                    self._claims.completed(c.event, stream, c.from_seq, c.claimed_at, e.seq, e.ts)
+                    for c, e in zip(batch, envelopes, strict=True)
+                ),
+            ]
         )
+        self._known[stream] = _Known(head, time.monotonic())
+        return {
+            claim.index: Appended(
+                claim.event.id,
+                claim.event.type,
+                stream,
+                envelope.seq,
+                envelope.ts,
+                duplicate=False,
+                conflicts=conflicts if number == 0 else 0,
+                envelope=envelope,
+            )
+            for number, (claim, envelope) in enumerate(zip(batch, envelopes, strict=True))
+        }
+
+
+def _batches(claimed: list[_Claimed]) -> Iterator[list[_Claimed]]:
+    """The claimed events in order, cut into batches one head item can carry."""
+    batch: list[_Claimed] = []
+    size = 0
+    for claim in claimed:
+        event_bytes = len(json.dumps(claim.event.data, separators=(",", ":")).encode()) + ITEM_OVERHEAD_BYTES
+        if batch and (len(batch) == MAX_BATCH_EVENTS or size + event_bytes > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(claim)
+        size += event_bytes
+    if batch:
+        yield batch

@@ -24,18 +24,31 @@ class Claims:
     def claim(self, event: NewEvent, stream: str, from_seq: int, claimed_at: int) -> Item | None:
         """Claim the event's id; None when claimed now, else the claim found ({} if the backend did
         not return it). `from_seq` is where a take-over looks for the event if it was committed."""
-        return self._table.put_if_absent(
-            {
-                c.PARTITION_KEY: claim_key(event.id),
-                c.SORT_KEY: 0,
-                "stream": stream,
-                "type": event.type,
-                "digest": event.digest(),
-                "from_seq": from_seq,
-                "claimed_at": claimed_at,
-                c.TTL_ATTRIBUTE: expires_at(claimed_at, self._window),
-            }
-        )
+        return self._table.put_if_absent(self._item(event, stream, from_seq, claimed_at))
+
+    def completed(
+        self, event: NewEvent, stream: str, from_seq: int, claimed_at: int, seq: int, ts: str
+    ) -> Item:
+        """The claim as `complete` leaves it, whole: for a batch put by the publisher that committed
+        the event (before its fence, so nobody can have taken the claim over)."""
+        return {
+            **self._item(event, stream, from_seq, claimed_at),
+            "seq": seq,
+            "ts": ts,
+            c.TTL_ATTRIBUTE: expires_at(parse_ts(ts), self._window),
+        }
+
+    def _item(self, event: NewEvent, stream: str, from_seq: int, claimed_at: int) -> Item:
+        return {
+            c.PARTITION_KEY: claim_key(event.id),
+            c.SORT_KEY: 0,
+            "stream": stream,
+            "type": event.type,
+            "digest": event.digest(),
+            "from_seq": from_seq,
+            "claimed_at": claimed_at,
+            c.TTL_ATTRIBUTE: expires_at(claimed_at, self._window),
+        }
 
     def get(self, event_id: str) -> Item:
         claim = self._table.get(claim_key(event_id), 0)

@@ -1,11 +1,11 @@
-"""The commit point: one conditional update moves a stream's head from seq n to n+1 and carries the
-new event, after event n has been copied out of the head into its own item."""
+"""The commit point: one conditional update moves a stream's head from seq n to n+k and carries the k
+new events (the batch), after the previous batch has been copied out of the head into its own items."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import Envelope, NewEvent, format_ts
@@ -34,39 +34,48 @@ class HeadCommit:
         self._max_attempts = max_attempts
 
     def advance(
-        self, event: NewEvent, producer: str, stream: str, head: Head, fence_ms: int
-    ) -> tuple[Envelope, int]:
-        """Store the event at the seq after `head` (re-read after each lost race): the stored
-        envelope and the number of races lost. Raises STREAM_CONTENDED when every attempt lost or
-        the clock passed `fence_ms`; then nothing was committed."""
+        self,
+        events: Sequence[NewEvent],
+        producer: str,
+        stream: str,
+        head: Head,
+        fence_ms: int,
+        *,
+        copied: bool,
+    ) -> tuple[list[Envelope], Head, int]:
+        """Store the events at the seqs after `head` (re-read after each lost race): the stored
+        envelopes, the head that now carries them, and the number of races lost. `copied` says the
+        batch `head` carries is known to be in the table already. Raises STREAM_CONTENDED when every
+        attempt lost or the clock passed `fence_ms`; then nothing was committed."""
         for conflicts in range(self._max_attempts):
             now = now_ms(self._clock)
             if now > fence_ms:
-                break  # past the fence the claim may be taken over: never commit now
-            if head.last is not None:
-                self._table.put_if_absent(head.last)  # the event below the new head must be in the table
-            envelope = _next(event, producer, stream, head, format_ts(now))
-            values = {
-                ":seq": envelope.seq,
-                ":heads": dict(envelope.type_heads),
-                ":last": event_item(envelope, expires_at(now, self._window)),
-            }
+                break  # past the fence a claim may be taken over: never commit now
+            if head.batch and not copied:  # the events below the new head must be in the table
+                self._table.put_all(head.batch)
+            envelopes = _placed(events, producer, stream, head, format_ts(now))
+            batch = [event_item(envelope, expires_at(now, self._window)) for envelope in envelopes]
+            values = {":seq": envelopes[-1].seq, ":heads": dict(envelopes[-1].type_heads), ":batch": batch}
             if head.seq:
                 values[":prev"] = head.seq
             started = time.monotonic()
             refused = self._table.update(
                 stream_key(stream),
                 0,
-                "SET seq = :seq, heads = :heads, #last = :last",
+                "SET seq = :seq, heads = :heads, #batch = :batch REMOVE #last",
                 values,
                 ConditionExpression="seq = :prev" if head.seq else "attribute_not_exists(seq)",
-                ExpressionAttributeNames={"#last": "last"},
+                ExpressionAttributeNames={"#batch": "batch", "#last": "last"},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             if refused is None:
-                return envelope, conflicts
+                return (
+                    envelopes,
+                    Head(envelopes[-1].seq, dict(envelopes[-1].type_heads), tuple(batch)),
+                    conflicts,
+                )
             round_trip = time.monotonic() - started
-            head = Head.of(refused) if refused else self._reader.head(stream)
+            head, copied = (Head.of(refused) if refused else self._reader.head(stream)), False
             # Lost to a publisher in lock-step with this one: wait a random part of a few round
             # trips, so the losers of this seq do not all collide again on the next one.
             time.sleep(random.uniform(0, round_trip * min(2 * (conflicts + 1), 16)))  # noqa: S311
@@ -75,19 +84,26 @@ class HeadCommit:
         )
 
 
-def _next(event: NewEvent, producer: str, stream: str, head: Head, ts: str) -> Envelope:
-    """The event as stored right after `head`: the store assigns its position and links."""
-    seq = head.seq + 1
-    return Envelope(
-        id=event.id,
-        type=event.type,
-        stream=stream,
-        seq=seq,
-        prev=head.heads.get(event.type, 0),
-        ts=ts,
-        schema_version=event.schema_version,
-        data=event.data,
-        producer=producer,
-        key=event.key,
-        type_heads={**head.heads, event.type: seq},
-    )
+def _placed(events: Sequence[NewEvent], producer: str, stream: str, head: Head, ts: str) -> list[Envelope]:
+    """The events as stored right after `head`, in order: the store assigns their positions and links."""
+    placed: list[Envelope] = []
+    seq, heads = head.seq, dict(head.heads)
+    for event in events:
+        seq += 1
+        placed.append(
+            Envelope(
+                id=event.id,
+                type=event.type,
+                stream=stream,
+                seq=seq,
+                prev=heads.get(event.type, 0),
+                ts=ts,
+                schema_version=event.schema_version,
+                data=event.data,
+                producer=producer,
+                key=event.key,
+                type_heads={**heads, event.type: seq},
+            )
+        )
+        heads[event.type] = seq
+    return placed

@@ -67,7 +67,7 @@ _ATTRIBUTES = (
 
 
 def event_item(envelope: Envelope, expires_at: int) -> Item:
-    """The item that stores `envelope` (in the head as `last`, then at its own key)."""
+    """The item that stores `envelope` (in the head's batch, then at its own key)."""
     item: Item = {c.PARTITION_KEY: stream_key(envelope.stream), c.SORT_KEY: envelope.seq}
     for attribute in _ATTRIBUTES:
         value = getattr(envelope, attribute.field)
@@ -106,15 +106,25 @@ def expired(item: Item, now_s: float) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """A stream's head item: the seq of its last event, the last seq of each type, and the last
-    event's item (its own item may not be written yet)."""
+    """A stream's head item: the seq of its last event, the last seq of each type, and the items of
+    the last committed batch, in seq order, ending at `seq` (their own items may not be written yet)."""
 
     seq: int
     heads: Position
-    last: Item | None
+    batch: tuple[Item, ...] = ()
 
     @classmethod
     def of(cls, item: Item | None) -> Head:
         if not item:
-            return cls(0, {}, None)
-        return cls(int(item["seq"]), ints(item.get("heads", {})), item.get("last"))
+            return cls(0, {})
+        # `last`: one event, as heads written before batches were committed together hold it.
+        batch = item.get("batch") or ([item["last"]] if "last" in item else [])
+        return cls(int(item["seq"]), ints(item.get("heads", {})), tuple(batch))
+
+    @property
+    def first_in_batch(self) -> int:
+        """The seq of the batch's first event: everything below it is in the table."""
+        return self.seq - len(self.batch) + 1
+
+    def in_batch(self, seq: int) -> Item | None:
+        return self.batch[seq - self.first_in_batch] if self.first_in_batch <= seq <= self.seq else None

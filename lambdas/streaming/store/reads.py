@@ -1,5 +1,5 @@
 """The read path: replay after a cursor, the latest events, one event by position, stream heads.
-Every read of a stream reads its head first, then the table below it."""
+Every read of a stream reads its head first, then the table below its batch."""
 
 from __future__ import annotations
 
@@ -89,8 +89,7 @@ class Reader:
         """One event by position (the fan-out worker reads what it delivers); None if it has expired."""
         item = self._table.get(stream_key(stream), seq)
         if item is None:
-            head = self.head(stream)
-            item = head.last if head.seq == seq else None
+            item = self.head(stream).in_batch(seq)
         if item is None or items.expired(item, self._clock()):
             return None
         return items.envelope_of(item)
@@ -134,20 +133,23 @@ class Reader:
     def _log(
         self, stream: str, *, after: int, head: Head | None = None, newest_first: bool = False
     ) -> Iterator[Item]:
-        """The stream's events with seq > `after`: the table below the head, then the head's event.
+        """The stream's events with seq > `after`: the table below the head's batch, then the batch.
         The head is read first, so nothing committed below it can be missed."""
         head = head or self.head(stream)
-        if head.last is None or head.seq <= after:
+        if head.seq <= after:
             return
+        batch = [item for item in head.batch if items.event_seq(item) > after]
         below: Iterator[Item] = iter(())
-        if head.seq - 1 > after:
-            below = self._table.query(stream_key(stream), after + 1, head.seq - 1, forward=not newest_first)
+        if head.first_in_batch - 1 > after:
+            below = self._table.query(
+                stream_key(stream), after + 1, head.first_in_batch - 1, forward=not newest_first
+            )
         if newest_first:
-            yield head.last
+            yield from reversed(batch)
             yield from below
         else:
             yield from below
-            yield head.last
+            yield from batch
 
     def _streams_of(self, types: frozenset[str]) -> list[str]:
         return sorted({self._streams_by_type[t] for t in types if t in self._streams_by_type})

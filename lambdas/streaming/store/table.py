@@ -1,14 +1,21 @@
-"""The DynamoDB calls of the event store, on its one table: consistent reads, key-range queries and
-single-item conditional writes (no transactions). A refused write returns the item it found."""
+"""The DynamoDB calls of the event store, on its one table: consistent reads, key-range queries,
+single-item conditional writes and unconditional batch puts of items whose content is settled (no
+transactions). A refused write returns the item it found."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from streaming.dynamo import deserialize, key, query_items, serialize
 
 Item = dict[str, Any]
+BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem request
+UNPROCESSED_ATTEMPTS = 8  # of the items DynamoDB left unprocessed, before giving up
 
 
 class Table:
@@ -41,6 +48,25 @@ class Table:
             ConditionExpression="attribute_not_exists(pk)",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
+
+    def put_all(self, items: Sequence[Item]) -> None:
+        """Put every item, overwriting: only for items whose content at their key never changes.
+        Raises when DynamoDB keeps leaving some unprocessed (throttling past botocore's retries)."""
+        for start in range(0, len(items), BATCH_WRITE_LIMIT):
+            pending = [
+                {"PutRequest": {"Item": serialize(item)}} for item in items[start : start + BATCH_WRITE_LIMIT]
+            ]
+            for attempt in range(UNPROCESSED_ATTEMPTS):
+                response = self._client.batch_write_item(RequestItems={self._name: pending})
+                pending = response.get("UnprocessedItems", {}).get(self._name, [])
+                if not pending:
+                    break
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 -- jitter, as botocore's
+            else:  # as botocore reports a call throttled past its retries
+                raise ClientError(
+                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed"}},
+                    "BatchWriteItem",
+                )
 
     def update(
         self, pk: str, sk: int, expression: str, values: Mapping[str, Any], **options: Any
