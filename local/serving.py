@@ -31,6 +31,9 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # finishes), before it is cut off; well within uvicorn's own grace, after which it cancels everything.
 ANSWER_SECONDS = 1.0
 SHUTDOWN_SECONDS = 3
+# Invocations still running in threads this long after the servers stopped are abandoned: the process
+# ends without them, as Lambda ends an execution environment that does not shut down in time.
+RUNNING_SECONDS = 10.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -61,7 +64,7 @@ async def serve(
     Stopping is bounded: each server stops accepting, closes its WebSocket connections (1012), ends its
     SSE streams and answers what is still unanswered after `ANSWER_SECONDS` with 503 (`_ends_on_shutdown`).
     Work queued for a thread (invocations waiting their turn) is then dropped, since nobody waits for its
-    answer; only what already runs in a thread is waited for (by `asyncio.run`)."""
+    answer; what already runs in a thread is waited for, `RUNNING_SECONDS` at most."""
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(thread_name_prefix="asyncio")  # asyncio's own, but ours to cut short
     loop.set_default_executor(executor)
@@ -103,6 +106,24 @@ async def serve(
         if background is not None:
             background.cancel()
         executor.shutdown(wait=False, cancel_futures=True)
+        _join_or_abandon(executor)
+
+
+def _join_or_abandon(executor: ThreadPoolExecutor) -> None:
+    """Wait for what runs in `executor`'s threads, `RUNNING_SECONDS` at most (the servers have
+    stopped: blocking the loop holds nothing up); past that, end the process without it."""
+    joining = threading.Thread(target=executor.shutdown, name="joining", daemon=True)
+    joining.start()
+    joining.join(RUNNING_SECONDS)
+    if joining.is_alive():
+        print(
+            f"local stack (pid {os.getpid()}): invocations still running {RUNNING_SECONDS:.0f} s after the "
+            "stop were abandoned",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(0)
 
 
 async def _once_set(event: asyncio.Event, then: Callable[[], None] | None) -> None:
