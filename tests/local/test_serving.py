@@ -10,8 +10,11 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from tests.integration.conftest import until
+
+pytestmark = pytest.mark.faults
 
 # A server whose every request starts an invocation that never ends. It prints its port, then each
 # invocation it starts.
