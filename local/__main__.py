@@ -288,7 +288,7 @@ def main() -> None:
     # Everything loaded so far (moto's and botocore's models) lives as long as the process: keep it
     # out of the garbage collector's full passes, which otherwise stall requests by 100 ms and more.
     gc.freeze()
-    # A SIGTERM then unwinds through `finally` (uvicorn re-raises it after its graceful shutdown).
+    # Outside `serve` (which stops the servers on a signal), a SIGTERM unwinds through `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -299,6 +299,9 @@ def main() -> None:
                     (sse_function, sse_socket),
                     (lambda_api, lambda_socket),
                     (live_page, live_socket),
+                    # The gateway first: fan-out posts still running then fail at once, as to an API
+                    # that is gone, instead of waiting for their timeouts (or a fault's hang).
+                    on_stop=gateway.stop,
                 )
             )
     finally:

@@ -67,6 +67,7 @@ API_ID = "local"
 STAGE = "local"
 ROUTES = frozenset(WEBSOCKET_ACTIONS)
 MESSAGE_TOO_BIG = 1009
+STOP_SECONDS = 10  # how long `make run` waits for the gateway process to stop before killing it
 GONE = 410
 # API Gateway closes a connection with 1001 "when the client is idle for 10 minutes or reaches the
 # maximum 2 hour connection lifetime" (API Gateway developer guide, "Overview of WebSocket APIs in API
@@ -405,7 +406,12 @@ class GatewayProcess:
         with self._lock:
             if self._process is not None:
                 self._process.terminate()
-                self._process.wait(timeout=10)
+                try:
+                    self._process.wait(timeout=STOP_SECONDS)
+                except subprocess.TimeoutExpired:  # its own shutdown is bounded; this is the backstop
+                    _log.warning("gateway did not stop within %s s: killed", STOP_SECONDS)
+                    self._process.kill()
+                    self._process.wait()
                 self._process = None
             if self._socket is not None:
                 self._socket.close()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
 import threading
 import weakref
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -25,6 +27,14 @@ if TYPE_CHECKING:
 DEBUG_PATH = "/local/debug"
 # The host names the local-only routes answer (no DNS rebinding onto them).
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+# When the stack stops, what a request in flight still has to be answered (an invocation running
+# finishes), before it is cut off; well within uvicorn's own grace, after which it cancels everything.
+ANSWER_SECONDS = 1.0
+SHUTDOWN_SECONDS = 3
+# Invocations still running in threads this long after the servers stopped are abandoned: the process
+# ends without them, as Lambda ends an execution environment that does not shut down in time.
+RUNNING_SECONDS = 10.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -43,8 +53,21 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(*apps: tuple[ASGIApp, socket.socket], also: Awaitable[Any] | None = None) -> None:
-    """Serve each app on its socket until a signal stops them; `also` runs alongside."""
+async def serve(
+    *apps: tuple[ASGIApp, socket.socket],
+    also: Awaitable[Any] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Serve each app on its socket until SIGTERM or SIGINT (Ctrl-C) stops them all at once; `also`
+    runs alongside; `on_stop` runs (in a thread) as soon as they start stopping, and is waited for.
+
+    Stopping is bounded: each server stops accepting, closes its WebSocket connections (1012), ends its
+    SSE streams and answers what is still unanswered after `ANSWER_SECONDS` with 503 (`_ends_on_shutdown`).
+    Work queued for a thread (invocations waiting their turn) is then dropped, since nobody waits for its
+    answer; what already runs in a thread is waited for, `RUNNING_SECONDS` at most."""
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(thread_name_prefix="asyncio")  # asyncio's own, but ours to cut short
+    loop.set_default_executor(executor)
     stopping = asyncio.Event()
     servers = [
         _Server(
@@ -53,19 +76,61 @@ async def serve(*apps: tuple[ASGIApp, socket.socket], also: Awaitable[Any] | Non
                 log_level="warning",
                 ws="websockets-sansio",
                 ws_max_size=1 << 20,
-                timeout_graceful_shutdown=3,
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS,
             ),
             stopping,
         )
         for app, _ in apps
     ]
+
+    def stop() -> None:
+        if stopping.is_set():  # a second Ctrl-C: stop waiting for anything
+            for server in servers:
+                server.force_exit = True
+        stopping.set()
+        for server in servers:
+            server.should_exit = True
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop)
+    stopped = asyncio.ensure_future(_once_set(stopping, on_stop))
     running = [server.serve(sockets=[sock]) for server, (_, sock) in zip(servers, apps, strict=True)]
     background = asyncio.ensure_future(also) if also is not None else None
     try:
         await asyncio.gather(*running)
     finally:
+        stopping.set()  # however the servers ended
+        await stopped
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
         if background is not None:
             background.cancel()
+        executor.shutdown(wait=False, cancel_futures=True)
+        _join_or_abandon(executor)
+
+
+def _join_or_abandon(executor: ThreadPoolExecutor) -> None:
+    """Wait for what runs in `executor`'s threads, `RUNNING_SECONDS` at most (the servers have
+    stopped: blocking the loop holds nothing up); past that, end the process without it."""
+    joining = threading.Thread(target=executor.shutdown, name="joining", daemon=True)
+    joining.start()
+    joining.join(RUNNING_SECONDS)
+    if joining.is_alive():
+        print(
+            f"local stack (pid {os.getpid()}): invocations still running {RUNNING_SECONDS:.0f} s after the "
+            "stop were abandoned",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(0)
+
+
+async def _once_set(event: asyncio.Event, then: Callable[[], None] | None) -> None:
+    await event.wait()
+    if then is not None:  # in a thread of its own: the executor's may all be taken by invocations
+        with ThreadPoolExecutor(1, thread_name_prefix="on-stop") as own:
+            await asyncio.get_running_loop().run_in_executor(own, then)
 
 
 class _Server(uvicorn.Server):
@@ -73,6 +138,12 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._stopping = stopping
         _servers.add(self)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """`serve` stops every server on a signal. uvicorn's own handling would stop one server per
+        signal, one after the other, and raise the signal again when done."""
+        yield
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._stopping.set()
@@ -97,9 +168,11 @@ def process_report(**more: int) -> dict[str, int]:
 
 
 def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
-    """When the local stack stops (Ctrl-C), a response still streaming (an open SSE stream) ends as if
-    its client had left, and its body is completed: uvicorn would otherwise wait for it, then cancel it
-    and log the cancellation as "Exception in ASGI application" with a traceback."""
+    """When the local stack stops, a response still streaming (an open SSE stream) ends as if its
+    client had left, and its body is completed; a request still unanswered after `ANSWER_SECONDS` (a
+    publish waiting for its function, a `@connections` post held by a fault) is cut off and answered
+    503. uvicorn would otherwise wait for them, then cancel them and log each cancellation as
+    "Exception in ASGI application" with a traceback."""
 
     async def app_until_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # WebSocket connections: uvicorn closes them itself (1012)
@@ -113,13 +186,11 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
                 request = await receive()
                 received = request["type"] != "http.request" or not request.get("more_body")
                 return request
-            message, stop = asyncio.ensure_future(receive()), asyncio.ensure_future(stopping.wait())
+            message = asyncio.ensure_future(receive())
             try:
-                await asyncio.wait({message, stop}, return_when=asyncio.FIRST_COMPLETED)
+                await _until_stopping(message, stopping)
             finally:
-                for waiting in (message, stop):
-                    if not waiting.done():
-                        waiting.cancel()
+                message.cancel()
             return message.result() if message.done() else {"type": "http.disconnect"}
 
         async def tracked(message: Message) -> None:
@@ -130,11 +201,38 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
             )
             await send(message)
 
-        await app(scope, receive_until_shutdown, tracked)
-        if started and not completed and stopping.is_set():
+        answer = asyncio.ensure_future(app(scope, receive_until_shutdown, tracked))
+        try:
+            await _until_stopping(answer, stopping)
+            await asyncio.wait({answer}, timeout=ANSWER_SECONDS)
+        finally:
+            if answer.cancel():  # not done yet: cut off
+                await asyncio.wait({answer})
+        if not answer.cancelled():
+            answer.result()  # an error is uvicorn's to answer and log, as before
+        if not started:
+            await send(_UNAVAILABLE)
+            await send({"type": "http.response.body", "body": b'{"message":"the local stack is stopping"}'})
+        elif not completed:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     return app_until_shutdown
+
+
+async def _until_stopping(work: asyncio.Future[Any], stopping: asyncio.Event) -> None:
+    """Until `work` is done or the stack starts stopping, whichever comes first."""
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+
+
+_UNAVAILABLE: Message = {
+    "type": "http.response.start",
+    "status": 503,
+    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+}
 
 
 async def every(function: LocalFunction, seconds: float) -> None:

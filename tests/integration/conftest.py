@@ -34,6 +34,13 @@ def moto_url() -> Iterator[str]:
 def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
     """`make run` on free loopback ports with its state in `directory`; its output goes to
     `directory/stack.log`, so tests can read what the handlers logged."""
+    with local_stack_process(directory, *options) as (_, state):
+        yield state
+
+
+@contextlib.contextmanager
+def local_stack_process(directory: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], LocalState]]:
+    """`running_local_stack` with its process, for tests that stop it themselves."""
     state = LocalState(directory)
     log = (directory / "stack.log").open("w")
     process = subprocess.Popen(
@@ -66,7 +73,7 @@ def running_local_stack(directory: Path, *options: str) -> Iterator[LocalState]:
             assert time.monotonic() < deadline, "local stack did not start within 60 s"
             time.sleep(0.2)
         # The sockets are listening before the endpoints file is written: no further wait.
-        yield state
+        yield process, state
     finally:
         process.terminate()
         try:
