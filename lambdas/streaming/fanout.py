@@ -124,7 +124,7 @@ class FanOut:
         self._dispatch = dispatch
         self._executor = executor
         self._coalescing = coalescing
-        self._outboxes = Outboxes() if fold else None
+        self._outboxes = Outboxes(fold)
         self._sleep = sleep
         self._clock = clock
 
@@ -193,6 +193,10 @@ class FanOut:
         for recipient in recipients:
             for event in recipient.events:
                 encoded_for(event, recipient.types, self._compress_above, encoded)
+        # A connection with a post in flight: its events wait for it (streaming.outbox).
+        claimed = [recipient for recipient in recipients if self._outboxes.claim(recipient, encoded)]
+        report.folded = sum(len(r.events) for r in recipients) - sum(len(r.events) for r in claimed)
+        recipients = claimed
         for outcome in self._executor.map(lambda recipient: self._send_one(recipient, encoded), recipients):
             report.add(outcome)
         report.post_ms = (time.perf_counter() - started) * 1000
@@ -207,16 +211,12 @@ class FanOut:
         return coalesced.events
 
     def _send_one(self, recipient: Recipient, encoded: Encoded) -> Report:
-        """Post to one connection: at once if nothing is in flight to it, then what waited meanwhile."""
-        outboxes, cid = self._outboxes, recipient.connection_id
-        if outboxes is None:
-            return self._post(recipient, encoded)
-        if not outboxes.claim(cid, recipient.events, recipient.types, recipient.found_by, encoded):
-            return Report(folded=len(recipient.events))
+        """Post to one connection claimed for this, then what waited for it meanwhile."""
+        cid = recipient.connection_id
         try:
             report = self._post(recipient, encoded)
         finally:
-            held = outboxes.release(cid)
+            held = self._outboxes.release(cid)
         if held.events and not (report.gone or report.failed):  # else the client replays them
             waiting = Recipient(cid, held.types, held.ordered(), held.found_by)
             if self._coalescing and self._coalescing.overloaded(len(waiting.events)):

@@ -18,11 +18,15 @@ travel together because they are delivered together (docs/performance.md, "Adapt
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from streaming.codec import EncodedKey
 from streaming.events import Envelope
+
+if TYPE_CHECKING:  # fanout imports this module
+    from streaming.fanout import Recipient
 
 Encoded = MutableMapping[EncodedKey, bytes]  # events already encoded, as codec.encoded_for keeps them
 
@@ -43,29 +47,26 @@ class Held:
 
 
 class Outboxes:
-    def __init__(self) -> None:
+    def __init__(self, fold: bool = True) -> None:
+        """Without `fold`, every delivery posts for itself (as before outboxes, for comparison)."""
+        self._fold = fold
         self._lock = threading.Lock()
         self._claimed: dict[str, Held] = {}  # connections with a post in flight, and what waits for them
 
-    def claim(
-        self,
-        connection_id: str,
-        events: Iterable[Envelope],
-        types: frozenset[str],
-        found_by: Iterable[str],
-        encoded: Encoded,
-    ) -> bool:
+    def claim(self, recipient: Recipient, encoded: Encoded) -> bool:
         """True: the connection is the caller's to post to now, and to release afterwards. False: a
-        post to it is in flight, and the events wait for that sender's next frame."""
+        post to it is in flight, and the recipient's events wait for that sender's next frame."""
+        if not self._fold:
+            return True
         with self._lock:
-            held = self._claimed.get(connection_id)
+            held = self._claimed.get(recipient.connection_id)
             if held is None:
-                self._claimed[connection_id] = Held()
+                self._claimed[recipient.connection_id] = Held()
                 return True
-            held.events.extend(events)
+            held.events.extend(recipient.events)
             # The union, as FanOut.audience takes it: a `prev` too high costs a replay, too low a loss.
-            held.types |= types
-            held.found_by.extend(name for name in found_by if name not in held.found_by)
+            held.types |= recipient.types
+            held.found_by.extend(name for name in recipient.found_by if name not in held.found_by)
             if all(known is not encoded for known in held.encoded):
                 held.encoded.append(encoded)
             return False
@@ -73,5 +74,7 @@ class Outboxes:
     def release(self, connection_id: str) -> Held:
         """Give the connection up and take what waits for it (maybe nothing): the caller posts that,
         or, if the connection failed, leaves it to the client's replay."""
+        if not self._fold:
+            return Held()
         with self._lock:
             return self._claimed.pop(connection_id)
