@@ -6,7 +6,7 @@ that connection; 429 and 5xx are retried with bounded backoff (a request whose f
 it could arrive twice); one slow connection holds up one worker, never the others. Audiences larger
 than one chunk are split, and every chunk but the first goes to a worker function invoked
 asynchronously, so delivery time does not grow with one function's limits. Events for a connection
-with a post in flight wait for that post and go in the sender's next frame (streaming.outbox).
+with posts in flight wait for them and go together in a later frame (streaming.outbox).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.management import GONE, Poster, post_with_retry
 from streaming.observability import MAX_METRIC_VALUES, logger, metrics, spread, tracer
-from streaming.outbox import Encoded, Outboxes
+from streaming.outbox import POSTS_IN_FLIGHT, Encoded, Outboxes
 from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
@@ -44,7 +44,7 @@ class Report:
     gone: int = 0  # connections removed after a 410
     failed: int = 0  # frames given up on
     retries: int = 0  # posts repeated after a 429 or 5xx
-    folded: int = 0  # events left for the next frame of a post in flight to their connection
+    folded: int = 0  # events left for a later frame of a post in flight to their connection
     chunks_dispatched: int = 0
     lookup_ms: float = 0.0  # finding the audience
     post_ms: float = 0.0  # posting to it (this function's share)
@@ -113,7 +113,7 @@ class FanOut:
         dispatch: Dispatch | None = None,
         executor: ThreadPoolExecutor,
         coalescing: Coalescing | None = None,
-        fold: bool = True,  # events for a connection with a post in flight wait for it (streaming.outbox)
+        posts_in_flight: int | None = POSTS_IN_FLIGHT,  # to a connection, then events wait (None: never)
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -124,7 +124,7 @@ class FanOut:
         self._dispatch = dispatch
         self._executor = executor
         self._coalescing = coalescing
-        self._outboxes = Outboxes(fold)
+        self._outboxes = Outboxes(posts_in_flight)
         self._sleep = sleep
         self._clock = clock
 
@@ -193,7 +193,7 @@ class FanOut:
         for recipient in recipients:
             for event in recipient.events:
                 encoded_for(event, recipient.types, self._compress_above, encoded)
-        # A connection with a post in flight: its events wait for it (streaming.outbox).
+        # A connection with enough posts in flight: its events wait for them (streaming.outbox).
         claimed = [recipient for recipient in recipients if self._outboxes.claim(recipient, encoded)]
         report.folded = sum(len(r.events) for r in recipients) - sum(len(r.events) for r in claimed)
         recipients = claimed

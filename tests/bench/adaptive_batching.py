@@ -39,6 +39,7 @@ from stacks.config import load
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope, format_ts
 from streaming.fanout import FanOut, Recipient
+from streaming.outbox import POSTS_IN_FLIGHT
 from tests.chaos import server_side
 from tests.integration.conftest import connection_ids, outputs, running_local_stack
 
@@ -153,36 +154,36 @@ def _event(seq: int, at: float) -> Envelope:
     )  # fmt: skip
 
 
-def measure(directory: Path, connections: int, rates: list[int], seconds: float) -> dict[str, Any]:
+def measure(state: LocalState, connections: int, rates: list[int], seconds: float) -> dict[str, Any]:
+    """Against a running local stack: per rate, both variants, each after a few warm-up events."""
     spawn = multiprocessing.get_context("spawn")
     parent, child = spawn.Pipe()
-    with running_local_stack(directory) as state:
-        process = spawn.Process(target=subscribers, args=(str(directory), connections, child), daemon=True)
-        process.start()
-        try:
-            if not parent.poll(120) or parent.recv() != "ready":
-                raise RuntimeError("the subscribers did not connect within 120 s")
-            ids = connection_ids(state)
-            registry = ConnectionRegistry(None, "unused", load("dev").runtime_settings("t").roles)  # no 410
-            management = server_side(state)
-            results: dict[str, Any] = {}
-            with ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="fanout") as executor:
-                for rate in rates:
-                    events = max(5, round(rate * seconds)) if rate > 1 else 10
-                    runs = {}
-                    for fold in (False, True):
-                        fanout = FanOut(
-                            registry, management, compress_above=8192, chunk_connections=len(ids),
-                            executor=executor, fold=fold,
-                        )  # fmt: skip
-                        run(fanout, ids, parent, rate, min(events, 20))  # warm-up: pools, connections
-                        runs[fold] = run(fanout, ids, parent, rate, events)
-                    results[str(rate)] = {**runs[True], "without_folding": runs[False]}
-            parent.send("stop")
-        finally:
-            process.join(timeout=15)
-            if process.is_alive():
-                process.kill()
+    process = spawn.Process(target=subscribers, args=(str(state.directory), connections, child), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(120) or parent.recv() != "ready":
+            raise RuntimeError("the subscribers did not connect within 120 s")
+        ids = connection_ids(state)
+        registry = ConnectionRegistry(None, "unused", load("dev").runtime_settings("t").roles)  # no 410
+        management = server_side(state)
+        results: dict[str, Any] = {}
+        with ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="fanout") as executor:
+            for rate in rates:
+                events = max(5, round(rate * seconds)) if rate > 1 else 10
+                runs = {}
+                for fold in (False, True):
+                    fanout = FanOut(
+                        registry, management, compress_above=8192, chunk_connections=len(ids),
+                        executor=executor, posts_in_flight=POSTS_IN_FLIGHT if fold else None,
+                    )  # fmt: skip
+                    run(fanout, ids, parent, rate, 2 if rate <= 1 else min(events, 20))  # warm-up
+                    runs[fold] = run(fanout, ids, parent, rate, events)
+                results[str(rate)] = {**runs[True], "without_folding": runs[False]}
+        parent.send("stop")
+    finally:
+        process.join(timeout=15)
+        if process.is_alive():
+            process.kill()
     return results
 
 
@@ -195,8 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.connections > 200 or max(args.rates) > 2000 or args.seconds > 10:
         parser.error("keep the benchmark bounded: at most 200 connections, 2,000 events/s and 10 s per rate")
-    with tempfile.TemporaryDirectory() as directory:
-        results = measure(Path(directory), args.connections, args.rates, args.seconds)
+    with tempfile.TemporaryDirectory() as directory, running_local_stack(Path(directory)) as state:
+        results = measure(state, args.connections, args.rates, args.seconds)
     print(
         f"local stack on loopback, {os.cpu_count()} cores shared by stack, publishers and subscribers; "
         f"{args.connections} connections, {PUBLISHERS} publishes in flight at most"
