@@ -5,13 +5,14 @@ each connection's events into as few frames as fit, and post them in parallel. A
 that connection; 429 and 5xx are retried with bounded backoff (a request whose fate is unknown is not:
 it could arrive twice); one slow connection holds up one worker, never the others. Audiences larger
 than one chunk are split, and every chunk but the first goes to a worker function invoked
-asynchronously, so delivery time does not grow with one function's limits.
+asynchronously, so delivery time does not grow with one function's limits. Events for a connection
+with posts in flight wait for them and go together in a later frame (streaming.outbox).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,11 +28,12 @@ from streaming.codec import EncodedKey, encoded_for, first_frame
 from streaming.connections import ConnectionRegistry
 from streaming.events import Envelope
 from streaming.management import GONE, Poster, post_with_retry
-from streaming.observability import logger, metrics, tracer
+from streaming.observability import MAX_METRIC_VALUES, logger, metrics, spread, tracer
+from streaming.outbox import POSTS_IN_FLIGHT, Encoded, Outboxes
 from streaming.results import Appended
 
 PAYLOAD_VERSION = 2  # of a chunk handed to a worker; 1 had a resume base per connection
-MAX_METRIC_VALUES = 100  # values of one metric in one EMF document, CloudWatch's limit
+_COUNTS = ("connections", "frames", "delivered", "gone", "failed", "retries", "folded", "chunks_dispatched")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Report:
     gone: int = 0  # connections removed after a 410
     failed: int = 0  # frames given up on
     retries: int = 0  # posts repeated after a 429 or 5xx
+    folded: int = 0  # events left for a later frame of a post in flight to their connection
     chunks_dispatched: int = 0
     lookup_ms: float = 0.0  # finding the audience
     post_ms: float = 0.0  # posting to it (this function's share)
@@ -50,7 +53,7 @@ class Report:
     coalesced: Counter[str] = field(default_factory=Counter)  # per type, events superseded, not sent
 
     def add(self, other: Report) -> None:
-        for name in ("connections", "frames", "delivered", "gone", "failed", "retries", "chunks_dispatched"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latencies_ms += other.latencies_ms
         self.coalesced += other.coalesced
@@ -61,6 +64,7 @@ class Report:
             ("FramesDelivered", self.delivered),
             ("FramesFailed", self.failed),
             ("DeliveryRetries", self.retries),
+            ("EventsFolded", self.folded),
             ("ConnectionsGone", self.gone),
             ("FanOutChunksDispatched", self.chunks_dispatched),
         ):
@@ -71,14 +75,6 @@ class Report:
         for latency in spread(self.latencies_ms, MAX_METRIC_VALUES):
             metrics.add_metric(name="DeliveryLatency", unit=MetricUnit.Milliseconds, value=latency)
         coalesce.record(self.coalesced, transport="websocket")
-
-
-def spread(values: Sequence[float], most: int) -> list[float]:
-    """At most `most` of `values`, evenly spaced in sorted order, so their percentiles stay theirs."""
-    ordered = sorted(values)
-    if len(ordered) <= most:
-        return ordered
-    return [ordered[round(i * (len(ordered) - 1) / (most - 1))] for i in range(most)]
 
 
 def stored_at(event: Envelope) -> float:
@@ -117,6 +113,7 @@ class FanOut:
         dispatch: Dispatch | None = None,
         executor: ThreadPoolExecutor,
         coalescing: Coalescing | None = None,
+        posts_in_flight: int | None = POSTS_IN_FLIGHT,  # to a connection, then events wait (None: never)
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -127,6 +124,7 @@ class FanOut:
         self._dispatch = dispatch
         self._executor = executor
         self._coalescing = coalescing
+        self._outboxes = Outboxes(posts_in_flight)
         self._sleep = sleep
         self._clock = clock
 
@@ -195,6 +193,10 @@ class FanOut:
         for recipient in recipients:
             for event in recipient.events:
                 encoded_for(event, recipient.types, self._compress_above, encoded)
+        # A connection with enough posts in flight: its events wait for them (streaming.outbox).
+        claimed = [recipient for recipient in recipients if self._outboxes.claim(recipient, encoded)]
+        report.folded = sum(len(r.events) for r in recipients) - sum(len(r.events) for r in claimed)
+        recipients = claimed
         for outcome in self._executor.map(lambda recipient: self._send_one(recipient, encoded), recipients):
             report.add(outcome)
         report.post_ms = (time.perf_counter() - started) * 1000
@@ -208,7 +210,23 @@ class FanOut:
         report.coalesced += coalesced.left_out
         return coalesced.events
 
-    def _send_one(self, recipient: Recipient, encoded: dict[EncodedKey, bytes]) -> Report:
+    def _send_one(self, recipient: Recipient, encoded: Encoded) -> Report:
+        """Post to one connection claimed for this, then what waited for it meanwhile."""
+        cid = recipient.connection_id
+        try:
+            report = self._post(recipient, encoded)
+        finally:
+            held = self._outboxes.release(cid)
+        if held.events and not (report.gone or report.failed):  # else the client replays them
+            waiting = Recipient(cid, held.types, held.ordered(), held.found_by)
+            if self._coalescing and self._coalescing.overloaded(len(waiting.events)):
+                waiting.events = self._coalesced(waiting.events, waiting.types, report)
+            drained = self._post(waiting, ChainMap(encoded, *held.encoded))
+            drained.connections = 0  # the same connection
+            report.add(drained)
+        return report
+
+    def _post(self, recipient: Recipient, encoded: Encoded) -> Report:
         report = Report(connections=1)
         oldest = min((stored_at(event) for event in recipient.events), default=None)
         pending: Sequence[Envelope] = recipient.events

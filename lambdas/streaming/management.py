@@ -3,16 +3,16 @@
 Every delivery is one signed HTTP request, so its client CPU sets both latency and how many fan-out
 workers a deployment needs. boto3's `post_to_connection` costs about 1.3 ms of CPU per call, botocore's
 SigV4 signer alone about 0.2 ms. This client signs with SigV4 directly (the signing key is derived once
-a day, the canonical request has three headers) and sends over keep-alive `http.client` connections,
-one per thread, reused across invocations (docs/performance.md). Its signatures are checked against
-botocore's in the tests.
+a day, the canonical request has three headers) and sends over kept-alive HTTP/1.1 connections
+(`http1`), one per thread, reused across invocations (docs/performance.md). Its signatures are
+checked against botocore's in the tests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, urlsplit
+
+from streaming import http1
 
 SERVICE = "execute-api"
 GONE = 410  # the connection no longer exists
@@ -66,9 +68,9 @@ class ManagementApi:
         parts = urlsplit(endpoint_url.rstrip("/"))
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"not a management endpoint URL: {endpoint_url!r}")
-        self._scheme = parts.scheme
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = parts.port or (443 if self._tls else 80)
         self._netloc = parts.netloc
         self._prefix = parts.path
         self._region = region
@@ -86,32 +88,37 @@ class ManagementApi:
         path = f"{self._prefix}/@connections/{quote(connection_id, safe='')}"
         headers = self._sign(method, path, body)
         for attempt in range(2):
-            connection, reused = self._connection()
+            reused = self._reusable()
             try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self._drop(connection)
+                return self._connection().request(method, path, headers, body)
+            except http1.Closed:
+                self._drop()
                 # A kept-alive connection the server had closed while idle: the request was not
                 # processed, so it is sent once more on a new connection.
                 if not reused or attempt:
                     return 0, b""
-            except (http.client.HTTPException, OSError):
-                # Refused, unreachable or timed out: whether it arrived is unknown, so it is not
-                # sent again (a second copy would be a duplicate frame).
-                self._drop(connection)
+            except OSError:
+                # Refused, unreachable, timed out or answered with garbage: whether it arrived is
+                # unknown, so it is not sent again (a second copy would be a duplicate frame).
+                self._drop()
                 return 0, b""
         return 0, b""
 
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
-        connection.close()
+    def _reusable(self) -> bool:
+        """Whether this thread has an open connection that has carried a request before."""
+        connection: http1.Connection | None = getattr(self._local, "connection", None)
+        return connection is not None and connection.open
+
+    def _drop(self) -> None:
+        connection: http1.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
         self._local.connection = None
 
     def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         """SigV4 headers for one request (AWS Signature Version 4, as for every service but S3)."""
         credentials = self._credentials.get_frozen_credentials()
-        amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        amz_date = _amz_date(int(time.time()))
         headers = {"host": self._netloc, "x-amz-date": amz_date}
         if credentials.token:
             headers["x-amz-security-token"] = credentials.token
@@ -138,15 +145,19 @@ class ManagementApi:
         )
         return headers
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection, and whether it has carried a request before."""
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None:
-            return connection, True
-        factory = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        connection = factory(self._host, self._port, timeout=_TIMEOUT_SECONDS)
-        self._local.connection = connection
-        return connection, False
+    def _connection(self) -> http1.Connection:
+        """This thread's connection, opened if it has none (OSError when none can be opened)."""
+        if not self._reusable():
+            self._local.connection = http1.Connection(
+                self._host, self._port, tls=self._tls, timeout=_TIMEOUT_SECONDS
+            )
+        return self._local.connection  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=2)
+def _amz_date(epoch_seconds: int) -> str:
+    """The request time as SigV4 writes it, formatted once a second rather than once a request."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 @lru_cache(maxsize=8)

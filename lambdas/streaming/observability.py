@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
@@ -14,6 +14,7 @@ from streaming.constants import METRICS_NAMESPACE, SERVICE_NAME
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
+MAX_METRIC_VALUES = 100  # values of one metric in one EMF document, CloudWatch's limit
 
 
 def count(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count, **dimensions: str) -> None:
@@ -57,3 +58,11 @@ class Sample:
         if self._pending:
             self._metrics.flush_metrics()
             self._pending = 0
+
+
+def spread(values: Sequence[float], most: int) -> list[float]:
+    """At most `most` of `values`, evenly spaced in sorted order, so their percentiles stay theirs."""
+    ordered = sorted(values)
+    if len(ordered) <= most:
+        return ordered
+    return [ordered[round(i * (len(ordered) - 1) / (most - 1))] for i in range(most)]

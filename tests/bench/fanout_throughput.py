@@ -1,21 +1,24 @@
 """Fan-out deliveries per second against a loopback `@connections` endpoint that answers each POST
 after an injected delay (a stand-in for API Gateway's round trip), and the client CPU per delivery.
 
-Compares the shipped fan-out (FanOut.send: pooled keep-alive connections, SigV4 by botocore,
-32 workers) with the sequential baseline: boto3's `post_to_connection`, one after another.
-Loopback only, bounded by delivery count; prints one table for docs/performance.md.
+Compares the shipped fan-out (FanOut.send: kept-alive connections per worker, SigV4 signed by
+streaming.management, 32 workers) with the sequential baseline: boto3's `post_to_connection`, one
+after another. Loopback only, bounded by delivery count; prints one table for docs/performance.md and,
+with `--json PATH`, writes the figures as {"cpu_ms_per_delivery": ..., "fanout": {...}}.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from botocore.credentials import Credentials
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--baseline-deliveries", type=int, default=300)
     parser.add_argument("--delay-ms", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median run is printed")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     if args.deliveries > 20_000:
         parser.error("keep the benchmark bounded: at most 20,000 deliveries")
@@ -139,7 +143,30 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, count, rate, cpu in rows:
         print(f"| {name} | {count} | {rate:,.0f} | {cpu:.3f} |")
-    print(f"speed-up over the sequential baseline: {rows[-1][2] / rows[0][2]:.1f}x")
+    speedup = rows[-1][2] / rows[0][2]
+    print(f"speed-up over the sequential baseline: {speedup:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(figures(rows, speedup, args.delay_ms), indent=2) + "\n")
+
+
+def figures(rows: list[tuple[str, int, float, float]], speedup: float, delay_ms: float) -> dict[str, Any]:
+    """The rows as `make bench` merges them into docs/performance.json."""
+    (_, _, baseline_rate, baseline_cpu), (_, _, one_rate, one_cpu), (_, deliveries, rate, cpu) = rows
+    return {
+        "cpu_ms_per_delivery": round(cpu, 3),
+        "fanout": {
+            "speedup_vs_sequential": round(speedup, 1),
+            "deliveries_per_s": round(rate),
+            "deliveries": deliveries,
+            "workers": FANOUT_WORKERS,
+            "endpoint_delay_ms": delay_ms,
+            "sequential_boto3": {
+                "deliveries_per_s": round(baseline_rate),
+                "cpu_ms_per_delivery": round(baseline_cpu, 3),
+            },
+            "one_worker": {"deliveries_per_s": round(one_rate), "cpu_ms_per_delivery": round(one_cpu, 3)},
+        },
+    }
 
 
 def _wait_for(port: int) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from local.state import LocalState
-from tests.bench import sse_latency, store_throughput, websocket_latency
+from tests.bench import adaptive_batching, sse_latency, store_throughput, websocket_latency
 from tests.integration.conftest import running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
@@ -44,6 +44,17 @@ def test_sse_latency_runs_and_every_stream_gets_every_event(stack):
     figures = asyncio.run(sse_latency.latency(stack, streams=3, events=3, poll_ms=100))
     print(json.dumps(figures))
     assert figures["delivered"] == "9/9"
+
+
+@pytest.mark.performance
+@pytest.mark.batching
+def test_adaptive_batching_runs_and_folding_only_ever_saves_frames(stack):
+    figures = adaptive_batching.measure(stack, connections=3, rates=[200], seconds=0.5)["200"]
+    print(json.dumps(figures))
+    alone = figures["without_folding"]
+    assert figures["deliveries"] == alone["deliveries"] == 300
+    assert alone["frames"] == alone["frames_posted"] == 300  # each publish posted for itself
+    assert figures["frames"] == figures["frames_posted"] <= 300  # as many or fewer, never more
 
 
 @pytest.mark.load

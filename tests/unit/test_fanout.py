@@ -22,11 +22,10 @@ from streaming.fanout import (
     Report,
     chunk_payload,
     recipients_from_payload,
-    spread,
     stored_at,
 )
 from streaming.management import RETRY_DELAYS_SECONDS
-from streaming.observability import metrics
+from streaming.observability import metrics, spread
 from tests.conftest import CONNECTIONS_TABLE, example, signal
 
 pytestmark = pytest.mark.connections
@@ -96,6 +95,7 @@ def make_fanout(registry, executor, sleeps):
         compress_above=10**9,
         clock=time.time,
         coalescing=None,
+        posts_in_flight=1,  # the outbox tests hold one post in flight; the shipped value has its own
     ):
         return FanOut(
             registry,
@@ -107,6 +107,7 @@ def make_fanout(registry, executor, sleeps):
             sleep=sleeps,
             clock=clock,
             coalescing=coalescing,
+            posts_in_flight=posts_in_flight,
         )
 
     return make
@@ -554,3 +555,165 @@ def test_the_report_counts_coalesced_events_by_transport_and_type(capsys):
         if "EventsCoalesced" in document:
             found[(document["transport"], document["type"])] = document["EventsCoalesced"]
     assert found == {("websocket", "proposal.updated"): [7.0], ("websocket", "system.status"): [2.0]}
+
+
+# -- Adaptive batching across publishes (streaming.outbox) -----------------------------------------
+
+
+class GatedPoster(FakePoster):
+    """A FakePoster whose first `holds` posts to `connection_id` stay in flight until `gate` is set."""
+
+    def __init__(
+        self, connection_id: str, script: dict[str, list[int]] | None = None, holds: int = 1, **options: Any
+    ) -> None:
+        super().__init__(script, **options)
+        self._held_id = connection_id
+        self._holding = threading.Semaphore(holds)
+        self._waiting = 0
+        self._holds = holds
+        self.in_flight = threading.Event()  # all `holds` posts are waiting
+        self.gate = threading.Event()
+
+    def post(self, connection_id: str, data: bytes) -> int:
+        if connection_id == self._held_id and self._holding.acquire(blocking=False):
+            with self._lock:
+                self._waiting += 1
+                if self._waiting == self._holds:
+                    self.in_flight.set()
+            assert self.gate.wait(timeout=60), "the test never opened the gate"
+        return super().post(connection_id, data)
+
+
+def small_events(count: int) -> list[Envelope]:
+    return [dataclasses.replace(big_event(seq), data={"changes": {"n": seq}}) for seq in range(1, count + 1)]
+
+
+TYPES = frozenset({"proposal.updated"})
+
+
+def sends_in_flight(fanout: FanOut, poster: GatedPoster, *events: Envelope) -> list[Any]:
+    """Start delivering each of `events` to connection C on a thread of its own; return once their
+    posts are in flight, with the futures of their reports."""
+    pool = ThreadPoolExecutor(len(events))
+    sends = [pool.submit(fanout.send, [Recipient("C", TYPES, [event])]) for event in events]
+    pool.shutdown(wait=False)
+    assert poster.in_flight.wait(timeout=60)
+    return sends
+
+
+@pytest.mark.batching
+def test_events_for_a_connection_with_a_post_in_flight_go_together_in_its_next_frame(registry, make_fanout):
+    one, two, three, four = small_events(4)
+    poster = GatedPoster("C")
+    fanout = make_fanout(poster)
+    (first,) = sends_in_flight(fanout, poster, one)
+    folded = [fanout.send([Recipient("C", TYPES, [event])]) for event in (four, two, three)]
+    other = fanout.send([Recipient("D", TYPES, [four])])  # another connection is not held up
+    assert [report.folded for report in folded] == [1, 1, 1] and not any(r.frames for r in folded)
+    assert (other.frames, other.folded) == (1, 0)
+    assert poster.frames("C") == []  # nothing went out while the first post was in flight
+    poster.gate.set()
+    report = first.result(timeout=60)
+    assert [[e["seq"] for e in frame["events"]] for frame in poster.frames("C")] == [[1], [2, 3, 4]]
+    assert (report.connections, report.frames, report.delivered) == (1, 2, 2)
+    received_in_order(poster.events("C"))
+    assert len(report.latencies_ms) == 2  # the first frame's, and the one that carried the others
+
+
+@pytest.mark.batching
+def test_an_idle_connection_gets_each_event_at_once_in_a_frame_of_its_own(registry, make_fanout):
+    poster = FakePoster()
+    fanout = make_fanout(poster)
+    reports = [fanout.send([Recipient("C", TYPES, [event])]) for event in small_events(3)]
+    assert [(r.frames, r.folded) for r in reports] == [(1, 0)] * 3
+    assert [[e["seq"] for e in frame["events"]] for frame in poster.frames("C")] == [[1], [2], [3]]
+
+
+@pytest.mark.batching
+def test_a_sender_drains_its_connection_once_then_the_next_delivery_claims_it(registry, make_fanout):
+    one, two, three = small_events(3)
+    poster = GatedPoster("C")
+    fanout = make_fanout(poster)
+    (first,) = sends_in_flight(fanout, poster, one)
+    fanout.send([Recipient("C", TYPES, [two])])
+    poster.gate.set()
+    first.result(timeout=60)
+    assert fanout.send([Recipient("C", TYPES, [three])]).frames == 1  # released: posted at once
+    assert [[e["seq"] for e in frame["events"]] for frame in poster.frames("C")] == [[1], [2], [3]]
+
+
+@pytest.mark.batching
+@pytest.mark.parametrize("status", [410, 403])
+def test_what_waited_for_a_connection_that_is_gone_or_failed_is_left_to_replay(
+    registry, clock, make_fanout, status
+):
+    connect(registry, clock, "C", "viewer", ["proposal.updated"])
+    one, two, three = small_events(3)
+    poster = GatedPoster("C", {"C": [status]})
+    fanout = make_fanout(poster)
+    (first,) = sends_in_flight(fanout, poster, one)
+    fanout.send([Recipient("C", TYPES, [two])])
+    poster.gate.set()
+    report = first.result(timeout=60)
+    assert (report.frames, report.delivered, report.gone, report.failed) == (
+        (1, 0, 1, 0) if status == 410 else (1, 0, 0, 1)
+    )
+    assert len(poster.frames("C")) == 1  # seq 2 was not sent after the connection failed
+    assert fanout.send([Recipient("C", TYPES, [three])]).frames == 1  # and the connection is free
+
+
+@pytest.mark.batching
+def test_a_sender_that_fails_with_an_exception_still_releases_its_connection(registry, make_fanout):
+    one, two, three = small_events(3)
+    poster = GatedPoster("C", fail=RuntimeError("the management API client broke"))
+    fanout = make_fanout(poster)
+    (first,) = sends_in_flight(fanout, poster, one)
+    fanout.send([Recipient("C", TYPES, [two])])
+    poster.gate.set()
+    with pytest.raises(RuntimeError):
+        first.result(timeout=60)
+    poster._fail = None
+    assert fanout.send([Recipient("C", TYPES, [three])]).frames == 1  # not folded into a dead outbox
+
+
+@pytest.mark.batching
+@pytest.mark.degradation
+def test_what_waited_in_an_outbox_is_coalesced_when_there_is_too_much_of_it(registry, make_fanout):
+    events = [replace_key(event, f"p-{event.seq % 2}") for event in small_events(9)]
+    poster = GatedPoster("C")
+    fanout = make_fanout(poster, coalescing=Coalescing(COALESCE_UPDATES, above_events=5))
+    (first,) = sends_in_flight(fanout, poster, events[0])
+    for event in events[1:]:
+        fanout.send([Recipient("C", TYPES, [event])])
+    poster.gate.set()
+    report = first.result(timeout=60)
+    _, drained = poster.frames("C")
+    assert [(e["seq"], e.get("coalesced", 0)) for e in drained["events"]] == [(8, 3), (9, 3)]
+    assert report.coalesced == {"proposal.updated": 6}
+    received_in_order(poster.events("C"))
+
+
+@pytest.mark.batching
+def test_events_wait_only_once_the_posts_in_flight_reach_the_limit(registry, make_fanout):
+    events = small_events(5)
+    poster = GatedPoster("C", holds=2)
+    fanout = make_fanout(poster, posts_in_flight=2)
+    sends = sends_in_flight(fanout, poster, *events[:2])  # two claimed posts in flight
+    assert [fanout.send([Recipient("C", TYPES, [event])]).folded for event in events[2:]] == [1, 1, 1]
+    poster.gate.set()
+    reports = [send.result(timeout=60) for send in sends]
+    assert sorted(report.frames for report in reports) == [1, 2]  # the first answered took what waited
+    frames = sorted([e["seq"] for e in frame["events"]] for frame in poster.frames("C"))
+    assert frames == [[1], [2], [3, 4, 5]]
+    assert fanout.send([Recipient("C", TYPES, small_events(6)[5:])]).frames == 1  # all claims released
+
+
+def test_without_folding_every_delivery_posts_for_itself(registry, make_fanout):
+    one, two = small_events(2)
+    poster = GatedPoster("C")
+    fanout = make_fanout(poster, posts_in_flight=None)
+    (first,) = sends_in_flight(fanout, poster, one)
+    assert fanout.send([Recipient("C", TYPES, [two])]).frames == 1
+    poster.gate.set()
+    first.result(timeout=60)
+    assert sorted(e["seq"] for e in poster.events("C")) == [1, 2]
