@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from local.state import LocalState
-from tests.bench import sse_latency, store_throughput, websocket_latency
+from tests.bench import cold_import, sse_latency, store_throughput, websocket_latency
 from tests.integration.conftest import running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
@@ -44,6 +44,15 @@ def test_sse_latency_runs_and_every_stream_gets_every_event(stack):
     figures = asyncio.run(sse_latency.latency(stack, streams=3, events=3, poll_ms=100))
     print(json.dumps(figures))
     assert figures["delivered"] == "9/9"
+
+
+@pytest.mark.performance
+def test_cold_import_times_each_module_in_a_fresh_interpreter_against_boto3():
+    figures = cold_import.measure(1, ("handlers.ws_sweeper", "sse.app"))
+    print(json.dumps(figures))
+    assert figures["boto3"] > 0 and set(figures["handlers"]) == {"handlers.ws_sweeper", "sse.app"}
+    worst = max(figures["handlers"].values())
+    assert figures["ratio_vs_boto3"] == round(worst / figures["boto3"], 2)
 
 
 @pytest.mark.load

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from tests.bench import report, run
+from tests.bench import report, run, websocket_latency
 
 FIGURES = {
     "measured_at": "2026-11-30T17:00:00+00:00",
@@ -137,3 +137,16 @@ def test_a_benchmark_without_json_output_is_skipped_with_the_reason():
     assert run.skip_reason("tests.bench.no_such_benchmark") == "not on this branch"
     assert run.skip_reason("local.token") == "has no --json flag yet"
     assert run.skip_reason("tests.bench.cold_import") is None
+
+
+def test_the_websocket_bench_writes_its_rows_under_the_report_keys():
+    row = {"connections": 100, "events": 20, "delivered": 2000, "expected": 2000, "p50": 52.04, "p95": 70.0,
+           "p99": 80.3, "max": 89.0, "events_per_second": 14.06, "deliveries_per_second": 1406.2,
+           "subscriber_cpu_ms": 0.0841, "setup_seconds": 4.24}  # fmt: skip
+    figures = websocket_latency.as_json([row])
+    assert figures["ws_latency_ms"]["100"] == {
+        "p50": 52.04, "p95": 70.0, "p99": 80.3, "max": 89.0, "events": 20, "expected": 2000,
+        "subscriber_cpu_ms": 0.084, "deliveries": 2000, "setup_s": 4.2,
+    }  # fmt: skip
+    assert figures["throughput"]["100"] == {"events_per_s": 14.1, "deliveries_per_s": 1406.2}
+    assert report.goals(figures)[0][2:] == [80.3, "**missed**"]
