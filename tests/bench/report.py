@@ -139,8 +139,8 @@ def markdown(figures: Mapping[str, Any]) -> str:
         "",
         f"Measured {figures.get('measured_at', '?')} at commit `{figures.get('commit', '?')}` "
         f"({figures.get('scale', '?')} scale) on {machine.get('cpus', '?')} cores, "
-        f"{machine.get('python', '?')}; load average {machine.get('load_before', '?')} before and "
-        f"{machine.get('load_after', '?')} after (other work on the machine shows there). Every figure "
+        f"{machine.get('python', '?')}; 1-minute load average {_load(machine, 'load_before')} before and "
+        f"{_load(machine, 'load_after')} after (other work on the machine shows there). Every figure "
         "is in docs/performance.json; the commands are listed at the end.",
         "",
         "### Goals (issue 13)",
@@ -212,6 +212,11 @@ def markdown(figures: Mapping[str, Any]) -> str:
     lines += ["", "Commands:", "", *[f"- `{command}`" for command in figures.get("commands", [])]]
     lines += [f"- skipped `{name}`: {why}" for name, why in figures.get("skipped", {}).items()]
     return "\n".join([*lines, END])
+
+
+def _load(machine: Mapping[str, Any], key: str) -> str:
+    averages = machine.get(key) or ["?"]
+    return str(averages[0])
 
 
 def splice(document: str, section: str) -> str:
