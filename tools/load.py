@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         figures = asyncio.run(run(target, token_for, plan))
+    except TimeoutError as error:
+        print(f"tools.load: {error}", file=sys.stderr)
+        return 1
     finally:
         target.publisher.close()
     latency = figures["latency_ms"]
