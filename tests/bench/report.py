@@ -180,14 +180,14 @@ def markdown(figures: Mapping[str, Any]) -> str:
              for n in _by_count(store.get("events_per_s"))],
         )  # fmt: skip
         lines += ["", f"![Requests per event and events/s by publishers](images/{PLOTS['store']})"]
-    for title, key in (("Fan-out", "fanout"), ("Adaptive batching", "adaptive_batching")):
-        if isinstance(figures.get(key), Mapping):
-            lines += [
-                "",
-                f"### {title}",
-                "",
-                *_table(["figure", "value"], [list(kv) for kv in _flat(figures[key])]),
-            ]
+    if isinstance(figures.get("fanout"), Mapping):
+        lines += [
+            "",
+            "### Fan-out",
+            "",
+            *_table(["figure", "value"], [list(kv) for kv in _flat(figures["fanout"])]),
+        ]
+    lines += _adaptive_batching(figures.get("adaptive_batching"))
     cold = figures.get("cold_import")
     if cold:
         lines += ["", "### Cold import (CPU ms in a fresh interpreter, Lambda-like environment)", ""]
@@ -217,6 +217,26 @@ def markdown(figures: Mapping[str, Any]) -> str:
 def _load(machine: Mapping[str, Any], key: str) -> str:
     averages = machine.get(key) or ["?"]
     return str(averages[0])
+
+
+def _adaptive_batching(rates: Mapping[str, Any] | None) -> list[str]:
+    """Frames per event and latency by publish rate, folded (shipped) against each publish posting alone."""
+    if not rates:
+        return []
+    lines = ["", "### Adaptive batching: frames per event and latency by publish rate", ""]
+    if not all(isinstance(row, Mapping) and "without_folding" in row for row in rates.values()):
+        return lines + _table(
+            ["figure", "value"], [list(kv) for kv in _flat(rates)]
+        )  # a shape not known here
+    header = ["events/s", "events", "frames/event", "p50 ms", "p99 ms"]
+    alone = ["alone: frames/event", "alone: p50 ms", "alone: p99 ms"]
+    columns = ("frames_per_event", "p50_ms", "p99_ms")
+    return lines + _table(
+        [*header, *alone],
+        [[rate, row.get("events"), *(row.get(key) for key in columns),
+          *(row["without_folding"].get(key) for key in columns)]
+         for rate, row in sorted(rates.items(), key=lambda item: int(item[0]))],
+    )  # fmt: skip
 
 
 def splice(document: str, section: str) -> str:

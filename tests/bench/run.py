@@ -30,7 +30,7 @@ from tests.bench import report
 BENCHES: dict[str, dict[str, list[str]]] = {
     "store_throughput": {"quick": ["--events", "200"], "full": []},
     "fanout_throughput": {"quick": ["--repeat", "1"], "full": []},
-    "adaptive_batching": {"quick": [], "full": []},
+    "adaptive_batching": {"quick": [], "full": ["--connections", "100", "--seconds", "5"]},
     "websocket_latency": {
         "quick": ["--connections", "100", "1000", "--events", "10"],
         "full": ["--connections", "10", "100", "300", "1000", "--events", "20"],

@@ -51,6 +51,15 @@ FIGURES = {
             "events_per_s": {"1": 50, "8": 36, "32": 20},
         },
     },
+    "adaptive_batching": {
+        "100": {
+            "events": 200,
+            "frames_per_event": 0.25,
+            "p50_ms": 12.0,
+            "p99_ms": 30.5,
+            "without_folding": {"events": 200, "frames_per_event": 1.0, "p50_ms": 14.0, "p99_ms": 90.0},
+        },
+    },
     "cpu_ms_per_delivery": 0.289,
     "fanout": {"speedup_vs_sequential": 30.1, "deliveries_per_s": 2661.0},
     "cold_import": {
@@ -91,6 +100,7 @@ def test_the_section_holds_every_table_with_the_figures():
     assert "| 8 | 150.0 | 36 | 1.75 | 6.90 |" in section
     assert "| `sse.app` | 320.0 | 1.60 |" in section
     assert "| speedup_vs_sequential | 30.1 |" in section
+    assert "| 100 | 200 | 0.250 | 12.0 | 30.5 | 1.00 | 14.0 | 90.0 |" in section
     assert "commit `0123456789ab`" in section
     assert "- skipped `adaptive_batching`: not on this branch" in section
     for image in report.PLOTS.values():
