@@ -13,8 +13,8 @@ from streaming.constants import METRICS_NAMESPACE, SERVICE_NAME
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
-# Traced: AWS calls (botocore) and the @connections posts and key fetches (http.client). Patching every
-# library X-Ray knows would import each one installed (requests, httpx, sqlite3) at every cold start.
+# Traced: AWS calls (botocore) and requests made with http.client (urllib too). Patching every library
+# X-Ray knows would import each one installed (requests, httpx, sqlite3) at every cold start.
 tracer = Tracer(service=SERVICE_NAME, patch_modules=("botocore", "httplib"))
 
 
