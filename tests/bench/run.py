@@ -39,6 +39,9 @@ BENCHES: dict[str, dict[str, list[str]]] = {
     "cold_import": {"quick": ["--repeat", "3"], "full": ["--repeat", "9"]},
 }
 TIMEOUT_SECONDS = {"quick": 600, "full": 1800}  # one benchmark, at most
+ROOT = Path(__file__).resolve().parents[2]
+# As pytest's `pythonpath` has it: some benchmarks import the handler code (`handlers`, `streaming`) first.
+ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "lambdas"), str(ROOT)])}
 
 
 def skip_reason(module: str) -> str | None:
@@ -46,8 +49,15 @@ def skip_reason(module: str) -> str | None:
     if find_spec(module) is None:
         return "not on this branch"
     usage = subprocess.run(
-        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", module, "--help"],
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+    if usage.returncode != 0:
+        return f"--help failed: {(usage.stderr.strip().splitlines() or ['?'])[-1]}"
     return None if "--json" in usage.stdout else "has no --json flag yet"
 
 
@@ -63,7 +73,9 @@ def merge(into: MutableMapping[str, Any], part: Mapping[str, Any]) -> MutableMap
 
 def commit() -> str:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     dirty = any(not line.endswith(("performance.json", "performance.md", ".png")) for line in git(
         "status", "--porcelain", "--untracked-files=no").splitlines())  # fmt: skip
@@ -93,11 +105,11 @@ def run(scale: str, names: Sequence[str]) -> dict[str, Any]:
                 continue
             output = Path(directory) / f"{name}.json"
             command = [sys.executable, "-m", module, *BENCHES[name][scale], "--json", str(output)]
-            shown = " ".join([".venv/bin/python", *command[1:-1], "PATH"])
+            shown = " ".join(["PYTHONPATH=lambdas:. .venv/bin/python", *command[1:-1], "PATH"])
             print(f"--- {shown}", flush=True)
             started = time.monotonic()
             try:
-                subprocess.run(command, check=True, timeout=TIMEOUT_SECONDS[scale])
+                subprocess.run(command, env=ENVIRONMENT, check=True, timeout=TIMEOUT_SECONDS[scale])
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
                 failed[name] = str(error).replace(directory, "...")
                 continue
