@@ -28,14 +28,14 @@ from tests.bench import report
 
 # Module (in tests/bench/) -> its arguments at each scale; all are bounded by the scripts themselves.
 BENCHES: dict[str, dict[str, list[str]]] = {
-    "store_throughput": {"quick": ["--events", "200"], "full": []},
+    "store_throughput": {"quick": ["--events", "128"], "full": []},
     "fanout_throughput": {"quick": ["--repeat", "1"], "full": []},
-    "adaptive_batching": {"quick": [], "full": ["--connections", "100", "--seconds", "5"]},
+    "adaptive_batching": {"quick": ["--seconds", "1"], "full": ["--connections", "100", "--seconds", "5"]},
     "websocket_latency": {
         "quick": ["--connections", "100", "1000", "--events", "10"],
         "full": ["--connections", "10", "100", "300", "1000", "--events", "20"],
     },
-    "sse_latency": {"quick": ["--seconds", "20", "--events", "10"], "full": ["--seconds", "60"]},
+    "sse_latency": {"quick": ["--seconds", "15", "--events", "10"], "full": ["--seconds", "60"]},
     "cold_import": {"quick": ["--repeat", "3"], "full": ["--repeat", "9"]},
 }
 TIMEOUT_SECONDS = {"quick": 600, "full": 1800}  # one benchmark, at most
