@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from stacks.config import load
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BEGIN, END = "<!-- bench:begin (written by make bench; edit tests/bench/report.py) -->", "<!-- bench:end -->"
 PLOTS = {
@@ -32,29 +34,35 @@ PRICES = {
     "websocket_message": 1.00 / 1e6,
     "websocket_connection_minute": 0.25 / 1e6,
 }
-# What the model assumes of the deployment (cdk.json and stacks/constructs/lambda_code.py defaults).
-DEPLOYMENT = {"publish_memory_gb": 0.5, "sse_memory_gb": 0.25, "sse_max_stream_seconds": 840}
+PUBLISH_MEMORY_MB = 512  # stacks/constructs/lambda_code.py's default, which the publish functions keep
 
 
 def cost(figures: Mapping[str, Any], prices: Mapping[str, Any] = PRICES) -> dict[str, Any]:
     """Dollars per million deliveries and per connection-hour for each transport, from the measured
     fan-out rate and SSE reads, at `prices`."""
-    model: dict[str, Any] = {"prices": dict(prices), "deployment": DEPLOYMENT}
+    sse_config = load("prod").sse
+    deployment = {
+        "environment": "prod",
+        "publish_memory_gb": PUBLISH_MEMORY_MB / 1024,
+        "sse_memory_gb": sse_config.memory_mb / 1024,
+        "sse_max_stream_seconds": sse_config.max_stream_seconds,
+    }
+    model: dict[str, Any] = {"prices": dict(prices), "deployment": deployment}
     per_hour = 60 * prices["websocket_connection_minute"]
     websocket: dict[str, Any] = {"per_connection_hour": per_hour}
     rate = figures.get("fanout", {}).get("deliveries_per_s")
     # A delivery is one @connections message, plus the publish function's time while it posts
     # (its measured fan-out rate, one function, FANOUT_WORKERS in parallel).
-    compute = DEPLOYMENT["publish_memory_gb"] / rate * prices["lambda_gb_second"] if rate else 0.0
+    compute = deployment["publish_memory_gb"] / rate * prices["lambda_gb_second"] if rate else 0.0
     websocket["per_million_deliveries"] = 1e6 * (prices["websocket_message"] + compute)
     model["websocket"] = {key: round(value, 6) for key, value in websocket.items()}
     model["websocket"]["includes_publish_compute"] = bool(rate)
     reads = figures.get("sse_reads_per_stream_minute")
     if reads is not None:
         stream_hour = (
-            DEPLOYMENT["sse_memory_gb"] * 3600 * prices["lambda_gb_second"]
+            deployment["sse_memory_gb"] * 3600 * prices["lambda_gb_second"]
             + 60 * reads * prices["dynamodb_read_unit"]
-            + 3600 / DEPLOYMENT["sse_max_stream_seconds"] * prices["lambda_request"]
+            + 3600 / deployment["sse_max_stream_seconds"] * prices["lambda_request"]
         )
         # Compute is billed by the open hour; each delivery adds one read of the new event per stream.
         sse = {

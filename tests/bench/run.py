@@ -40,8 +40,6 @@ BENCHES: dict[str, dict[str, list[str]]] = {
 }
 TIMEOUT_SECONDS = {"quick": 600, "full": 1800}  # one benchmark, at most
 ROOT = Path(__file__).resolve().parents[2]
-# As pytest's `pythonpath` has it: some benchmarks import the handler code (`handlers`, `streaming`) first.
-ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "lambdas"), str(ROOT)])}
 
 
 def skip_reason(module: str) -> str | None:
@@ -50,7 +48,6 @@ def skip_reason(module: str) -> str | None:
         return "not on this branch"
     usage = subprocess.run(
         [sys.executable, "-m", module, "--help"],
-        env=ENVIRONMENT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -105,11 +102,11 @@ def run(scale: str, names: Sequence[str]) -> dict[str, Any]:
                 continue
             output = Path(directory) / f"{name}.json"
             command = [sys.executable, "-m", module, *BENCHES[name][scale], "--json", str(output)]
-            shown = " ".join(["PYTHONPATH=lambdas:. .venv/bin/python", *command[1:-1], "PATH"])
+            shown = " ".join([".venv/bin/python", *command[1:-1], "PATH"])
             print(f"--- {shown}", flush=True)
             started = time.monotonic()
             try:
-                subprocess.run(command, env=ENVIRONMENT, check=True, timeout=TIMEOUT_SECONDS[scale])
+                subprocess.run(command, check=True, timeout=TIMEOUT_SECONDS[scale])
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
                 failed[name] = str(error).replace(directory, "...")
                 continue

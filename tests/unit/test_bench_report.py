@@ -147,7 +147,7 @@ def test_a_benchmark_without_json_output_is_skipped_with_the_reason():
     assert run.skip_reason("tests.bench.no_such_benchmark") == "not on this branch"
     assert run.skip_reason("local.token") == "has no --json flag yet"
     assert run.skip_reason("tests.bench.cold_import") is None
-    # imports the handler code before `local` puts it on the path: runs as pytest runs it
+    # imports the handler code first: tests/bench/__init__.py puts it on the path
     assert run.skip_reason("tests.bench.fanout_throughput") in (None, "has no --json flag yet")
 
 
