@@ -74,11 +74,22 @@ rotate-key: install
 tail: install  # watch `make run` live: make tail ROLE=analyst TYPES=signal.created,risk.alert
 	@$(PY) -m clients.tail --role $(ROLE) --types $(TYPES) --last $(LAST)
 
+# Every benchmark, each with --json, into docs/performance.json, docs/performance.md's generated section and
+# docs/images/bench-*.png (tests/bench/run.py): `make bench` small (under 5 minutes), bench-full at full scale.
+.PHONY: bench-full load
 bench: install
-	$(PY) -m tests.bench.store_throughput
-	$(PY) -m tests.bench.fanout_throughput
-	$(PY) -m tests.bench.websocket_latency
-	$(PY) -m tests.bench.sse_latency
+	$(PY) -m tests.bench.run
+
+bench-full: install
+	$(PY) -m tests.bench.run --full
+
+# Load on `make run`'s stack, or on a deployed one named by OUTPUTS=cdk.out/outputs-dev.json (tokens as for
+# make contract): make load CONNECTIONS=200 RATE=20 DURATION=30 TRANSPORT=sse JSON=load.json (tools/load.py)
+load: install
+	$(PY) -m tools.load $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(RATE),--rate $(RATE)) \
+		$(if $(DURATION),--duration $(DURATION)) $(if $(EVENTS),--events $(EVENTS)) \
+		$(if $(TRANSPORT),--transport $(TRANSPORT)) $(if $(OUTPUTS),--outputs $(OUTPUTS)) \
+		$(if $(STACK),--stack $(STACK)) $(if $(JSON),--json $(JSON))
 
 fuzz: install  # the fuzz suite with many more examples, random each run (make test runs it small)
 	FUZZ_PROFILE=fuzz $(PY) -m pytest -n 2 tests/fuzz

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
-import jwt
-
 from streaming.errors import ErrorCode
 
 SUBPROTOCOL = "streaming.v1"
@@ -96,6 +94,8 @@ class TokenVerifier:
     def verify(self, token: str | None) -> Principal:
         if not token:
             raise AuthError("no token", "missing")
+        import jwt  # on first use: PyJWT loads cryptography, which functions that verify nothing skip
+
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") not in self._policy.algorithms:
@@ -137,6 +137,8 @@ class TokenVerifier:
 def jwks_keys(jwks_url: str, *, lifespan_seconds: int = 300) -> KeyProvider:
     """OIDC: the issuer's signing key named by the token's `kid`, from its JWKS (cached, refreshed on
     an unknown kid). RS256/ES256 need the `cryptography` package next to PyJWT."""
+    import jwt  # on first use, as in verify
+
     client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=lifespan_seconds, timeout=3)
 
     def key(header: Mapping[str, Any]) -> Any:

@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from streaming.auth import AuthError, KeyProvider, KeyUnavailable
 
 # The signing-key secret's text; `fresh` asks past any cache (a key added since may be there).
@@ -90,6 +88,8 @@ def issue_token(
 ) -> str:
     """An HS256 token as the environment's verifiers expect it, signed with the current key and naming
     it: for the local stack and the probe."""
+    import jwt  # on first use, as in streaming.auth
+
     issued_at = int(now())
     claims = {
         "iss": issuer,

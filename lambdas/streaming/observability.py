@@ -13,7 +13,9 @@ from streaming.constants import METRICS_NAMESPACE, SERVICE_NAME
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
-tracer = Tracer(service=SERVICE_NAME)
+# Traced: AWS calls (botocore) and requests made with http.client (urllib too). Patching every library
+# X-Ray knows would import each one installed (requests, httpx, sqlite3) at every cold start.
+tracer = Tracer(service=SERVICE_NAME, patch_modules=("botocore", "httplib"))
 MAX_METRIC_VALUES = 100  # values of one metric in one EMF document, CloudWatch's limit
 
 

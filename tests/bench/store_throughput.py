@@ -33,6 +33,12 @@ PUBLISHERS = (1, 8, 32)
 EVENTS_PER_REQUEST = (1, 10)
 
 
+def baseline_available() -> bool:
+    """The baseline is read from git: a shallow clone may not have it."""
+    found = subprocess.run(["git", "cat-file", "-e", f"{BASELINE_COMMIT}^{{commit}}"], capture_output=True)
+    return found.returncode == 0
+
+
 def baseline_store_class() -> Any:
     """EventStore as of BASELINE_COMMIT, importable next to today's as `baseline_store`."""
     root = Path(tempfile.mkdtemp(prefix="baseline-store-"))
@@ -167,7 +173,11 @@ def _report(figures: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> dict[st
 
     return {
         **summary(figures["shipped"]["1"]),
-        "baseline": {"commit": BASELINE_COMMIT, **summary(figures["before"]["1"])},
+        **(
+            {"baseline": {"commit": BASELINE_COMMIT, **summary(figures["before"]["1"])}}
+            if "before" in figures
+            else {}
+        ),
         "by_events_per_request": {
             per_request: {name: summary(figures[name][per_request]) for name in figures}
             for per_request in figures["shipped"]

@@ -5,7 +5,8 @@ subscribed to signal.created), publishes events one after another through the Si
 and records, per delivery, the time from the start of the publish request to the event's arrival.
 Two warm-up events (first use of pools and connections) are published first and not counted.
 Everything (stack, publisher, subscribers) shares this machine's cores. Loopback only, bounded by
-connection and event counts; prints one table for docs/performance.md.
+connection and event counts; prints one table for docs/performance.md, and with `--json PATH` writes
+{"ws_latency_ms": {N: {p50, p95, p99, max, events, deliveries, ...}}, "throughput": {N: {...}}}.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +27,7 @@ from local.state import LocalState
 from local.token import issue
 from tests.conftest import signal
 from tests.integration.conftest import outputs, running_local_stack
+from tools.load import percentiles
 
 CONNECT_CONCURRENCY = 25
 WARM_UP_EVENTS = 2
@@ -89,9 +90,8 @@ async def measure(state: LocalState, connections: int, events: int) -> dict[str,
         "events": events,
         "delivered": len(latencies),
         "expected": expected,
-        "p50": statistics.median(latencies),
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "max": latencies[-1],
+        **percentiles(latencies),
+        "events_per_second": events / (last - first),
         "deliveries_per_second": len(latencies) / (last - first),
         "subscriber_cpu_ms": cpu / max(1, len(latencies)) * 1000,
         "setup_seconds": setup_seconds,
@@ -110,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if max(args.connections) > 2000 or args.events > 200:
         parser.error("keep the benchmark bounded: at most 2,000 connections and 200 events")
@@ -119,16 +120,41 @@ def main() -> None:
             rows.append(asyncio.run(measure(state, connections, args.events)))
     print(f"local stack on loopback, {os.cpu_count()} cores shared by stack, publisher and subscribers")
     print(
-        "| connections | events | delivered | p50 ms | p99 ms | max ms | deliveries/s "
+        "| connections | events | delivered | p50 ms | p95 ms | p99 ms | max ms | deliveries/s "
         "| subscriber CPU ms/delivery | connect + subscribe s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['connections']} | {row['events']} | {row['delivered']}/{row['expected']} "
-            f"| {row['p50']:.1f} | {row['p99']:.1f} | {row['max']:.1f} | {row['deliveries_per_second']:,.0f} "
+            f"| {row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} | {row['max']:.1f} "
+            f"| {row['deliveries_per_second']:,.0f} "
             f"| {row['subscriber_cpu_ms']:.3f} | {row['setup_seconds']:.1f} |"
         )
+    if args.json:
+        args.json.write_text(json.dumps(as_json(rows), indent=2) + "\n")
+
+
+def as_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures by audience size, under the keys docs/performance.json uses."""
+    latency_keys = ("p50", "p95", "p99", "max", "events", "expected", "subscriber_cpu_ms")
+    return {
+        "ws_latency_ms": {
+            str(row["connections"]): {
+                **{key: round(row[key], 3) for key in latency_keys},
+                "deliveries": row["delivered"],
+                "setup_s": round(row["setup_seconds"], 1),
+            }
+            for row in rows
+        },
+        "throughput": {
+            str(row["connections"]): {
+                "events_per_s": round(row["events_per_second"], 1),
+                "deliveries_per_s": round(row["deliveries_per_second"], 1),
+            }
+            for row in rows
+        },
+    }
 
 
 if __name__ == "__main__":

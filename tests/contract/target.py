@@ -149,7 +149,8 @@ async def events_until(
     ws: ClientConnection, ids: Sequence[str], seconds: float = TIMEOUT
 ) -> list[dict[str, Any]]:
     """Events delivered until every one of `ids` has been (other producers' events left out)."""
-    wanted, received = set(ids), []
+    wanted = set(ids)
+    received: list[dict[str, Any]] = []
     async with asyncio.timeout(seconds):
         while not wanted <= {event["id"] for event in received}:
             message = json.loads(await ws.recv())

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from local.state import LocalState
-from tests.bench import adaptive_batching, sse_latency, store_throughput, websocket_latency
+from streaming.store import EventStore
+from tests.bench import adaptive_batching, cold_import, sse_latency, store_throughput, websocket_latency
 from tests.integration.conftest import running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
@@ -24,12 +25,16 @@ def stack(tmp_path_factory) -> Iterator[LocalState]:
 
 
 @pytest.mark.performance
-@pytest.mark.parametrize("variant", [store_throughput.head_commit, store_throughput.counter_append])
-def test_store_throughput_runs_with_concurrent_publishers_and_a_gap_free_sequence(moto_url, variant):
+@pytest.mark.parametrize("before", [False, True], ids=["shipped", "before"])
+def test_store_throughput_runs_with_concurrent_publishers_and_a_gap_free_sequence(moto_url, before):
     # run() itself asserts that the seqs handed out are exactly 1..n
-    figures = store_throughput.run(moto_url, variant, 4, 10, f"smoke-{variant.__name__}")
-    print(variant.__name__, json.dumps(figures))
-    assert figures["events_per_second"] > 0
+    if before and not store_throughput.baseline_available():
+        pytest.skip(f"this clone's history lacks {store_throughput.BASELINE_COMMIT}")
+    store_class = store_throughput.baseline_store_class() if before else EventStore
+    figures = store_throughput.run(moto_url, store_class, publishers=4, total=40, per_request=5)
+    print(json.dumps(figures))
+    assert figures["events"] == 40 and figures["events_per_s"] > 0
+    assert figures["requests_per_event"] == round(sum(figures["requests"].values()) / 40, 2)
 
 
 @pytest.mark.performance
@@ -55,6 +60,15 @@ def test_adaptive_batching_runs_and_folding_only_ever_saves_frames(stack):
     assert figures["deliveries"] == alone["deliveries"] == 300
     assert alone["frames"] == alone["frames_posted"] == 300  # each publish posted for itself
     assert figures["frames"] == figures["frames_posted"] <= 300  # as many or fewer, never more
+
+
+@pytest.mark.performance
+def test_cold_import_times_each_module_in_a_fresh_interpreter_against_boto3():
+    figures = cold_import.measure(1, ("handlers.ws_sweeper", "sse.app"))
+    print(json.dumps(figures))
+    assert figures["boto3"] > 0 and set(figures["handlers"]) == {"handlers.ws_sweeper", "sse.app"}
+    worst = max(figures["handlers"].values())
+    assert figures["ratio_vs_boto3"] == round(worst / figures["boto3"], 2)
 
 
 @pytest.mark.load
