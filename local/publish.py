@@ -22,11 +22,13 @@ from local.state import DEFAULT_DIR, LocalState
 USAGE_ERROR = 2
 
 
-def local_client(state: LocalState) -> PublishClient:
+def local_client(state: LocalState, *, rate_limit_wait: float = 0.0) -> PublishClient:
     """A client signing with the local publisher identity, for the URL in the endpoints file."""
     creds = state.credentials()
     return PublishClient.from_endpoints(
-        state.endpoints_file, credentials=Credentials(creds.access_key_id, creds.secret_access_key)
+        state.endpoints_file,
+        credentials=Credentials(creds.access_key_id, creds.secret_access_key),
+        rate_limit_wait=rate_limit_wait,
     )
 
 
