@@ -87,7 +87,8 @@ class Relay:
     async def heads(self, streams: frozenset[str] = frozenset()) -> cursors.Position:
         if self.fell_back:
             return await self._fallback.heads(streams)
-        return {stream: max(self._heads.get(stream, 0), self._last(stream)) for stream in self._since}
+        known = self._heads.keys() | self._since.keys()
+        return {stream: max(self._heads.get(stream, 0), self._last(stream)) for stream in known}
 
     def fresh(self, within: float) -> bool:
         """A live connection is checked by its pings: one that stops answering falls back."""
@@ -166,6 +167,7 @@ class Relay:
             for event in early:
                 self._add(event)
             self._ready.set()
+            self._notify()  # a stream that stopped waiting for this reads what it missed now
         elif kind == "error" and message.get("id") == SUBSCRIBE_ID:
             raise Refused(message.get("code"))
         # Anything else (a `reconnect` notice: the stream ends with its token anyway) asks for nothing.
