@@ -102,6 +102,7 @@ class Relay:
     ) -> tuple[list[Envelope], cursors.Position] | None:
         if self.fell_back:
             return self._fallback.recent_after(position, types, streams)
+        self._forget_delivered(position)
         # Not up to the heads: memory holds only the stream's types, and a position never passes an
         # event of them it has not delivered.
         return from_memory(self._since, self._recent, {}, position, types & self._types, streams)
@@ -187,6 +188,14 @@ class Relay:
         if len(recent) == recent.maxlen:
             self._since[stream] = max(self._since[stream], recent[0].seq - 1)
         self._notify()
+
+    def _forget_delivered(self, position: cursors.Position) -> None:
+        """Memory serves one stream, which never goes back: what it has delivered can go."""
+        for stream, recent in self._recent.items():
+            after = position.get(stream, 0)
+            if self._since[stream] <= after:
+                while recent and recent[0].seq <= after:
+                    self._since[stream] = recent.popleft().seq
 
     def _last(self, stream: str) -> int:
         recent = self._recent.get(stream)
