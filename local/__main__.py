@@ -96,6 +96,17 @@ def main() -> None:
     parser.add_argument("--sse-heartbeat-seconds", type=int, help="default: cdk.json's dev value")
     parser.add_argument("--sse-poll-interval-ms", type=int, help="default: cdk.json's dev value")
     parser.add_argument(
+        "--sse-poll",
+        action="store_true",
+        help="SSE streams poll the store instead of relaying from the WebSocket API (as with sse.push off)",
+    )
+    parser.add_argument(
+        "--sse-push-url",
+        metavar="URL",
+        help="where SSE streams relay from (default: this stack's WebSocket API); streams that cannot "
+        "connect there poll the store",
+    )
+    parser.add_argument(
         "--coalesce-above-events",
         type=int,
         help="the overload signal's threshold: events pending for one subscriber above which superseded "
@@ -185,7 +196,7 @@ def main() -> None:
     publish_rate = config.publish_rate_settings()
     if args.publish_rate:
         publish_rate = replace(publish_rate, rate=args.publish_rate[0], burst=int(args.publish_rate[1]))
-    sse = config.sse_settings(CONNECTIONS_TABLE)
+    sse = config.sse_settings(CONNECTIONS_TABLE, "" if args.sse_poll else args.sse_push_url or websocket_url)
     if args.sse_max_stream_seconds:
         sse = replace(sse, max_stream_seconds=args.sse_max_stream_seconds)
     if args.sse_heartbeat_seconds:

@@ -212,6 +212,11 @@ class SseConfig(BaseModel):
     max_streams_per_subject: Annotated[int, within(SseSettings, "max_streams_per_subject")] = Field(
         default=5, description="open streams one token subject may hold at once"
     )
+    push: bool = Field(
+        default=True,
+        description="streams relay the events the WebSocket API pushes to a connection of their own; "
+        "they poll the store (every poll_interval_ms) when this is off or the connection fails",
+    )
 
     @model_validator(mode="after")
     def _stream_ends_before_the_function_does(self) -> SseConfig:
@@ -449,8 +454,9 @@ class EnvironmentConfig(BaseModel):
             websocket_url=websocket_url, sse_url=sse_url, publish_url=publish_url, role=self.probe_role
         )
 
-    def sse_settings(self, connections_table: str) -> SseSettings:
-        """What the SSE app reads from its environment; open streams are counted in `connections_table`."""
+    def sse_settings(self, connections_table: str, websocket_url: str) -> SseSettings:
+        """What the SSE app reads from its environment; open streams are counted in `connections_table`,
+        and relay from the WebSocket API at `websocket_url` if `sse.push` is on."""
         return SseSettings(
             poll_interval_ms=self.sse.poll_interval_ms,
             heartbeat_seconds=self.sse.heartbeat_seconds,
@@ -459,6 +465,7 @@ class EnvironmentConfig(BaseModel):
             compress_above_bytes=self.compress_above_bytes,
             max_streams_per_subject=self.sse.max_streams_per_subject,
             streams_table=connections_table,
+            push_url=websocket_url if self.sse.push else "",
         )
 
 

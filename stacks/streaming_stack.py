@@ -58,6 +58,7 @@ class StreamingStack(Stack):
             store=store,
             connections=connections,
             auth=auth,
+            websocket_url=live.stage.url,
         )
         probe = SyntheticProbe.where_possible(
             self,

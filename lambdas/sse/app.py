@@ -24,13 +24,16 @@ from handlers import composition
 from streaming.auth import KeyUnavailable, redact, token_from_request
 from streaming.errors import ErrorCode, StreamingError
 from streaming.leases import StreamLeases
+from streaming.listeners import websocket_connection
 from streaming.observability import count, logger
+from streaming.relay import READY_SECONDS, Relay
 from streaming.settings import SseSettings
-from streaming.sse_plan import PlannedStream, StreamRequest, Unauthenticated, plan_stream
+from streaming.sse_plan import PlannedStream, StreamPlan, StreamRequest, Unauthenticated, plan_stream
 from streaming.subscription import Ending, Subscription
-from streaming.tail import Tailer
+from streaming.tail import LiveTail, Tailer
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+PUSH_KEEPALIVE_SECONDS = 10.0  # a relay's connection that answers no WebSocket ping this long is dead
 
 
 @cache
@@ -72,11 +75,26 @@ async def events(request: Request) -> Response:
     count("ConnectionsOpened", role=plan.role, transport="sse")
     still_leased = partial(_leases().held, subject, planned.lease)
     coalescing = composition.settings().coalescing
-    stream = Subscription(
-        composition.store(), _tailer(), plan, still_leased=still_leased, coalescing=coalescing
-    )
-    body = _logged(stream, subject, planned.lease)
+    live = _live(plan, token_from_request(dict(request.headers), query)[0] or "")
+    stream = Subscription(composition.store(), live, plan, still_leased=still_leased, coalescing=coalescing)
+    body = _logged(stream, subject, planned.lease, live)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _live(plan: StreamPlan, token: str) -> LiveTail:
+    """Where the stream's live events come from: pushed by the WebSocket API to a connection of its own,
+    opened with the subscriber's token (sse.push), else the process's polling tailer."""
+    url = _settings().push_url
+    if not url:
+        return _tailer()
+    connect = partial(
+        websocket_connection,
+        url,
+        token,
+        open_timeout=READY_SECONDS,
+        keepalive_seconds=PUSH_KEEPALIVE_SECONDS,
+    )
+    return Relay(connect, _tailer(), plan.types, patience=plan.heartbeat_seconds)
 
 
 def _count_auth_failure(kind: str) -> None:
@@ -95,7 +113,7 @@ _HOW = {
 }
 
 
-async def _logged(stream: Subscription, subject: str, lease: str) -> AsyncIterator[bytes]:
+async def _logged(stream: Subscription, subject: str, lease: str, live: LiveTail) -> AsyncIterator[bytes]:
     """The stream, and one log line when it ends: by its planned end, by a failure, or because the
     client went away. (uvicorn reports a client leaving and Starlette then cancels the stream; whether
     the Lambda Web Adapter passes that on is not verified: if not, a stream runs to its planned end.)"""
@@ -107,6 +125,8 @@ async def _logged(stream: Subscription, subject: str, lease: str) -> AsyncIterat
         logger.exception("sse stream failed", extra={"subject": subject})
         raise
     finally:
+        if isinstance(live, Relay):
+            live.close()
         # Not awaited: a stream cancelled because its client left cannot await anything here.
         returned = asyncio.get_running_loop().run_in_executor(None, _leases().release, subject, lease)
         returned.add_done_callback(lambda done: _lease_returned(done, subject))

@@ -40,6 +40,8 @@ ENV_SSE_HEARTBEAT_SECONDS: Final = "SSE_HEARTBEAT_SECONDS"
 ENV_SSE_MAX_STREAM_SECONDS: Final = "SSE_MAX_STREAM_SECONDS"  # a stream ends itself before the timeout
 ENV_SSE_RETRY_MS: Final = "SSE_RETRY_MS"  # the retry: hint sent when a stream ends itself
 ENV_SSE_MAX_STREAMS_PER_SUBJECT: Final = "SSE_MAX_STREAMS_PER_SUBJECT"  # leases in the connections table
+# The WebSocket API a stream relays its events from (streaming.relay); unset: streams poll the store.
+ENV_SSE_PUSH_URL: Final = "SSE_PUSH_URL"
 
 # Token verification ($connect authorizer, SSE).
 ENV_AUTH_MODE: Final = "AUTH_MODE"  # "hs256" (secret in Secrets Manager) or "oidc" (issuer's JWKS)

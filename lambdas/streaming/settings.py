@@ -176,7 +176,7 @@ class AuthSettings(EnvSettings):
 
 @dataclass(frozen=True)
 class SseSettings(EnvSettings):
-    """An open SSE stream: how often it polls the store, heartbeats, and when it ends itself."""
+    """An open SSE stream: where its live events come from, heartbeats, and when it ends itself."""
 
     poll_interval_ms: int = env_var(c.ENV_SSE_POLL_INTERVAL_MS, INTEGER, limits=Limits(ge=50, le=60_000))
     heartbeat_seconds: int = env_var(c.ENV_SSE_HEARTBEAT_SECONDS, INTEGER, limits=Limits(ge=1, le=300))
@@ -189,6 +189,8 @@ class SseSettings(EnvSettings):
         c.ENV_SSE_MAX_STREAMS_PER_SUBJECT, INTEGER, limits=Limits(ge=1, le=100)
     )
     streams_table: str = env_var(c.ENV_CONNECTIONS_TABLE)  # where the open streams are counted
+    # Where streams have their events pushed from (the WebSocket API's URL); empty: they poll the store.
+    push_url: str = env_var(c.ENV_SSE_PUSH_URL, optional=True, default="")
 
     @property
     def stall_seconds(self) -> float:

@@ -1,4 +1,5 @@
-"""One SSE response: replay after the cursor, then the live tail (streaming.tail), with heartbeats and
+"""One SSE response: replay after the cursor, then the live tail (polled: streaming.tail; pushed:
+streaming.relay), with heartbeats and
 a planned end, or an end as soon as a newer stream of its subject has taken its lease (streaming.leases).
 
 Every event goes out with `id:` = the cursor after it, so a native EventSource resumes by itself
@@ -21,7 +22,7 @@ from streaming.events import Envelope, format_ts, parse_ts
 from streaming.observability import Sample, count, logger
 from streaming.sse_plan import StreamPlan
 from streaming.store import EventStore
-from streaming.tail import PAGE_SIZE, Tailer
+from streaming.tail import PAGE_SIZE, LiveTail
 
 # From an event's store time to its write, for the events stored while the stream was open (a
 # replayed event's age says nothing about delivery): SSE's counterpart of DeliveryLatency.
@@ -65,7 +66,7 @@ class Subscription:
     def __init__(
         self,
         store: EventStore,
-        tailer: Tailer,
+        tailer: LiveTail,
         plan: StreamPlan,
         *,
         still_leased: Callable[[], bool] = lambda: True,
@@ -128,7 +129,7 @@ class Subscription:
 
 async def _next_chunks(
     store: EventStore,
-    tailer: Tailer,
+    tailer: LiveTail,
     plan: StreamPlan,
     position: cursors.Position,
     next_heartbeat: float,

@@ -16,6 +16,7 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from streaming import cursor as cursors
 from streaming.events import Envelope
@@ -25,6 +26,46 @@ from streaming.store import EventStore
 PAGE_SIZE = 100
 KEEP_PER_STREAM = 1000  # recent events kept in memory per stream
 REFRESH_TIMEOUT_SECONDS = 10.0  # one refresh (heads and new events) takes far less
+
+
+class LiveTail(Protocol):
+    """Where a subscription (streaming.subscription) takes its live events from: the store polled by
+    the process's `Tailer`, or the WebSocket API's pushes relayed to one stream (streaming.relay)."""
+
+    async def watch(self, streams: frozenset[str]) -> None: ...
+    async def heads(self, streams: frozenset[str] = frozenset()) -> cursors.Position: ...
+    def fresh(self, within: float) -> bool: ...
+    def recover(self, stale_after: float) -> bool: ...
+    def recent_after(
+        self, position: cursors.Position, types: frozenset[str], streams: Iterable[str]
+    ) -> tuple[list[Envelope], cursors.Position] | None: ...
+    async def wait_beyond(
+        self, position: cursors.Position, streams: frozenset[str], timeout: float
+    ) -> None: ...
+
+
+def from_memory(
+    since: cursors.Position,
+    recent: Mapping[str, deque[Envelope]],
+    heads: cursors.Position,
+    position: cursors.Position,
+    types: frozenset[str],
+    streams: Iterable[str],
+) -> tuple[list[Envelope], cursors.Position] | None:
+    """The events of `types` after `position` in `recent` (which holds, per stream, every event of its
+    types after `since`), in seq order per stream and by time across streams, and where each stream then
+    stands (up to its head in `heads`, when memory holds every type); None if memory does not reach back."""
+    found: list[list[Envelope]] = []
+    reached: cursors.Position = {}
+    for stream in streams:
+        after = position.get(stream, 0)
+        if stream not in since or after < since[stream]:
+            return None
+        kept = recent[stream]
+        found.append([e for e in kept if e.seq > after and e.type in types])
+        reached[stream] = max(after, heads.get(stream, 0), kept[-1].seq if kept else 0)
+    merged = list(heapq.merge(*found, key=lambda e: (e.ts, e.stream, e.seq)))
+    return merged, reached
 
 
 class Tailer:
@@ -101,17 +142,7 @@ class Tailer:
     ) -> tuple[list[Envelope], cursors.Position] | None:
         """The events of `types` after `position` from memory, in seq order per stream and by time
         across streams, and where each stream then stands; None if memory does not reach back."""
-        found: list[list[Envelope]] = []
-        reached: cursors.Position = {}
-        for stream in streams:
-            after = position.get(stream, 0)
-            if stream not in self._since or after < self._since[stream]:
-                return None
-            recent = self._recent[stream]
-            found.append([e for e in recent if e.seq > after and e.type in types])
-            reached[stream] = max(after, self._heads.get(stream, 0), recent[-1].seq if recent else 0)
-        merged = list(heapq.merge(*found, key=lambda e: (e.ts, e.stream, e.seq)))
-        return merged, reached
+        return from_memory(self._since, self._recent, self._heads, position, types, streams)
 
     async def wait_beyond(self, position: cursors.Position, streams: frozenset[str], timeout: float) -> None:
         """Return when a head of `streams` is beyond `position`, or after `timeout` seconds."""

@@ -47,11 +47,12 @@ class SseStream(Construct):
         store: EventsTable,
         connections: ConnectionStore,
         auth: TokenAuth,
+        websocket_url: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
-        self.function = self._build_function(functions, store, connections, auth)
-        # Replay and stream heads, then polling for new events: reads only.
+        self.function = self._build_function(functions, store, connections, auth, websocket_url)
+        # Replay and stream heads, then new events (polled, or pushed and read at a gap): reads only.
         store.grant_read_access(self.function)
         # Each open stream holds a lease (`sse#<subject>` items), counted per token subject.
         connections.grant_leases(self.function)
@@ -66,12 +67,15 @@ class SseStream(Construct):
         store: EventsTable,
         connections: ConnectionStore,
         auth: TokenAuth,
+        websocket_url: str,
     ) -> lambda_.Function:
         config = self._config
         parts = (
             config.runtime_settings(store.table.table_name).to_env(),
             auth.environment(),
-            config.sse_settings(connections.table_name).to_env(),
+            # Streams relay from the WebSocket API as one of its clients, with their subscriber's token:
+            # no grant (sse.push, docs/architecture.md).
+            config.sse_settings(connections.table_name, websocket_url).to_env(),
             adapter_environment(),
         )
         environment: dict[str, str] = {}

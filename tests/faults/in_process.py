@@ -99,7 +99,7 @@ def signing_key(monkeypatch) -> Iterator[SigningKey]:
     client = boto3.client("secretsmanager", region_name=REGION)
     arn = client.create_secret(Name=f"signing-key-{uuid.uuid4()}", SecretString=KEY)["ARN"]
     config = load("dev")
-    sse = replace(config.sse_settings(CONNECTIONS_TABLE), max_stream_seconds=5)
+    sse = replace(config.sse_settings(CONNECTIONS_TABLE, ""), max_stream_seconds=5)
     for name, value in {**config.auth_settings(arn).to_env(), **sse.to_env()}.items():
         monkeypatch.setenv(name, value)
     _forget_sse_app()

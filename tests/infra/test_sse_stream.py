@@ -77,15 +77,18 @@ def test_environment_starts_the_adapter_and_configures_the_app(stack, environmen
     secret_id, _ = stack.one("AWS::SecretsManager::Secret")
     runtime = config.runtime_settings("events").to_env()
     auth = config.auth_settings("secret").to_env()
-    sse = config.sse_settings("connections").to_env()
+    sse = config.sse_settings("connections", "wss://api").to_env()
     # Nothing but the adapter's variables and the app's settings; of the WebSocket API only the table
-    # where open streams are counted.
+    # where open streams are counted, and its URL, which streams relay from (sse.push).
     assert set(env) == set(ADAPTER_ENVIRONMENT) | set(runtime) | set(auth) | set(sse)
     assert {k: env[k] for k in ADAPTER_ENVIRONMENT} == ADAPTER_ENVIRONMENT
-    assert {k: env[k] for k in sse if k != c.ENV_CONNECTIONS_TABLE} == {
-        k: v for k, v in sse.items() if k != c.ENV_CONNECTIONS_TABLE
+    deployed = (c.ENV_CONNECTIONS_TABLE, c.ENV_SSE_PUSH_URL)
+    assert {k: env[k] for k in sse if k not in deployed} == {
+        k: v for k, v in sse.items() if k not in deployed
     }
     assert env[c.ENV_CONNECTIONS_TABLE] == {"Ref": stack.table(c.OUTPUT_CONNECTIONS_TABLE)}
+    stage_url = json.dumps(env[c.ENV_SSE_PUSH_URL])
+    assert stage_url.startswith('{"Fn::Join"') and "wss://" in stage_url and "WebSocketApi" in stage_url
     assert env[c.ENV_SSE_MAX_STREAMS_PER_SUBJECT] == str(config.sse.max_streams_per_subject)
     assert sse[c.ENV_SSE_MAX_STREAM_SECONDS] == str(config.sse.max_stream_seconds)
     assert sse[c.ENV_COMPRESS_ABOVE_BYTES] == str(config.compress_above_bytes)

@@ -35,7 +35,9 @@ TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[LocalState]:
-    options = ("--coalesce-above-events", str(THRESHOLD))
+    # SSE polling: each transport's own coalescing, counted under its own name. A relayed stream
+    # (sse.push) is coalesced by the fan-out at its relay's connection, counted as websocket.
+    options = ("--coalesce-above-events", str(THRESHOLD), "--sse-poll")
     with running_local_stack(tmp_path_factory.mktemp("degradation"), *options) as state:
         yield state
 

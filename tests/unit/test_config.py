@@ -207,6 +207,7 @@ SSE_DEFAULTS = {
     "reserved_concurrency": None,
     "memory_mb": 256,
     "max_streams_per_subject": 5,
+    "push": True,
 }
 
 
@@ -264,8 +265,9 @@ def test_the_web_adapter_layer_version_is_required():
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_sse_settings_come_from_the_sse_block_and_round_trip(environment):
     config = load(environment)
-    settings = config.sse_settings("connections")
+    settings = config.sse_settings("connections", "wss://api")
     assert settings.streams_table == "connections"
+    assert settings.push_url == ("wss://api" if config.sse.push else "")
     assert settings.max_streams_per_subject == config.sse.max_streams_per_subject
     assert (
         settings.poll_interval_ms,
@@ -287,8 +289,11 @@ def test_sse_settings_come_from_the_sse_block_and_round_trip(environment):
 
 def test_sse_settings_follow_a_changed_configuration():
     sse = {"poll_interval_ms": 250, "heartbeat_seconds": 5, "max_stream_seconds": 300, "retry_ms": 0}
-    settings = SseSettings.from_env(load("dev", with_sse(**sse)).sse_settings("t").to_env())
+    settings = SseSettings.from_env(load("dev", with_sse(**sse)).sse_settings("t", "wss://api").to_env())
     assert {key: getattr(settings, key) for key in sse} == sse
+    assert settings.push_url == "wss://api"
+    polling = SseSettings.from_env(load("dev", with_sse(push=False)).sse_settings("t", "wss://api").to_env())
+    assert polling.push_url == "" and c.ENV_SSE_PUSH_URL not in polling.to_env()
 
 
 # `make token` runs this: the configuration is read and a token issued, with no CDK (whose jsii runtime
