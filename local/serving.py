@@ -175,7 +175,10 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
     "Exception in ASGI application" with a traceback."""
 
     async def app_until_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # WebSocket connections: uvicorn closes them itself (1012)
+        if scope["type"] == "websocket":
+            await _websocket_until_shutdown(app, scope, receive, send, stopping)
+            return
+        if scope["type"] != "http":
             await app(scope, receive, send)
             return
         received = started = completed = False
@@ -217,6 +220,33 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     return app_until_shutdown
+
+
+async def _websocket_until_shutdown(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, stopping: asyncio.Event
+) -> None:
+    """uvicorn closes open WebSocket connections itself (1012) when the stack stops, and they end at
+    once; a connection still being opened (its `$connect` waiting for a function of a stack that is
+    going) or closed (its `$disconnect`) after `ANSWER_SECONDS` is cut off, and refused if it was not
+    accepted yet."""
+    accepted = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal accepted
+        accepted = accepted or message["type"] == "websocket.accept"
+        await send(message)
+
+    session = asyncio.ensure_future(app(scope, receive, tracked))
+    try:
+        await _until_stopping(session, stopping)
+        await asyncio.wait({session}, timeout=ANSWER_SECONDS)
+    finally:
+        if session.cancel():  # not done yet: cut off
+            await asyncio.wait({session})
+    if not session.cancelled():
+        session.result()  # an error is uvicorn's to log, as before
+    elif not accepted:
+        await send({"type": "websocket.close", "code": 1012})
 
 
 async def _until_stopping(work: asyncio.Future[Any], stopping: asyncio.Event) -> None:
