@@ -100,9 +100,6 @@ chaos: install
 	$(PY) -m tests.chaos --state-dir .local $(if $(SUBSCRIBERS),--subscribers $(SUBSCRIBERS)) \
 		$(if $(EVENTS),--events $(EVENTS)) $(if $(CUT_RATE),--cut-rate $(CUT_RATE))
 
-# The chaos gate at the issue's scale; `make test` runs it with fewer events (tests/integration/test_chaos.py).
-test-chaos: export CHAOS_EVENTS ?= 5000
-
 # The soak run (docs/reliability.md, "Soak"; not in `make test`, which runs it for 30 s): MINUTES of
 # connection churn and steady publishing on a local stack of its own; writes docs/images/soak-rss.png
 # and soak.csv, prints a summary, exits 1 on a leak.
