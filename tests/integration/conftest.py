@@ -15,6 +15,8 @@ import pytest
 from local.aws import moto_client
 from local.state import LOCAL_STACK, LocalState
 
+STOP_SECONDS = 30  # from SIGTERM to the local stack's exit
+
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
@@ -77,7 +79,9 @@ def local_stack_process(directory: Path, *options: str) -> Iterator[tuple[subpro
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            # Its own waits are bounded at about 13 s (local/serving.py: 3 s for the servers, 10 s for
+            # invocations still running); a loaded machine adds to that.
+            process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()  # reported by the test that needed it, not by a hang here
             process.wait(timeout=5)
