@@ -204,15 +204,7 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
             )
             await send(message)
 
-        answer = asyncio.ensure_future(app(scope, receive_until_shutdown, tracked))
-        try:
-            await _until_stopping(answer, stopping)
-            await asyncio.wait({answer}, timeout=ANSWER_SECONDS)
-        finally:
-            if answer.cancel():  # not done yet: cut off
-                await asyncio.wait({answer})
-        if not answer.cancelled():
-            answer.result()  # an error is uvicorn's to answer and log, as before
+        await _cut_off_once_stopping(app(scope, receive_until_shutdown, tracked), stopping)
         if not started:
             await send(_UNAVAILABLE)
             await send({"type": "http.response.body", "body": b'{"message":"the local stack is stopping"}'})
@@ -236,17 +228,24 @@ async def _websocket_until_shutdown(
         accepted = accepted or message["type"] == "websocket.accept"
         await send(message)
 
-    session = asyncio.ensure_future(app(scope, receive, tracked))
-    try:
-        await _until_stopping(session, stopping)
-        await asyncio.wait({session}, timeout=ANSWER_SECONDS)
-    finally:
-        if session.cancel():  # not done yet: cut off
-            await asyncio.wait({session})
-    if not session.cancelled():
-        session.result()  # an error is uvicorn's to log, as before
-    elif not accepted:
+    if not await _cut_off_once_stopping(app(scope, receive, tracked), stopping) and not accepted:
         await send({"type": "websocket.close", "code": 1012})
+
+
+async def _cut_off_once_stopping(work: Awaitable[None], stopping: asyncio.Event) -> bool:
+    """Run `work` to its end, or until `ANSWER_SECONDS` after the stack starts stopping, when it is
+    cancelled: whether it ended by itself. An error it raises is raised (uvicorn's to log, as before)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await _until_stopping(task, stopping)
+        await asyncio.wait({task}, timeout=ANSWER_SECONDS)
+    finally:
+        if task.cancel():  # not done yet: cut off
+            await asyncio.wait({task})
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 async def _until_stopping(work: asyncio.Future[Any], stopping: asyncio.Event) -> None:
