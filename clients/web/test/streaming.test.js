@@ -307,6 +307,18 @@ function scriptedClient(options = {}) {
   return { client, sockets, tokens, got, states };
 }
 
+/** A scripted client whose first socket is open, welcomed and subscribed at `position`. */
+async function subscribedClient(position, options = {}) {
+  const scripted = scriptedClient(options);
+  scripted.client.start();
+  await until(() => scripted.sockets.length === 1);
+  const [socket] = scripted.sockets;
+  socket.accept();
+  socket.message(welcome());
+  socket.message(subscribed(position));
+  return { ...scripted, socket };
+}
+
 describe("StreamingClient over WebSocket", () => {
   test("the token travels in the subprotocol; the first subscription starts at its cursor", async () => {
     const { client, sockets, got } = scriptedClient();
@@ -326,13 +338,7 @@ describe("StreamingClient over WebSocket", () => {
   });
 
   test("the connection panel's stats count the events coalesced under overload", async () => {
-    const { client, sockets, got } = scriptedClient();
-    client.start();
-    await until(() => sockets.length === 1);
-    const [socket] = sockets;
-    socket.accept();
-    socket.message(welcome());
-    socket.message(subscribed({ market: 3 }));
+    const { client, socket, got } = await subscribedClient({ market: 3 });
     socket.message({ type: "events", events: [ev(4), { ...ev(9, 4), key: "p-1", coalesced: 4 }] });
     assert.deepEqual(seqs(got), [4, 9]);
     assert.equal(got[1].coalesced, 4); // the application sees it on the event
@@ -342,13 +348,7 @@ describe("StreamingClient over WebSocket", () => {
   });
 
   test("an event whose predecessor does not come is repaired by a replay from the position", async () => {
-    const { client, sockets, got } = scriptedClient();
-    client.start();
-    await until(() => sockets.length === 1);
-    const [socket] = sockets;
-    socket.accept();
-    socket.message(welcome());
-    socket.message(subscribed({ market: 1 }));
+    const { client, socket, got } = await subscribedClient({ market: 1 });
     socket.message({ type: "events", events: [ev(3)] });
     assert.deepEqual(got, []);
     await until(() => socket.sentOf("replay").length === 1);
@@ -392,13 +392,7 @@ describe("StreamingClient over WebSocket", () => {
   });
 
   test("the last N come first as history, then live events by the rule, each once", async () => {
-    const { client, sockets, got } = scriptedClient({ last: 3 });
-    client.start();
-    await until(() => sockets.length === 1);
-    const [socket] = sockets;
-    socket.accept();
-    socket.message(welcome());
-    socket.message(subscribed({ market: 10 }));
+    const { client, socket, got } = await subscribedClient({ market: 10 }, { last: 3 });
     assert.deepEqual(socket.sentOf("replay")[0], { action: "replay", last: 3, id: "history" });
     // History is not a continuation: 6 and 8 have prevs the client never had; 11 is live, meanwhile.
     socket.message({ type: "events", events: [ev(11, 10)] });
