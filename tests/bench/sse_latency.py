@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,7 @@ def polling_requests_per_minute(seconds: float, events_per_second: float) -> tup
         create_table(raw, table, EVENTS)
         create_table(raw, leases_table, CONNECTIONS)
         counting, lease_checks = CountingClient(raw), CountingClient(raw)
-        lease = StreamLeases(raw, leases_table).acquire(
-            "bench", 5, seconds, role="viewer", replaceable_after=15
-        )
-        assert lease is not None
-        still_leased = functools.partial(StreamLeases(lease_checks, leases_table).held, "bench", lease)
+        still_leased = leased_stream(raw, lease_checks, leases_table, seconds)
         store = EventStore(counting, table, settings.streams_by_type, settings.replay_window_seconds)
         publisher = Publisher(settings, EventStore(raw, table, settings.streams_by_type, 86400))
         sse = config.sse_settings(table, "")
@@ -139,6 +136,14 @@ def polling_requests_per_minute(seconds: float, events_per_second: float) -> tup
         server.shutdown()
 
 
+def leased_stream(client: Any, checks: Any, table: str, seconds: float) -> Callable[[], bool]:
+    """A viewer stream's lease for the subject "bench", and the check the stream makes with it at each
+    heartbeat, its requests counted on `checks`."""
+    lease = StreamLeases(client, table).acquire("bench", 5, seconds, role="viewer", replaceable_after=15)
+    assert lease is not None
+    return functools.partial(StreamLeases(checks, table).held, "bench", lease)
+
+
 def push_requests_per_minute(seconds: float, events_per_second: float) -> tuple[float, float]:
     """The same for a subscription relaying from the local stack's WebSocket API: its own requests, the
     route handler's head reads for it (welcome, subscribed, each pong: one per stream its role sees),
@@ -149,11 +154,7 @@ def push_requests_per_minute(seconds: float, events_per_second: float) -> tuple[
         endpoints = outputs(state)
         raw = moto_client("dynamodb", endpoints["AwsEndpointUrl"])
         counting, lease_checks = CountingClient(raw), CountingClient(raw)
-        lease = StreamLeases(raw, CONNECTIONS_TABLE).acquire(
-            "bench", 5, seconds, role="viewer", replaceable_after=15
-        )
-        assert lease is not None
-        still_leased = functools.partial(StreamLeases(lease_checks, CONNECTIONS_TABLE).held, "bench", lease)
+        still_leased = leased_stream(raw, lease_checks, CONNECTIONS_TABLE, seconds)
         store = EventStore(counting, TABLE, settings.streams_by_type, settings.replay_window_seconds)
         sse = config.sse_settings(CONNECTIONS_TABLE, endpoints["WebSocketUrl"])
         plan = viewer_plan(dict(settings.streams_by_type), sse, seconds)
