@@ -150,6 +150,11 @@ class EventCatalog:
             ) from error
 
 
+def data_bytes(data: Mapping[str, Any]) -> int:
+    """The size of an event's `data` as it is stored: compact JSON in UTF-8."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
 def parse_new_event(raw: Any, catalog: EventCatalog, max_data_bytes: int) -> NewEvent:
     """Validate one submitted event; raise StreamingError with the most specific code."""
     if not isinstance(raw, dict):
@@ -180,7 +185,7 @@ def parse_new_event(raw: Any, catalog: EventCatalog, max_data_bytes: int) -> New
     data = raw.get("data")
     if not isinstance(data, dict):
         raise StreamingError(ErrorCode.INVALID_ENVELOPE, "data must be a JSON object")
-    size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    size = data_bytes(data)
     if size > max_data_bytes:
         raise StreamingError(
             ErrorCode.PAYLOAD_TOO_LARGE, f"data is {size} bytes; the limit is {max_data_bytes}"

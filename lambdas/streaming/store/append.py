@@ -4,14 +4,13 @@ waits for an append in flight, or is taken over from a publisher that died befor
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from streaming.errors import ErrorCode, StreamingError
-from streaming.events import NewEvent
+from streaming.events import NewEvent, data_bytes
 from streaming.results import Appended
 from streaming.store.claims import Claims
 from streaming.store.commit import HeadCommit, now_ms
@@ -205,7 +204,7 @@ def _batches(claimed: list[_Claimed]) -> Iterator[list[_Claimed]]:
     batch: list[_Claimed] = []
     size = 0
     for claim in claimed:
-        event_bytes = len(json.dumps(claim.event.data, separators=(",", ":")).encode()) + ITEM_OVERHEAD_BYTES
+        event_bytes = data_bytes(claim.event.data) + ITEM_OVERHEAD_BYTES
         if batch and (len(batch) == MAX_BATCH_EVENTS or size + event_bytes > MAX_BATCH_BYTES):
             yield batch
             batch, size = [], 0
