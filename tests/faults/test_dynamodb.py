@@ -17,6 +17,7 @@ from handlers import composition
 from streaming import cursor as cursors
 from streaming.settings import Settings
 from streaming.store import EventStore
+from streaming.store.commit import TAIL_EVENTS
 from tests.conftest import CONNECTIONS_TABLE, TABLE, Clock, signal
 from tests.faults.in_process import (  # noqa: F401 - fixtures among them
     WebSocketConnection,
@@ -197,15 +198,18 @@ def test_a_websocket_client_gets_its_answers_through_throttling_and_an_error_it_
     answered `internal_error` (docs/protocol.md: send the message again), and sent again, served."""
     connection = WebSocketConnection(monkeypatch)
     route, answers = connection.route, connection.answers
-    published = [signal() for _ in range(3)]
-    assert call("POST", "/events", {"events": published[:2]})[0] == 201
-    assert call("POST", "/events", published[2])[0] == 201  # the first two now below the head's batch
+    published = [signal() for _ in range(TAIL_EVENTS + 1)]
+    assert call("POST", "/events", {"events": published[:-1]})[0] == 201
+    assert call("POST", "/events", published[-1])[0] == 201  # the others now below the head's tail
 
     faults.refuse("PutItem", THROTTLED, times=ATTEMPTS_PER_CALL - 1)  # registering the connection
     route("$connect")
     faults.refuse("GetItem", THROTTLING, times=ATTEMPTS_PER_CALL - 1)
     subscribed = route("subscribe", {"action": "subscribe", "types": ["signal.created"], "id": "s"})
-    assert (subscribed["type"], cursors.decode(subscribed["cursor"])) == ("subscribed", {"market": 3})
+    assert (subscribed["type"], cursors.decode(subscribed["cursor"])) == (
+        "subscribed",
+        {"market": len(published)},
+    )
 
     replay = {"action": "replay", "last": 3, "id": "r"}
     faults.refuse("Query", THROTTLED, times=float("inf"))
@@ -216,7 +220,7 @@ def test_a_websocket_client_gets_its_answers_through_throttling_and_an_error_it_
     answers.posts.clear()
     assert route("replay", replay)["type"] == "replay"  # its summary, after the events
     replayed = [event["id"] for post in answers.posts for event in post.get("events", [])]
-    assert replayed == [raw["id"] for raw in published]
+    assert replayed == [raw["id"] for raw in published[-3:]]
     assert metric(capsys, "StoreThrottles") == 2 * (ATTEMPTS_PER_CALL - 1) + ATTEMPTS_PER_CALL
 
 

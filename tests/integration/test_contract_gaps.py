@@ -36,6 +36,7 @@ from stacks.config import load
 from streaming import constants as c
 from streaming import cursor as cursors
 from streaming.codec import decode_event
+from streaming.store.commit import TAIL_EVENTS
 from tests.conftest import example, signal
 from tests.integration.conftest import outputs, running_local_stack
 
@@ -119,6 +120,11 @@ def age_out(stack: LocalState, stream: str, seq: int, how: str) -> None:
         )
 
 
+# Events published one by one after an event put it below the head's tail, in the table, where the
+# replay window acts on it.
+BELOW_THE_TAIL = TAIL_EVENTS
+
+
 def published(stack: LocalState, settings: Any, event_type: str, count: int) -> list[dict[str, Any]]:
     client = local_client(stack)
     return [client.publish(example(event_type, settings)) for _ in range(count)]
@@ -127,7 +133,7 @@ def published(stack: LocalState, settings: Any, event_type: str, count: int) -> 
 @pytest.mark.reconnect
 @pytest.mark.parametrize("how", ["expired", "deleted"])
 def test_a_websocket_replay_from_a_cursor_the_window_has_passed_says_truncated(stack, settings, how):
-    last_seen, aged, *after = published(stack, settings, "system.status", 4)
+    last_seen, aged, *after = published(stack, settings, "system.status", 2 + BELOW_THE_TAIL)
     age_out(stack, "ops", aged["seq"], how)
     from_last_seen = cursors.encode({"ops": last_seen["seq"]})
     from_aged = cursors.encode({"ops": aged["seq"]})
@@ -145,16 +151,16 @@ def test_a_websocket_replay_from_a_cursor_the_window_has_passed_says_truncated(s
         return truncated, replayed, complete
 
     truncated, replayed, complete = run(scenario())
-    assert (truncated["type"], truncated["truncated"], truncated["count"]) == ("replay", True, 2)
+    assert (truncated["type"], truncated["truncated"], truncated["count"]) == ("replay", True, len(after))
     assert replayed == [e["id"] for e in after]  # what is left of the window, nothing aged
-    assert (complete["truncated"], complete["count"]) == (False, 2)
+    assert (complete["truncated"], complete["count"]) == (False, len(after))
 
 
 @pytest.mark.reconnect
 def test_an_sse_resume_from_a_cursor_the_window_has_passed_gets_a_truncated_event(stack, settings):
     # Only this test reads `risk` over SSE in this stack: the SSE process keeps the events it has
     # tailed in memory and serves a resume it can from there (not the store, where the window acts).
-    last_seen, expired, deleted, *after = published(stack, settings, "risk.alert", 5)
+    last_seen, expired, deleted, *after = published(stack, settings, "risk.alert", 3 + BELOW_THE_TAIL)
     age_out(stack, "risk", expired["seq"], "expired")
     age_out(stack, "risk", deleted["seq"], "deleted")
     cursor = cursors.encode({"risk": last_seen["seq"]})
@@ -172,7 +178,7 @@ def test_an_sse_resume_from_a_cursor_the_window_has_passed_gets_a_truncated_even
                 received.append(sse)
             if sse.event == "risk.alert" and json.loads(sse.data)["id"] == after[-1]["id"]:
                 break
-    assert [sse.event for sse in received] == ["truncated", "risk.alert", "risk.alert"]
+    assert [sse.event for sse in received] == ["truncated", *["risk.alert"] * len(after)]
     assert json.loads(received[0].data) == {"cursor": cursor}
     assert [json.loads(sse.data)["id"] for sse in received[1:]] == [e["id"] for e in after]
 

@@ -12,6 +12,7 @@ from streaming.errors import StreamingError
 from streaming.events import Envelope, NewEvent, parse_new_event
 from streaming.replay import replay_after, replay_latest
 from streaming.store import EventStore, Step
+from streaming.store.commit import TAIL_EVENTS
 from streaming.store.items import envelope_of, event_item
 from tests.conftest import TABLE, example, signal
 
@@ -189,35 +190,54 @@ def test_crash_after_committing_is_found_again_not_stored_twice(settings, dynamo
     assert [e.id for e in store.after({}, frozenset({"signal.created"}), 10).events] == [raw["id"]]
 
 
-def test_a_batch_lives_in_the_head_and_is_copied_out_before_the_head_moves_on(settings, dynamodb, clock):
-    batch = [signal() for _ in range(3)]
-    crashing = fresh_store(dynamodb, settings, clock, at_step=crash_at(Step.COMMITTED))
-    with pytest.raises(Crash):  # committed, then gone before writing the batch out
-        crashing.append(events(settings, *batch), "p")
+def test_the_last_events_live_in_the_heads_tail_until_it_is_full_then_go_out_with_their_claims(
+    settings, dynamodb, clock
+):
+    store = fresh_store(dynamodb, settings, clock)
+    published = events(settings, *(signal() for _ in range(TAIL_EVENTS)))
+    tail = store.append(published, "p")
     assert stream_items(dynamodb, "market") == []  # committed in the head only
-    assert logged(crashing, settings) == [(seq, raw["id"]) for seq, raw in enumerate(batch, 1)]
-    clock.advance(121)
-    later = signal()
-    fresh_store(dynamodb, settings, clock).append(events(settings, later), "p")
-    expected = [(seq, raw["id"]) for seq, raw in enumerate([*batch, later], 1)]
-    assert stream_items(dynamodb, "market") == expected  # the next publisher copied them out first
-    assert logged(crashing, settings) == expected
+    assert "seq" not in dynamodb.get_item(TableName=TABLE, Key=claim_key(tail[0].id))["Item"]
+    assert logged(store, settings) == [(r.seq, r.id) for r in tail]
+    [later] = store.append(events(settings, signal()), "p")
+    assert stream_items(dynamodb, "market") == [(r.seq, r.id) for r in tail]  # copied out first
+    for event, result in zip(published, tail, strict=True):  # and each claim completed with them
+        claim = deserialize(dynamodb.get_item(TableName=TABLE, Key=claim_key(result.id))["Item"])
+        assert (claim["seq"], claim["ts"], claim["digest"]) == (result.seq, result.ts, event.digest())
+    assert logged(store, settings) == [(r.seq, r.id) for r in [*tail, later]]
+
+
+def test_a_republished_id_resolves_from_the_tail_before_its_claim_is_completed(settings, dynamodb, clock):
+    raw = signal()
+    store = fresh_store(dynamodb, settings, clock)
+    [first] = store.append(events(settings, raw, signal()), "p")[:1]
+    retrying = fresh_store(dynamodb, settings, clock, pending_wait_seconds=0.1)  # would not wait for it
+    [again] = retrying.append(events(settings, raw), "p")
+    assert (again.seq, again.ts, again.duplicate) == (first.seq, first.ts, True)
+    assert len(logged(store, settings)) == 2
 
 
 def test_a_requests_events_of_one_stream_commit_together_in_one_head_update(settings, dynamodb, clock):
     store = fresh_store(dynamodb, settings, clock)
     calls = count_requests(dynamodb)
     first = store.append(events(settings, *(signal() for _ in range(10))), "p")
-    # The head read, a claim per event, one commit, one put of the batch's items and its claims.
-    assert calls == Counter(GetItem=1, PutItem=10, UpdateItem=1, BatchWriteItem=1)
+    assert calls == Counter(GetItem=1, PutItem=10, UpdateItem=1)  # the head, a claim per event, the commit
     calls.clear()
     second = store.append(events(settings, *(signal() for _ in range(10))), "p")
-    assert calls == Counter(PutItem=10, UpdateItem=1, BatchWriteItem=1)  # its own head, known
+    # Its own head, known; the tail is full, so the first ten and their claims go out in one put.
+    assert calls == Counter(PutItem=10, UpdateItem=1, BatchWriteItem=1)
     assert [r.seq for r in first + second] == list(range(1, 21))
     assert [r.envelope.prev for r in second if r.envelope] == list(range(10, 20))
     assert logged(store, settings) == [(r.seq, r.id) for r in first + second]
-    [(_, claim)] = [(c, dynamodb.get_item(TableName=TABLE, Key=claim_key(second[4].id))["Item"]) for c in [0]]
-    assert (int(claim["seq"]["N"]), claim["ts"]["S"]) == (15, second[4].ts)
+
+
+def test_a_lone_publishers_single_events_cost_two_requests_and_a_put_per_tail(settings, dynamodb, clock):
+    store = fresh_store(dynamodb, settings, clock)
+    store.append(events(settings, signal()), "p")
+    calls = count_requests(dynamodb)
+    for _ in range(TAIL_EVENTS):
+        store.append(events(settings, signal()), "p")
+    assert calls == Counter(PutItem=TAIL_EVENTS, UpdateItem=TAIL_EVENTS, BatchWriteItem=1)
 
 
 def test_a_known_head_another_publisher_moved_costs_one_lost_race(settings, dynamodb, clock):
@@ -282,7 +302,7 @@ def test_a_head_written_before_batches_is_read_and_moved_on(store, settings, dyn
     assert store.get("market", 1) == old
     [result] = fresh_store(dynamodb, settings, clock).append(events(settings, signal()), "p")
     assert (result.seq, result.envelope and result.envelope.prev) == (2, 1)
-    assert stream_items(dynamodb, "market")[0] == (1, old.id)
+    assert logged(store, settings)[0] == (1, old.id)
     assert (
         "last"
         not in dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "stream#market"}, "sk": {"N": "0"}})[

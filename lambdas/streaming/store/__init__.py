@@ -3,17 +3,19 @@
 Layout (partition key `pk` string, sort key `sk` number, TTL attribute `expires_at`):
 
     pk="stream#<name>", sk=0      the stream head: seq of the last event, the last seq of each type, and
-                                  the last committed batch of events (`batch`); never expires
-    pk="stream#<name>", sk=<seq>  one event, seq >= 1
-    pk="event#<id>",    sk=0      the idempotency claim of an event id: its stream and seq once stored
+                                  the stream's last events (`batch`, its tail); never expires
+    pk="stream#<name>", sk=<seq>  one event below the tail, seq >= 1
+    pk="event#<id>",    sk=0      the idempotency claim of an event id: its stream, and its seq once the
+                                  event is below the tail
 
 The head is the commit point. A publish claims its events' ids, then moves the head from seq n to n+k
-with one conditional update (`seq = n`) that stores its k events of that stream in the head: a batch.
-Before moving it, the publisher makes sure the head's previous batch is in the table at its own keys
-(a batch put, skipped when this publisher wrote that batch out itself), so the table always holds
-every event below the head's batch and the head holds the batch. After committing, the publisher puts
-its batch's items and its completed claims in one batch request. Readers read the head first, then the
-table below it. A publisher that loses the race gets the new head back and tries again.
+with one conditional update (`seq = n`) that adds its k events of that stream to the head's tail.
+When they would overflow the tail, the publisher first copies the tail out, its events and their
+completed claims in one batch put, and the k events start a new tail: so the table always holds every
+event below the tail and the head holds the tail. Nothing more is written for a request after its
+commit. Readers read the head first, then the table below it. A publisher that loses the race gets the
+new head back and tries again; one whose id is claimed finds the event in the completed claim or in
+the tail.
 
 So the sequence has no hole and no duplicate whatever publishers crash where, the head never lags, and
 TTL can never free a seq for reuse. Every write is a single-item conditional write or a put of an item
@@ -69,11 +71,12 @@ class EventStore:
         """`at_step` is called as an append reaches each Step: where tests inject a crash or a pause."""
         table = Table(client, table_name)
         self._reader = Reader(table, streams_by_type, clock, max_scan)
+        claims = Claims(table, replay_window_seconds)
         self._appender = Appender(
             streams_by_type,
             table,
-            Claims(table, replay_window_seconds),
-            HeadCommit(table, self._reader, replay_window_seconds, clock, max_commit_attempts),
+            claims,
+            HeadCommit(table, claims, self._reader, replay_window_seconds, clock, max_commit_attempts),
             self._reader,
             clock=clock,
             claim_timeout_seconds=claim_timeout_seconds,

@@ -1,6 +1,7 @@
-"""Appending events: claim their ids, commit those claimed now at the stream head together (a batch
-per stream), then record their seqs in the claims. An id claimed before resolves to the stored event,
-waits for an append in flight, or is taken over from a publisher that died before completing it."""
+"""Appending events: claim their ids, then commit those claimed now at the stream head together (a
+batch per stream, added to the head's tail). An id claimed before resolves to the stored event (in the
+table, or still in the head's tail), waits for an append in flight, or is taken over from a publisher
+that died before committing it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from streaming.events import NewEvent, data_bytes
 from streaming.results import Appended
 from streaming.store.claims import Claims
 from streaming.store.commit import HeadCommit, now_ms
-from streaming.store.items import Head, Item
+from streaming.store.items import Head, Item, event_seq
 from streaming.store.reads import Reader
 from streaming.store.table import Table
 
@@ -30,7 +31,7 @@ class Step(Enum):
     """The points of an append where a publisher that crashes or stalls leaves work for recovery."""
 
     CLAIMED = "claimed"  # the ids are claimed (or taken over); the head has not moved yet
-    COMMITTED = "committed"  # the head carries the events; their claims do not know their seqs yet
+    COMMITTED = "committed"  # the head carries the events; the publisher has not answered yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class _Claimed:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    head: Head  # as this publisher committed it: its batch is in the table
+    head: Head  # as this publisher committed it
     at: float  # monotonic
 
 
@@ -86,7 +87,7 @@ class Appender:
     def _append_to(
         self, stream: str, indexed: list[tuple[int, NewEvent]], producer: str
     ) -> dict[int, Appended]:
-        head, copied = self._head(stream)
+        head = self._head(stream)
         claimed: list[_Claimed] = []
         found: list[tuple[int, NewEvent, Item]] = []
         for index, event in indexed:
@@ -100,7 +101,7 @@ class Appender:
         batches = list(_batches(claimed))
         for number, batch in enumerate(batches):
             try:
-                results.update(self._store(batch, producer, stream, head, copied))
+                results.update(self._store(batch, producer, stream, head))
             except Exception as error:
                 # Every attempt refused means nothing was committed. After any other failure the
                 # outcome is unknown, so the claims wait for a take-over; later batches were never tried.
@@ -108,20 +109,19 @@ class Appender:
                 for untried_claim in (claim for later in untried for claim in later):
                     self._claims.release(untried_claim.event.id, untried_claim.claimed_at)
                 raise
-            head, copied = self._known[stream].head, True
+            head = self._known[stream].head
         for index, event, claim in found:
             # An empty claim: a backend that does not return the existing item on a failed condition.
             results[index] = self._resolve_claimed(event, producer, claim or self._claims.get(event.id))
         return results
 
-    def _head(self, stream: str) -> tuple[Head, bool]:
-        """The head to commit on first, and whether its batch is in the table: the one this publisher
-        committed last if that was recent (it is right unless another publisher moved it since),
-        else the stored one."""
+    def _head(self, stream: str) -> Head:
+        """The head to commit on first: the one this publisher committed last if that was recent (it
+        is right unless another publisher moved it since), else the stored one."""
         known = self._known.get(stream)
         if known is not None and time.monotonic() - known.at < KNOWN_HEAD_SECONDS:
-            return known.head, True
-        return self._reader.head(stream), False
+            return known.head
+        return self._reader.head(stream)
 
     def _resolve_claimed(self, event: NewEvent, producer: str, claim: Item) -> Appended:
         """The id was claimed before: return the stored result, wait for an in-flight publish,
@@ -132,6 +132,11 @@ class Appender:
             )
         deadline = time.monotonic() + self._pending_wait
         while "seq" not in claim:
+            # Committed events keep a pending claim while in the head's tail: their claims are
+            # completed when the tail is copied out, before the head moves past them.
+            in_tail = self._reader.head(claim["stream"]).find(event.id, int(claim["from_seq"]))
+            if in_tail is not None:
+                return _duplicate(event, claim["stream"], event_seq(in_tail), in_tail["ts"])
             if now_ms(self._clock) - int(claim["claimed_at"]) > self._claim_timeout_ms:
                 return self._take_over(event, producer, claim)
             if time.monotonic() > deadline:
@@ -141,48 +146,35 @@ class Appender:
                 )
             time.sleep(0.05)
             claim = self._claims.get(event.id)
-        return Appended(event.id, event.type, claim["stream"], int(claim["seq"]), claim["ts"], duplicate=True)
+        return _duplicate(event, claim["stream"], int(claim["seq"]), claim["ts"])
 
     def _take_over(self, event: NewEvent, producer: str, claim: Item) -> Appended:
         stream = claim["stream"]
         from_seq = int(claim["from_seq"])
         stored = self._reader.find(stream, from_seq, event.id)
-        if stored is not None:  # its publisher committed it, then died before recording the seq
+        if stored is not None:  # committed; out of the tail since its claim was read
             self._claims.complete(event.id, stored.seq, stored.ts)
-            return Appended(event.id, event.type, stream, stored.seq, stored.ts, duplicate=True)
+            return _duplicate(event, stream, stored.seq, stored.ts)
         claimed_at = now_ms(self._clock)
         if not self._claims.take_over(claim, event.id, claimed_at):
             return self._resolve_claimed(event, producer, self._claims.get(event.id))
         [result] = self._store(
-            [_Claimed(0, event, from_seq, claimed_at)], producer, stream, self._reader.head(stream), False
+            [_Claimed(0, event, from_seq, claimed_at)], producer, stream, self._reader.head(stream)
         ).values()
         return result
 
-    def _store(
-        self, batch: list[_Claimed], producer: str, stream: str, head: Head, copied: bool
-    ) -> dict[int, Appended]:
-        """Commit the claimed events together, then put their items and their completed claims."""
+    def _store(self, batch: list[_Claimed], producer: str, stream: str, head: Head) -> dict[int, Appended]:
+        """Commit the claimed events together."""
         self._at_step(Step.CLAIMED)
         fence_ms = batch[0].claimed_at + self._fence_ms  # the earliest claim's
         try:
             envelopes, head, conflicts = self._commit.advance(
-                [claim.event for claim in batch], producer, stream, head, fence_ms, copied=copied
+                [claim.event for claim in batch], producer, stream, head, fence_ms
             )
         except Exception:
             self._known.pop(stream, None)
             raise
         self._at_step(Step.COMMITTED)
-        # The batch's own items now, so the next commit on this head (likely this publisher's) need not
-        # copy them; and each claim's seq, so a repeated id resolves without searching the stream.
-        self._table.put_all(
-            [
-                *head.batch,
-                *(
-                    self._claims.completed(c.event, stream, c.from_seq, c.claimed_at, e.seq, e.ts)
-                    for c, e in zip(batch, envelopes, strict=True)
-                ),
-            ]
-        )
         self._known[stream] = _Known(head, time.monotonic())
         return {
             claim.index: Appended(
@@ -197,6 +189,10 @@ class Appender:
             )
             for number, (claim, envelope) in enumerate(zip(batch, envelopes, strict=True))
         }
+
+
+def _duplicate(event: NewEvent, stream: str, seq: int, ts: str) -> Appended:
+    return Appended(event.id, event.type, stream, seq, ts, duplicate=True)
 
 
 def _batches(claimed: list[_Claimed]) -> Iterator[list[_Claimed]]:

@@ -1,12 +1,14 @@
 """Id claims: the item `event#<id>` that makes publishing idempotent. A publisher claims an id before
-it commits the event, records the event's seq and ts in the claim after, and releases a claim it
-could not commit; a publisher that finds a claim nobody completed takes it over once it is old."""
+it commits the event and releases a claim it could not commit; the claim records the event's seq and
+ts when the event leaves the head's tail for its own item. A publisher that finds a claim nobody
+completed looks for its event in the tail, and takes the claim over once it is old."""
 
 from __future__ import annotations
 
 from streaming import constants as c
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, parse_ts
+from streaming.store import items
 from streaming.store.items import Item, claim_key, expires_at
 from streaming.store.table import Table
 
@@ -26,16 +28,21 @@ class Claims:
         not return it). `from_seq` is where a take-over looks for the event if it was committed."""
         return self._table.put_if_absent(self._item(event, stream, from_seq, claimed_at))
 
-    def completed(
-        self, event: NewEvent, stream: str, from_seq: int, claimed_at: int, seq: int, ts: str
-    ) -> Item:
-        """The claim as `complete` leaves it, whole: for a batch put by the publisher that committed
-        the event (before its fence, so nobody can have taken the claim over)."""
+    def completed(self, event: Item) -> Item:
+        """The completed claim of a committed event, whole, from its item: put when the event is
+        copied to its own key (a claim is settled once its event is committed, so nobody takes it over)."""
+        envelope = items.envelope_of(event)
         return {
-            **self._item(event, stream, from_seq, claimed_at),
-            "seq": seq,
-            "ts": ts,
-            c.TTL_ATTRIBUTE: expires_at(parse_ts(ts), self._window),
+            c.PARTITION_KEY: claim_key(envelope.id),
+            c.SORT_KEY: 0,
+            "stream": envelope.stream,
+            "type": envelope.type,
+            "digest": NewEvent(
+                envelope.id, envelope.type, envelope.data, envelope.schema_version, envelope.key
+            ).digest(),
+            "seq": envelope.seq,
+            "ts": envelope.ts,
+            c.TTL_ATTRIBUTE: event[c.TTL_ATTRIBUTE],
         }
 
     def _item(self, event: NewEvent, stream: str, from_seq: int, claimed_at: int) -> Item:

@@ -126,5 +126,9 @@ class Head:
         """The seq of the batch's first event: everything below it is in the table."""
         return self.seq - len(self.batch) + 1
 
+    def find(self, id_: str, from_seq: int) -> Item | None:
+        """The batch's event with id `id_` at `from_seq` or later, if it carries it."""
+        return next((i for i in self.batch if event_seq(i) >= from_seq and event_id(i) == id_), None)
+
     def in_batch(self, seq: int) -> Item | None:
         return self.batch[seq - self.first_in_batch] if self.first_in_batch <= seq <= self.seq else None
