@@ -50,6 +50,22 @@ FIGURES = {
             "requests_per_event": {"1": 5.0, "8": 6.9, "32": 9.0},
             "events_per_s": {"1": 50, "8": 36, "32": 20},
         },
+        "by_events_per_request": {
+            "1": {
+                "shipped": {
+                    "requests_per_event": {"1": 1.5, "8": 1.75, "32": 1.2},
+                    "events_per_s": {"1": 120.0, "8": 150.0, "32": 260.0},
+                },
+                "before": {
+                    "requests_per_event": {"1": 5.0, "8": 6.9, "32": 9.0},
+                    "events_per_s": {"1": 50, "8": 36, "32": 20},
+                },
+            },
+            "10": {
+                "shipped": {"requests_per_event": {"8": 2.2}, "events_per_s": {"8": 200.0}},
+                "before": {"requests_per_event": {"8": 8.0}, "events_per_s": {"8": 32.0}},
+            }
+        },
     },
     "adaptive_batching": {
         "100": {
@@ -79,6 +95,8 @@ def test_each_goal_is_judged_from_its_own_figure():
     assert verdicts["SSE store reads per idle stream-minute"] == (120, "**missed**")
     assert verdicts["store events/s, 8 publishers, x today's design"] == (4.17, "**missed**")  # 150 / 36
     assert verdicts["store DynamoDB requests per event, 8 publishers"] == (1.75, "met")
+    assert verdicts["the same, 10 events a request: events/s, x today's"] == (6.25, "met")  # 200 / 32
+    assert verdicts["the same, 10 events a request: requests per event"] == (2.2, "**missed**")
     assert verdicts["client CPU per delivery (ms)"] == (0.289, "**missed**")
     assert verdicts["fan-out speed-up over sequential boto3"] == (30.1, "met")
     assert verdicts["worst handler cold import, x bare boto3"] == (1.6, "**missed**")
@@ -88,6 +106,7 @@ def test_a_goal_without_its_figure_says_not_measured():
     partial = {key: value for key, value in FIGURES.items() if key not in ("store", "cold_import")}
     verdicts = {goal: verdict for goal, _, _, verdict in report.goals(partial)}
     assert verdicts["store events/s, 8 publishers, x today's design"] == "not measured"
+    assert verdicts["the same, 10 events a request: events/s, x today's"] == "not measured"
     assert verdicts["worst handler cold import, x bare boto3"] == "not measured"
     assert "### Event store" not in report.markdown(partial)
 
@@ -97,7 +116,8 @@ def test_the_section_holds_every_table_with_the_figures():
     assert section.startswith(report.BEGIN) and section.endswith(report.END)
     assert "| 1000 | 10 | 9990/10000 | 400.0 | 650.0 | 707.5 | 1.60 | 1,643 |" in section
     assert "| 100 | 60.0 | 95.0 | 130.5 |" in section
-    assert "| 8 | 150.0 | 36 | 1.75 | 6.90 |" in section
+    assert "| 1 | 8 | 150.0 | 36 | 1.75 | 6.90 |" in section
+    assert "| 10 | 8 | 200.0 | 32 | 2.20 | 8.00 |" in section
     assert "| `sse.app` | 320.0 | 1.60 |" in section
     assert "| speedup_vs_sequential | 30.1 |" in section
     assert "| 100 | 200 | 0.250 | 12.0 | 30.5 | 1.00 | 14.0 | 90.0 |" in section
