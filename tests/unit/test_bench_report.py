@@ -64,7 +64,7 @@ FIGURES = {
             "10": {
                 "shipped": {"requests_per_event": {"8": 2.2}, "events_per_s": {"8": 200.0}},
                 "before": {"requests_per_event": {"8": 8.0}, "events_per_s": {"8": 32.0}},
-            }
+            },
         },
     },
     "adaptive_batching": {
@@ -117,7 +117,7 @@ def test_the_section_holds_every_table_with_the_figures():
     assert "| 1000 | 10 | 9990/10000 | 400.0 | 650.0 | 707.5 | 1.60 | 1,643 |" in section
     assert "| 100 | 60.0 | 95.0 | 130.5 |" in section
     assert "| 1 | 8 | 150.0 | 36 | 1.75 | 6.90 |" in section
-    assert "| 10 | 8 | 200.0 | 32 | 2.20 | 8.00 |" in section
+    assert "| 10 | 8 | 200.0 | 32.0 | 2.20 | 8.00 |" in section
     assert "| `sse.app` | 320.0 | 1.60 |" in section
     assert "| speedup_vs_sequential | 30.1 |" in section
     assert "| 100 | 200 | 0.250 | 12.0 | 30.5 | 1.00 | 14.0 | 90.0 |" in section
