@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -13,7 +16,7 @@ import jwt
 import pytest
 from botocore.credentials import Credentials
 
-from clients.publisher import PublishClient, PublishError
+from clients.publisher import BatchingPublisher, PublishClient, PublishError
 from local.publish import local_client
 from local.state import LocalState
 from local.token import issue
@@ -24,6 +27,7 @@ from tests.conftest import example, signal
 from tests.integration.conftest import outputs, running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
+TIMEOUT = 60  # seconds, generous: the machine may be loaded
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +70,65 @@ def test_a_bad_batch_is_refused_with_its_code_and_stores_nothing(local_stack):
         client.publish([signal(), {**signal(), "type": "order.filled"}])
     assert (raised.value.status, raised.value.code) == (400, "unknown_type")
     assert client.streams()["streams"] == before
+
+
+def recording(client: PublishClient, gate: threading.Event | None = None) -> list[int]:
+    """The sizes of the requests `client.publish` sends from now on; each waits for `gate` if given."""
+    sizes: list[int] = []
+    send = client.publish
+
+    def publish(events: Any) -> Any:
+        sizes.append(len(events))
+        if gate is not None:
+            assert gate.wait(TIMEOUT)
+        return send(events)
+
+    client.publish = publish  # type: ignore[method-assign]
+    return sizes
+
+
+def test_a_batching_publisher_sends_what_arrives_during_a_request_in_the_next_one_in_order(local_stack):
+    client = local_client(local_stack)
+    sizes = recording(client)
+    batches = [[signal() for _ in range(20)] for _ in range(8)]
+
+    def produce(events: list[dict[str, Any]]) -> list[int]:
+        return [future.result(TIMEOUT)["seq"] for future in [publisher.submit(e) for e in events]]
+
+    with BatchingPublisher(client) as publisher, ThreadPoolExecutor(len(batches)) as producers:
+        seqs = list(producers.map(produce, batches))
+    for own in seqs:  # each producer's events in the order it submitted them
+        assert own == sorted(own)
+    assert len({seq for own in seqs for seq in own}) == 160
+    assert sum(sizes) == 160 and len(sizes) < 160 // 4, sizes
+
+
+def test_a_batching_publisher_sends_an_event_at_once_when_nothing_is_in_flight(local_stack):
+    client = local_client(local_stack)
+    sizes = recording(client)
+    with BatchingPublisher(client) as publisher:
+        results = [publisher.publish(signal(), TIMEOUT) for _ in range(5)]
+    assert sizes == [1] * 5 and [r["duplicate"] for r in results] == [False] * 5
+
+
+def test_a_batching_publisher_gives_each_event_its_own_answer_when_one_fails_the_request(local_stack):
+    client, gate = local_client(local_stack), threading.Event()
+    sizes = recording(client, gate)
+    good, bad, also_good = signal(), {**signal(), "type": "order.filled"}, signal()
+    with BatchingPublisher(client) as publisher:
+        first = publisher.submit(signal())
+        until_sent = time.monotonic() + TIMEOUT
+        while not sizes and time.monotonic() < until_sent:  # held in flight, so the rest wait together
+            time.sleep(0.01)
+        futures = [publisher.submit(event) for event in (good, bad, also_good)]
+        gate.set()
+        assert first.result(TIMEOUT)["duplicate"] is False
+        assert futures[0].result(TIMEOUT)["id"] == good["id"]
+        with pytest.raises(PublishError) as refused:
+            futures[1].result(TIMEOUT)
+        assert futures[2].result(TIMEOUT)["id"] == also_good["id"]
+    assert refused.value.code == "unknown_type"
+    assert sizes == [1, 3, 1, 1, 1]
 
 
 def test_unsigned_and_wrongly_signed_requests_are_forbidden(local_stack):
