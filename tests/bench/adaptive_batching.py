@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -117,7 +119,13 @@ def run(fanout: FanOut, connections: list[str], pipe: Connection, rate: float, e
             event = _event(seq, at)
             handed[event.id] = at
             publishers.submit(publish, event)
-    expected = events * len(connections)
+    return {**received(pipe, handed, len(connections)), "frames_posted": frames_posted}
+
+
+def received(pipe: Connection, handed: dict[str, float], connections: int) -> dict[str, Any]:
+    """What the subscribers received of the events `handed` (id -> when), once every connection has
+    them all or SETTLE_SECONDS passed: deliveries, frames per event, latency from hand-over."""
+    expected = len(handed) * connections
     deadline = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < deadline:
         pipe.send("count")
@@ -134,11 +142,10 @@ def run(fanout: FanOut, connections: list[str], pipe: Connection, rate: float, e
     )
     frames = sum(1 for _, ids in messages if any(event_id in handed for event_id in ids))
     return {
-        "events": events,
+        "events": len(handed),
         "deliveries": len(latencies),
         "expected": expected,
         "frames": frames,
-        "frames_posted": frames_posted,
         "frames_per_event": round(frames / max(1, len(latencies)), 3),
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
@@ -156,13 +163,7 @@ def _event(seq: int, at: float) -> Envelope:
 
 def measure(state: LocalState, connections: int, rates: list[int], seconds: float) -> dict[str, Any]:
     """Against a running local stack: per rate, both variants, each after a few warm-up events."""
-    spawn = multiprocessing.get_context("spawn")
-    parent, child = spawn.Pipe()
-    process = spawn.Process(target=subscribers, args=(str(state.directory), connections, child), daemon=True)
-    process.start()
-    try:
-        if not parent.poll(120) or parent.recv() != "ready":
-            raise RuntimeError("the subscribers did not connect within 120 s")
+    with subscribed(state, connections) as parent:
         ids = connection_ids(state)
         registry = ConnectionRegistry(None, "unused", load("dev").runtime_settings("t").roles)  # no 410
         management = server_side(state)
@@ -179,12 +180,25 @@ def measure(state: LocalState, connections: int, rates: list[int], seconds: floa
                     run(fanout, ids, parent, rate, 2 if rate <= 1 else min(events, 20))  # warm-up
                     runs[fold] = run(fanout, ids, parent, rate, events)
                 results[str(rate)] = {**runs[True], "without_folding": runs[False]}
+    return results
+
+
+@contextlib.contextmanager
+def subscribed(state: LocalState, connections: int) -> Iterator[Connection]:
+    """`connections` subscribers in a process of their own, connected; the pipe that commands them."""
+    spawn = multiprocessing.get_context("spawn")
+    parent, child = spawn.Pipe()
+    process = spawn.Process(target=subscribers, args=(str(state.directory), connections, child), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(120) or parent.recv() != "ready":
+            raise RuntimeError("the subscribers did not connect within 120 s")
+        yield parent
         parent.send("stop")
     finally:
         process.join(timeout=15)
         if process.is_alive():
             process.kill()
-    return results
 
 
 def main() -> None:

@@ -216,6 +216,7 @@ def markdown(figures: Mapping[str, Any]) -> str:
             *_table(["figure", "value"], [list(kv) for kv in _flat(figures["fanout"])]),
         ]
     lines += _adaptive_batching(figures.get("adaptive_batching"))
+    lines += _publish_batching(figures.get("publish_batching"))
     cold = figures.get("cold_import")
     if cold:
         lines += ["", "### Cold import (CPU ms in a fresh interpreter, Lambda-like environment)", ""]
@@ -245,6 +246,21 @@ def markdown(figures: Mapping[str, Any]) -> str:
 def _load(machine: Mapping[str, Any], key: str) -> str:
     averages = machine.get(key) or ["?"]
     return str(averages[0])
+
+
+def _publish_batching(rates: Mapping[str, Any] | None) -> list[str]:
+    """A single-event producer at each rate, through BatchingPublisher and one request per event."""
+    if not rates:
+        return []
+    lines = ["", "### A producer of single events: BatchingPublisher against a request per event", ""]
+    return lines + _table(
+        ["events/s offered", "producer", "events/s stored", "requests/event", "answered p99 ms",
+         "frames/event", "received p50 ms", "received p99 ms"],
+        [[rate, name.replace("_", " "), row.get("events_per_s"), row.get("requests_per_event"),
+          _get(row, "answered_ms", "p99"), row.get("frames_per_event"), row.get("p50_ms"), row.get("p99_ms")]
+         for rate, modes in sorted(rates.items(), key=lambda item: int(item[0]))
+         for name, row in modes.items()],
+    )  # fmt: skip
 
 
 def _adaptive_batching(rates: Mapping[str, Any] | None) -> list[str]:

@@ -12,7 +12,14 @@ import pytest
 
 from local.state import LocalState
 from streaming.store import EventStore
-from tests.bench import adaptive_batching, cold_import, sse_latency, store_throughput, websocket_latency
+from tests.bench import (
+    adaptive_batching,
+    cold_import,
+    publish_batching,
+    sse_latency,
+    store_throughput,
+    websocket_latency,
+)
 from tests.integration.conftest import running_local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
@@ -60,6 +67,15 @@ def test_adaptive_batching_runs_and_folding_only_ever_saves_frames(stack):
     assert figures["deliveries"] == alone["deliveries"] == 300
     assert alone["frames"] == alone["frames_posted"] == 300  # each publish posted for itself
     assert figures["frames"] == figures["frames_posted"] <= 300  # as many or fewer, never more
+
+
+@pytest.mark.performance
+def test_publish_batching_runs_and_batching_only_ever_saves_requests(stack):
+    modes = publish_batching.measure(stack, connections=2, rates=[50], seconds=1)["50"]
+    print(json.dumps(modes))
+    alone, batching = modes["one_request_per_event"], modes["batching"]
+    assert alone["deliveries"] == batching["deliveries"] == 100  # 50 events to each connection
+    assert alone["requests_per_event"] == 1.0 and batching["requests_per_event"] <= 1.0
 
 
 @pytest.mark.performance

@@ -76,6 +76,26 @@ FIGURES = {
             "without_folding": {"events": 200, "frames_per_event": 1.0, "p50_ms": 14.0, "p99_ms": 90.0},
         },
     },
+    "publish_batching": {
+        "100": {
+            "one_request_per_event": {
+                "events_per_s": 38.0,
+                "requests_per_event": 1.0,
+                "answered_ms": {"p99": 4900.0},
+                "frames_per_event": 1.0,
+                "p50_ms": 2500.0,
+                "p99_ms": 4917.0,
+            },
+            "batching": {
+                "events_per_s": 98.0,
+                "requests_per_event": 0.237,
+                "answered_ms": {"p99": 132.0},
+                "frames_per_event": 0.237,
+                "p50_ms": 61.0,
+                "p99_ms": 125.4,
+            },
+        }
+    },
     "cpu_ms_per_delivery": 0.289,
     "fanout": {"speedup_vs_sequential": 30.1, "deliveries_per_s": 2661.0},
     "cold_import": {
@@ -120,6 +140,7 @@ def test_the_section_holds_every_table_with_the_figures():
     assert "| 10 | 8 | 200.0 | 32.0 | 2.20 | 8.00 |" in section
     assert "| `sse.app` | 320.0 | 1.60 |" in section
     assert "| speedup_vs_sequential | 30.1 |" in section
+    assert "| 100 | batching | 98.0 | 0.237 | 132.0 | 0.237 | 61.0 | 125.4 |" in section
     assert "| 100 | 200 | 0.250 | 12.0 | 30.5 | 1.00 | 14.0 | 90.0 |" in section
     assert "commit `0123456789ab`" in section
     assert "- skipped `adaptive_batching`: not on this branch" in section
