@@ -51,9 +51,11 @@ def import_ms(module: str, environment: dict[str, str]) -> float:
 
 
 def lambda_environment(task_root: str) -> dict[str, str]:
-    """This process's environment, with what Lambda sets that changes what the modules import."""
+    """This process's environment, with what Lambda sets that changes what the modules import, and
+    bytecode written: without it (PYTHONDONTWRITEBYTECODE set where the benchmark runs) every run would
+    compile the project's modules from source, and not boto3's, whose .pyc files pip wrote."""
     return {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"},
         "PYTHONPATH": os.pathsep.join([str(Path("lambdas").resolve()), str(Path().resolve())]),
         "LAMBDA_TASK_ROOT": task_root,
         "AWS_LAMBDA_FUNCTION_NAME": "cold-import-bench",
