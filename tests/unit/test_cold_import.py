@@ -28,7 +28,7 @@ NOT_LOADED = {
     "handlers.websocket": (FANOUT, PUBLISH, *PUSH),
     "handlers.fanout_worker": (PUBLISH, SESSION, *PUSH),
     "handlers.publish_http": (SESSION, *PUSH),
-    "handlers.publish_eventbridge": (SESSION, "aws_lambda_powertools.event_handler", *PUSH),
+    "handlers.publish_eventbridge": (SESSION, "aws_lambda_powertools.utilities.data_classes", *PUSH),
     "handlers.probe": (STORE, FANOUT, PUBLISH, SESSION, REGISTRY),
     "sse.app": (FANOUT, PUBLISH, SESSION),  # streams are pushed (sse.push): websockets is its own
 }
