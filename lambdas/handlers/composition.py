@@ -4,8 +4,8 @@ executors as parameters; this is the one place that makes them.
 
 Each factory imports the domain modules it builds: every function imports this module, and a
 module-level import of the whole domain would load, at every cold start, what only other functions
-use (the authorizer has no store, the sweeper no publisher, only the probe speaks HTTP out). The
-handler modules import what they use themselves; `tests/unit/test_cold_import.py` keeps it so.
+use (the authorizer has no store, the sweeper no publisher, the probe neither).
+`tests/unit/test_cold_import.py` checks that each handler's import leaves out what it does not use.
 
 A new live transport plugs in at `live_deliveries`: the publish paths hand it what they store.
 """
