@@ -2,6 +2,11 @@
 more, from the environment the stack gives it. The domain (streaming/) takes its AWS clients and
 executors as parameters; this is the one place that makes them.
 
+Each factory imports the domain modules it builds: every function imports this module, and a
+module-level import of the whole domain would load, at every cold start, what only other functions
+use (the authorizer has no store, the sweeper no publisher, the probe neither).
+`tests/unit/test_cold_import.py` checks that each handler's import leaves out what it does not use.
+
 A new live transport plugs in at `live_deliveries`: the publish paths hand it what they store.
 """
 
@@ -9,37 +14,29 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
 
 import boto3
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from streaming import constants as c
-from streaming.auth import KeyUnavailable, TokenPolicy, TokenVerifier, jwks_keys
-from streaming.connections import ConnectionRegistry
-from streaming.dynamo import count_throttles
-from streaming.environment import ConfigurationError
-from streaming.fanout import Dispatch, FanOut
-from streaming.hs256 import SecretLoader, SigningKeys, hs256_keys, issue_token
-from streaming.leases import StreamLeases
-from streaming.management import ManagementApi
-from streaming.publish import LiveDelivery, Publisher
-from streaming.publish_rate import PublishLimit
-from streaming.ratelimit import TokenBucket
-from streaming.results import Appended
-from streaming.session import Session
-from streaming.settings import AuthSettings, DeliverySettings, ProbeSettings, PublishRateSettings, Settings
-from streaming.store import EventStore
 
-if TYPE_CHECKING:  # the probe's modules (websockets, h11) load in the probe function only
+if TYPE_CHECKING:
+    from streaming.auth import TokenVerifier
+    from streaming.connections import ConnectionRegistry
+    from streaming.fanout import Dispatch, FanOut
+    from streaming.hs256 import SecretLoader
+    from streaming.leases import StreamLeases
+    from streaming.management import ManagementApi
     from streaming.probe import Publish
+    from streaming.publish import LiveDelivery, Publisher
+    from streaming.publish_rate import PublishLimit
+    from streaming.results import Appended
+    from streaming.session import Session
+    from streaming.settings import AuthSettings, DeliverySettings, ProbeSettings, Settings
+    from streaming.store import EventStore
 
 # Connections posted to in parallel by one function; the DynamoDB pool matches, since a 410 removes
 # the connection from the posting thread.
@@ -62,11 +59,15 @@ _CLIENT_CONFIG = Config(
 
 @cache
 def settings() -> Settings:
+    from streaming.settings import Settings
+
     return Settings.from_env()
 
 
 @cache
 def dynamodb() -> Any:
+    from streaming.dynamo import count_throttles
+
     client = boto3.client("dynamodb", config=_CLIENT_CONFIG)
     client.meta.events.register("response-received.dynamodb", count_throttles)
     return client
@@ -74,6 +75,8 @@ def dynamodb() -> Any:
 
 @cache
 def store() -> EventStore:
+    from streaming.store import EventStore
+
     config = settings()
     return EventStore(dynamodb(), config.events_table, config.streams_by_type, config.replay_window_seconds)
 
@@ -81,12 +84,17 @@ def store() -> EventStore:
 @cache
 def publisher() -> Publisher:
     """Also for producers that run in-process, configured by the same environment as the handlers."""
+    from streaming.publish import Publisher
+
     return Publisher(settings(), store(), live_deliveries())
 
 
 @cache
 def publish_limit() -> PublishLimit:
     """Each HTTP publisher's rate (the HTTP publish function's environment sets it)."""
+    from streaming.publish_rate import PublishLimit
+    from streaming.settings import PublishRateSettings
+
     return PublishLimit(dynamodb(), settings().events_table, PublishRateSettings.from_env())
 
 
@@ -105,17 +113,23 @@ def deliver_over_websocket(stored: Sequence[Appended]) -> None:
 
 @cache
 def delivery_settings() -> DeliverySettings:
+    from streaming.settings import DeliverySettings
+
     return DeliverySettings.from_env()
 
 
 @cache
 def management() -> ManagementApi:
+    from streaming.management import ManagementApi
+
     session = boto3.session.Session()
     return ManagementApi(delivery_settings().management_url, session.region_name, session.get_credentials())
 
 
 @cache
 def registry() -> ConnectionRegistry:
+    from streaming.connections import ConnectionRegistry
+
     config = delivery_settings()
     return ConnectionRegistry(
         dynamodb(),
@@ -128,11 +142,17 @@ def registry() -> ConnectionRegistry:
 @cache
 def stream_leases() -> StreamLeases:
     """The SSE streams' leases, for counting them (the SSE function takes its own from SseSettings)."""
+    from streaming.leases import StreamLeases
+
     return StreamLeases(dynamodb(), delivery_settings().connections_table)
 
 
 @cache
 def fanout() -> FanOut:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming.fanout import FanOut
+
     config = delivery_settings()
     return FanOut(
         registry(),
@@ -147,6 +167,9 @@ def fanout() -> FanOut:
 
 @cache
 def session() -> Session:
+    from streaming.ratelimit import TokenBucket
+    from streaming.session import Session
+
     config = delivery_settings()
     return Session(
         registry(),
@@ -173,6 +196,10 @@ def _invoker(function_name: str) -> Dispatch:
 
 @cache
 def verifier() -> tuple[TokenVerifier, AuthSettings]:
+    from streaming.auth import TokenPolicy, TokenVerifier, jwks_keys
+    from streaming.hs256 import hs256_keys
+    from streaming.settings import AuthSettings
+
     auth = AuthSettings.from_env()
     oidc = auth.mode == "oidc"
     policy = TokenPolicy(
@@ -189,6 +216,8 @@ def verifier() -> tuple[TokenVerifier, AuthSettings]:
 def _secret_loader(secret_arn: str) -> SecretLoader:
     from aws_lambda_powertools.utilities import parameters
 
+    from streaming.auth import KeyUnavailable
+
     def load(fresh: bool) -> str:
         try:
             return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh))
@@ -203,11 +232,16 @@ def _secret_loader(secret_arn: str) -> SecretLoader:
 
 @cache
 def probe_settings() -> ProbeSettings:
+    from streaming.settings import ProbeSettings
+
     return ProbeSettings.from_env()
 
 
 def probe_token() -> str:
     """A short-lived token for the probe's role, signed with the environment's current HS256 key."""
+    from streaming.hs256 import SigningKeys, issue_token
+    from streaming.settings import AuthSettings
+
     auth = AuthSettings.from_env()
     return issue_token(
         SigningKeys.parse(_secret_loader(auth.secret_arn)(False)),
@@ -224,6 +258,14 @@ def probe_token() -> str:
 def probe_publisher() -> Publish:
     """POST /events to the publish Function URL, signed with SigV4 (service lambda) as this function's
     role; raises unless the event was accepted."""
+    import urllib.request
+    from urllib.parse import urljoin
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    from streaming.environment import ConfigurationError
+
     url = urljoin(probe_settings().publish_url, "events")
     if not url.startswith(("https://", "http://")):  # urlopen would open file: and other schemes too
         raise ConfigurationError(f"{c.ENV_PROBE_PUBLISH_URL} must be an http(s) URL")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from streaming import cursor as cursors
 from streaming.errors import ErrorCode, StreamingError
 from streaming.results import Page
 from streaming.roles import RoleMatrix
-from streaming.store import EventStore
+
+if TYPE_CHECKING:  # the protocol's limits load in functions that build no store (the sweeper)
+    from streaming.store import EventStore
 
 MAX_REPLAY_LIMIT = 1000
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -23,7 +23,9 @@ from streaming.ratelimit import TokenBucket
 from streaming.replay import replay_after, replay_latest
 from streaming.results import Page
 from streaming.roles import RoleMatrix
-from streaming.store import EventStore
+
+if TYPE_CHECKING:  # the sweeper closes expired connections with this module and builds no store
+    from streaming.store import EventStore
 
 MAX_STRIKES = 20  # refused messages in a row before the server closes the connection
 
