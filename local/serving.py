@@ -174,9 +174,11 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
     503. uvicorn would otherwise wait for them, then cancel them and log each cancellation as
     "Exception in ASGI application" with a traceback."""
 
+    cut_off = _CutOff(stopping)
+
     async def app_until_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            await _websocket_until_shutdown(app, scope, receive, send, stopping)
+            await _websocket_until_shutdown(app, scope, receive, send, cut_off)
             return
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -204,7 +206,7 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
             )
             await send(message)
 
-        await _cut_off_once_stopping(app(scope, receive_until_shutdown, tracked), stopping)
+        await cut_off.run(app(scope, receive_until_shutdown, tracked))
         if not started:
             await send(_UNAVAILABLE)
             await send({"type": "http.response.body", "body": b'{"message":"the local stack is stopping"}'})
@@ -215,7 +217,7 @@ def _ends_on_shutdown(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
 
 
 async def _websocket_until_shutdown(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, stopping: asyncio.Event
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, cut_off: _CutOff
 ) -> None:
     """uvicorn closes open WebSocket connections itself (1012) when the stack stops, and they end at
     once; a connection still being opened (its `$connect` waiting for a function of a stack that is
@@ -228,8 +230,42 @@ async def _websocket_until_shutdown(
         accepted = accepted or message["type"] == "websocket.accept"
         await send(message)
 
-    if not await _cut_off_once_stopping(app(scope, receive, tracked), stopping) and not accepted:
+    if not await cut_off.run(app(scope, receive, tracked)) and not accepted:
         await send({"type": "websocket.close", "code": 1012})
+
+
+class _CutOff:
+    """Runs a server's requests to their end, or until `ANSWER_SECONDS` after the stack starts stopping,
+    when they are cancelled. Requests that start while it runs are watched by one task for all of them:
+    every fan-out post to the gateway is a request, and a watch of its own cost each about 30 us."""
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self._stopping = stopping
+        self._running: set[asyncio.Future[None]] = set()
+        self._watch = asyncio.ensure_future(self._cut_off_once_stopping())
+
+    async def run(self, work: Awaitable[None]) -> bool:
+        """Run `work`: whether it ended by itself. An error it raises is raised (uvicorn's to log)."""
+        if self._stopping.is_set():  # started while the stack stops: it has `ANSWER_SECONDS` of its own
+            return await _cut_off_once_stopping(work, self._stopping)
+        task = asyncio.ensure_future(work)
+        self._running.add(task)
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._running.discard(task)
+            if task.cancel():  # the request itself was cancelled: so is its work
+                await asyncio.wait({task})
+        if task.cancelled():
+            return False
+        task.result()
+        return True
+
+    async def _cut_off_once_stopping(self) -> None:
+        await self._stopping.wait()
+        await asyncio.sleep(ANSWER_SECONDS)
+        for task in list(self._running):
+            task.cancel()
 
 
 async def _cut_off_once_stopping(work: Awaitable[None], stopping: asyncio.Event) -> bool:
