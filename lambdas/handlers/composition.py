@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 # Connections posted to in parallel by one function; the DynamoDB pool matches, since a 410 removes
 # the connection from the posting thread.
 FANOUT_WORKERS = 32
+# A request's id claims made at once (each a conditional write, a round trip), over the DynamoDB pool.
+CLAIM_WORKERS = 16
 # The signing keys are reread this often (and on a token naming a key not seen yet): a retired key
 # verifies for up to this long after `make rotate-key ACTION=retire`, and the probe signs with it.
 SECRET_MAX_AGE_SECONDS = 300
@@ -75,10 +77,18 @@ def dynamodb() -> Any:
 
 @cache
 def store() -> EventStore:
+    from concurrent.futures import ThreadPoolExecutor
+
     from streaming.store import EventStore
 
     config = settings()
-    return EventStore(dynamodb(), config.events_table, config.streams_by_type, config.replay_window_seconds)
+    return EventStore(
+        dynamodb(),
+        config.events_table,
+        config.streams_by_type,
+        config.replay_window_seconds,
+        executor=ThreadPoolExecutor(CLAIM_WORKERS, thread_name_prefix="claims"),
+    )
 
 
 @cache

@@ -217,6 +217,7 @@ def markdown(figures: Mapping[str, Any]) -> str:
         ]
     lines += _adaptive_batching(figures.get("adaptive_batching"))
     lines += _publish_batching(figures.get("publish_batching"))
+    lines += _store_round_trips(figures.get("store_round_trips"))
     cold = figures.get("cold_import")
     if cold:
         lines += ["", "### Cold import (CPU ms in a fresh interpreter, Lambda-like environment)", ""]
@@ -261,6 +262,16 @@ def _publish_batching(rates: Mapping[str, Any] | None) -> list[str]:
          for rate, modes in sorted(rates.items(), key=lambda item: int(item[0]))
          for name, row in modes.items()],
     )  # fmt: skip
+
+
+def _store_round_trips(model: Mapping[str, Any] | None) -> list[str]:
+    """A publish request's time in the store with a modeled round trip per DynamoDB request."""
+    if not model:
+        return []
+    title = f"### The store with a {model['round_trip_ms']} ms round trip per DynamoDB request (a model)"
+    rows = [[size, name.replace("_", " "), row.get("p50_ms"), row.get("p99_ms")]
+            for size in ("1", "10") for name, row in model.get(size, {}).items()]  # fmt: skip
+    return ["", title, "", *_table(["events/request", "claims", "p50 ms", "p99 ms"], rows)]
 
 
 def _adaptive_batching(rates: Mapping[str, Any] | None) -> list[str]:

@@ -32,6 +32,7 @@ BENCHES: dict[str, dict[str, list[str]]] = {
     "fanout_throughput": {"quick": ["--repeat", "1"], "full": []},
     "adaptive_batching": {"quick": ["--seconds", "1"], "full": ["--connections", "100", "--seconds", "5"]},
     "publish_batching": {"quick": ["--rates", "100", "--seconds", "2"], "full": []},
+    "store_round_trips": {"quick": ["--requests", "30"], "full": []},
     "websocket_latency": {
         "quick": ["--connections", "100", "1000", "--events", "10"],
         "full": ["--connections", "10", "100", "300", "1000", "--events", "20"],

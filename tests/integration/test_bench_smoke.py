@@ -17,6 +17,7 @@ from tests.bench import (
     cold_import,
     publish_batching,
     sse_latency,
+    store_round_trips,
     store_throughput,
     websocket_latency,
 )
@@ -76,6 +77,15 @@ def test_publish_batching_runs_and_batching_only_ever_saves_requests(stack):
     alone, batching = modes["one_request_per_event"], modes["batching"]
     assert alone["deliveries"] == batching["deliveries"] == 100  # 50 events to each connection
     assert alone["requests_per_event"] == 1.0 and batching["requests_per_event"] <= 1.0
+
+
+@pytest.mark.performance
+def test_store_round_trips_runs_each_way_of_claiming():
+    figures = store_round_trips.measure(round_trip_ms=1, requests=3)
+    print(json.dumps(figures))
+    for size in ("1", "10"):
+        assert set(figures[size]) == {"one_after_another", "at_once"}
+        assert all(row["requests"] == 3 and row["p50_ms"] > 0 for row in figures[size].values())
 
 
 @pytest.mark.performance

@@ -96,6 +96,13 @@ FIGURES = {
             },
         }
     },
+    "store_round_trips": {
+        "round_trip_ms": 5.0,
+        "10": {
+            "one_after_another": {"p50_ms": 70.0, "p99_ms": 90.0},
+            "at_once": {"p50_ms": 21.5, "p99_ms": 30.0},
+        },
+    },
     "cpu_ms_per_delivery": 0.289,
     "fanout": {"speedup_vs_sequential": 30.1, "deliveries_per_s": 2661.0},
     "cold_import": {
@@ -141,6 +148,7 @@ def test_the_section_holds_every_table_with_the_figures():
     assert "| `sse.app` | 320.0 | 1.60 |" in section
     assert "| speedup_vs_sequential | 30.1 |" in section
     assert "| 100 | batching | 98.0 | 0.237 | 132.0 | 0.237 | 61.0 | 125.4 |" in section
+    assert "| 10 | at once | 21.5 | 30.0 |" in section
     assert "| 100 | 200 | 0.250 | 12.0 | 30.5 | 1.00 | 14.0 | 90.0 |" in section
     assert "commit `0123456789ab`" in section
     assert "- skipped `adaptive_batching`: not on this branch" in section

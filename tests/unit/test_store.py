@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -229,6 +231,21 @@ def test_a_requests_events_of_one_stream_commit_together_in_one_head_update(sett
     assert [r.seq for r in first + second] == list(range(1, 21))
     assert [r.envelope.prev for r in second if r.envelope] == list(range(10, 20))
     assert logged(store, settings) == [(r.seq, r.id) for r in first + second]
+
+
+def test_with_an_executor_a_requests_claims_are_made_at_once(settings, dynamodb, clock):
+    size = 5
+    together = threading.Barrier(size, timeout=30)  # each claim waits until all have been sent
+
+    def claim_waits_for_the_others(model, **_):
+        if model.name == "PutItem":
+            together.wait()
+
+    dynamodb.meta.events.register("before-call.dynamodb", claim_waits_for_the_others)
+    with ThreadPoolExecutor(size) as executor:
+        store = fresh_store(dynamodb, settings, clock, executor=executor)
+        results = store.append(events(settings, *(signal() for _ in range(size))), "p")
+    assert [r.seq for r in results] == list(range(1, size + 1))
 
 
 def test_a_lone_publishers_single_events_cost_two_requests_and_a_put_per_tail(settings, dynamodb, clock):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 from streaming.cursor import Position
@@ -67,14 +68,15 @@ class EventStore:
         max_commit_attempts: int = 200,
         max_scan: int = 1000,
         at_step: Callable[[Step], None] = _no_hook,
+        executor: Executor | None = None,
     ) -> None:
-        """`at_step` is called as an append reaches each Step: where tests inject a crash or a pause."""
+        """`at_step` is called as an append reaches each Step: where tests inject a crash or a pause.
+        `executor` makes a request's id claims concurrently (one after another without it)."""
         table = Table(client, table_name)
         self._reader = Reader(table, streams_by_type, clock, max_scan)
         claims = Claims(table, replay_window_seconds)
         self._appender = Appender(
             streams_by_type,
-            table,
             claims,
             HeadCommit(table, claims, self._reader, replay_window_seconds, clock, max_commit_attempts),
             self._reader,
@@ -83,6 +85,7 @@ class EventStore:
             fence_seconds=fence_seconds,
             pending_wait_seconds=pending_wait_seconds,
             at_step=at_step,
+            concurrently=executor.map if executor is not None else map,
         )
 
     @tracer.capture_method(capture_response=False)

@@ -6,9 +6,10 @@ that died before committing it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 
 from streaming.errors import ErrorCode, StreamingError
 from streaming.events import NewEvent, data_bytes
@@ -17,7 +18,6 @@ from streaming.store.claims import Claims
 from streaming.store.commit import HeadCommit, now_ms
 from streaming.store.items import Head, Item, event_seq
 from streaming.store.reads import Reader
-from streaming.store.table import Table
 
 # One commit carries at most this much: the head item holds the batch and has a 400 KB limit, which the
 # old and the new batch must fit together (moto checks the size while applying the update).
@@ -25,6 +25,8 @@ MAX_BATCH_EVENTS = 100
 MAX_BATCH_BYTES = 180_000
 ITEM_OVERHEAD_BYTES = 1024  # an event item's attributes besides `data`, generously
 KNOWN_HEAD_SECONDS = 5.0  # how long the head this publisher last committed is worth trying first
+# Maps a claim over a request's events, as the builtin `map` or an executor's `map` does.
+ClaimMap = Callable[[Callable[[NewEvent], Item | None], Iterable[NewEvent]], Iterator[Item | None]]
 
 
 class Step(Enum):
@@ -52,7 +54,6 @@ class Appender:
     def __init__(
         self,
         streams_by_type: Mapping[str, str],
-        table: Table,
         claims: Claims,
         commit: HeadCommit,
         reader: Reader,
@@ -62,9 +63,14 @@ class Appender:
         fence_seconds: float,
         pending_wait_seconds: float,
         at_step: Callable[[Step], None],
+        concurrently: Callable[
+            [Callable[[NewEvent], Item | None], Iterable[NewEvent]], Iterator[Item | None]
+        ],
     ) -> None:
+        """`concurrently` maps the claim of each event of a request (an executor's `map`: the claims
+        are independent conditional writes, each a round trip)."""
         self._streams_by_type = dict(streams_by_type)
-        self._table = table
+        self._concurrently = concurrently
         self._claims = claims
         self._commit = commit
         self._reader = reader
@@ -90,9 +96,12 @@ class Appender:
         head = self._head(stream)
         claimed: list[_Claimed] = []
         found: list[tuple[int, NewEvent, Item]] = []
-        for index, event in indexed:
-            claimed_at = now_ms(self._clock)
-            claim = self._claims.claim(event, stream, from_seq=head.seq + 1, claimed_at=claimed_at)
+        claimed_at = now_ms(self._clock)
+        claims = self._concurrently(
+            partial(self._claims.claim, stream=stream, from_seq=head.seq + 1, claimed_at=claimed_at),
+            [event for _, event in indexed],
+        )
+        for (index, event), claim in zip(indexed, claims, strict=True):
             if claim is None:
                 claimed.append(_Claimed(index, event, head.seq + 1, claimed_at))
             else:
