@@ -37,7 +37,7 @@ BENCHES: dict[str, dict[str, list[str]]] = {
         "quick": ["--connections", "100", "1000", "--events", "10"],
         "full": ["--connections", "10", "100", "300", "1000", "--events", "20"],
     },
-    "sse_latency": {"quick": ["--seconds", "10", "--events", "10"], "full": ["--seconds", "60"]},
+    "sse_latency": {"quick": ["--seconds", "15", "--events", "10"], "full": ["--seconds", "60"]},
     "cold_import": {"quick": ["--repeat", "3"], "full": ["--repeat", "9"]},
 }
 TIMEOUT_SECONDS = {"quick": 600, "full": 1800}  # one benchmark, at most
