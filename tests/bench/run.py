@@ -28,7 +28,8 @@ from tests.bench import report
 
 # Module (in tests/bench/) -> its arguments at each scale; all are bounded by the scripts themselves.
 BENCHES: dict[str, dict[str, list[str]]] = {
-    "store_throughput": {"quick": ["--events", "128"], "full": []},
+    # quick: each of 8 publishers sends 3 requests of 10 events (with one, they all collide at once)
+    "store_throughput": {"quick": ["--events", "240", "--publishers", "1", "8"], "full": []},
     "fanout_throughput": {"quick": ["--repeat", "1"], "full": []},
     "adaptive_batching": {"quick": ["--seconds", "1"], "full": ["--connections", "100", "--seconds", "5"]},
     "publish_batching": {"quick": ["--rates", "100", "--seconds", "2"], "full": []},

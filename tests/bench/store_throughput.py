@@ -126,6 +126,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=640, help="events per run, split over the publishers")
+    parser.add_argument("--publishers", type=int, nargs="+", default=list(PUBLISHERS), choices=PUBLISHERS)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     variants = {
@@ -144,7 +145,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|")
         for per_request in EVENTS_PER_REQUEST:
-            for publishers in PUBLISHERS:
+            for publishers in args.publishers:
                 for name, store_class in variants.items():
                     measured = run(moto_url, store_class, publishers, args.events, per_request)
                     figures.setdefault(name, {}).setdefault(str(per_request), {})[str(publishers)] = measured
