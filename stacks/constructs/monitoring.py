@@ -133,7 +133,8 @@ class Monitoring(Construct):
         """The probe's runs (one a minute) that saw their event, per transport, and the WebSocket's
         publish-to-receive p99 (of five runs a period: the slowest). A probe that stopped running is
         itself a failure: no data breaches the success alarms. SSE's latency is not held to the service
-        level: its streams poll the store (`sse.poll_interval_ms`, 500 ms by default)."""
+        level: a stream whose relay to the WebSocket API fails falls back to polling the store
+        (`sse.poll_interval_ms`, 500 ms by default, counted by `SsePushFallbacks`)."""
         thresholds = self._config.alarms
         alarms = [
             self._alarm(
