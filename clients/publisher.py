@@ -183,15 +183,18 @@ class BatchingPublisher:
                 if not self._pending:
                     return
                 batch = self._next_batch()
-            self._send(batch)
+            if batch:
+                self._send(batch)
 
     def _next_batch(self) -> list[tuple[dict[str, Any], Future[Any]]]:
         """The oldest pending events, up to an id seen twice (the API refuses one in a request)."""
         batch: list[tuple[dict[str, Any], Future[Any]]] = []
         ids: set[Any] = set()
         while self._pending and len(batch) < self._max_events and self._pending[0][0].get("id") not in ids:
-            ids.add(self._pending[0][0].get("id"))
-            batch.append(self._pending.popleft())
+            event, future = self._pending.popleft()
+            if future.set_running_or_notify_cancel():  # else its caller cancelled it: not sent
+                ids.add(event.get("id"))
+                batch.append((event, future))
         return batch
 
     def _send(self, batch: list[tuple[dict[str, Any], Future[Any]]]) -> None:

@@ -87,6 +87,13 @@ def recording(client: PublishClient, gate: threading.Event | None = None) -> lis
     return sizes
 
 
+def until_held_in_flight(sizes: list[int]) -> None:
+    """Until the first request is sent (and held at its gate)."""
+    until = time.monotonic() + TIMEOUT
+    while not sizes and time.monotonic() < until:
+        time.sleep(0.01)
+
+
 def test_a_batching_publisher_sends_what_arrives_during_a_request_in_the_next_one_in_order(local_stack):
     client = local_client(local_stack)
     sizes = recording(client)
@@ -117,9 +124,7 @@ def test_a_batching_publisher_gives_each_event_its_own_answer_when_one_fails_the
     good, bad, also_good = signal(), {**signal(), "type": "order.filled"}, signal()
     with BatchingPublisher(client) as publisher:
         first = publisher.submit(signal())
-        until_sent = time.monotonic() + TIMEOUT
-        while not sizes and time.monotonic() < until_sent:  # held in flight, so the rest wait together
-            time.sleep(0.01)
+        until_held_in_flight(sizes)  # so what is submitted next waits for it
         futures = [publisher.submit(event) for event in (good, bad, also_good)]
         gate.set()
         assert first.result(TIMEOUT)["duplicate"] is False
@@ -129,6 +134,19 @@ def test_a_batching_publisher_gives_each_event_its_own_answer_when_one_fails_the
         assert futures[2].result(TIMEOUT)["id"] == also_good["id"]
     assert refused.value.code == "unknown_type"
     assert sizes == [1, 3, 1, 1, 1]
+
+
+def test_a_batching_publisher_does_not_send_an_event_its_caller_cancelled(local_stack):
+    client, gate = local_client(local_stack), threading.Event()
+    sizes = recording(client, gate)
+    with BatchingPublisher(client) as publisher:
+        first = publisher.submit(signal())
+        until_held_in_flight(sizes)
+        cancelled, kept = publisher.submit(signal()), publisher.submit(signal())
+        assert cancelled.cancel()
+        gate.set()
+        assert first.result(TIMEOUT)["seq"] < kept.result(TIMEOUT)["seq"]
+    assert sizes == [1, 1]
 
 
 def test_unsigned_and_wrongly_signed_requests_are_forbidden(local_stack):
