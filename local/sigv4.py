@@ -12,13 +12,13 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-from functools import lru_cache
 from urllib.parse import SplitResult, quote, urlsplit
 
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.utils import normalize_url_path
 
 from local.state import LocalCredentials
+from streaming.management import signature
 
 _AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)"
@@ -52,10 +52,7 @@ def verify(
     if abs((datetime.now(UTC) - signed_at).total_seconds()) > MAX_CLOCK_SKEW_SECONDS:
         return "signature expired or from the future"
     canonical = canonical_request(method, url, headers, match["headers"].split(";"), body)
-    scope = f"{amz_date[:8]}/{match['region']}/{service}/aws4_request"
-    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = _signing_key(credentials.secret_access_key, amz_date[:8], match["region"], service)
-    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    _, expected = signature(credentials.secret_access_key, amz_date, match["region"], service, canonical)
     return None if hmac.compare_digest(expected, match["signature"]) else "signature does not match"
 
 
@@ -90,11 +87,3 @@ def _host(parts: SplitResult) -> str:
     if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(parts.scheme):
         host = f"{host}:{parts.port}"
     return host
-
-
-@lru_cache(maxsize=8)
-def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
-    key = f"AWS4{secret_key}".encode()
-    for part in (day, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key

@@ -135,13 +135,10 @@ class ManagementApi:
                 hashlib.sha256(body).hexdigest(),
             ]
         )
-        scope = f"{amz_date[:8]}/{self._region}/{SERVICE}/aws4_request"
-        to_sign = f"{_ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        key = _signing_key(credentials.secret_key, amz_date[:8], self._region)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        scope, signed = signature(credentials.secret_key, amz_date, self._region, SERVICE, canonical)
         headers["authorization"] = (
             f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed_headers}, Signature={signature}"
+            f"SignedHeaders={signed_headers}, Signature={signed}"
         )
         return headers
 
@@ -160,9 +157,20 @@ def _amz_date(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def signature(
+    secret_key: str, amz_date: str, region: str, service: str, canonical_request: str
+) -> tuple[str, str]:
+    """The credential scope and the SigV4 signature of `canonical_request` made at `amz_date` (also
+    what the local stack checks signatures with)."""
+    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
+    to_sign = f"{_ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
+    key = _signing_key(secret_key, amz_date[:8], region, service)
+    return scope, hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
 @lru_cache(maxsize=8)
-def _signing_key(secret_key: str, day: str, region: str) -> bytes:
+def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
     key = f"AWS4{secret_key}".encode()
-    for part in (day, region, SERVICE, "aws4_request"):
+    for part in (day, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return key
