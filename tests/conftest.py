@@ -13,6 +13,7 @@ from moto import mock_aws
 from stacks.config import load
 from stacks.table_layouts import CONNECTIONS, EVENTS, create_table
 from streaming.connections import ConnectionRegistry
+from streaming.observability import metrics
 from streaming.publish import Publisher
 from streaming.settings import DeliverySettings, Settings
 from streaming.store import EventStore
@@ -67,6 +68,13 @@ def delivery_settings() -> DeliverySettings:
         messages_per_second=10,
         burst=20,
     )
+
+
+@pytest.fixture(autouse=True)
+def no_metrics_left_over() -> None:
+    """Each test starts without the metric values an earlier test in this process added and nothing
+    flushed (the functions' metrics object is one per process)."""
+    metrics.clear_metrics()
 
 
 @pytest.fixture

@@ -412,7 +412,6 @@ def test_the_session_counts_replays_rate_limited_messages_and_retried_posts(
 ):
     from streaming.observability import metrics
 
-    metrics.clear_metrics()  # what earlier tests in this process added and no handler flushed
     publisher.publish([signal(), signal()], "tests")
     throttled_once = iter([429])
     answer = management.post
