@@ -63,9 +63,7 @@ class Appender:
         fence_seconds: float,
         pending_wait_seconds: float,
         at_step: Callable[[Step], None],
-        concurrently: Callable[
-            [Callable[[NewEvent], Item | None], Iterable[NewEvent]], Iterator[Item | None]
-        ],
+        concurrently: ClaimMap,
     ) -> None:
         """`concurrently` maps the claim of each event of a request (an executor's `map`: the claims
         are independent conditional writes, each a round trip)."""

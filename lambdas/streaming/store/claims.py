@@ -26,7 +26,18 @@ class Claims:
     def claim(self, event: NewEvent, stream: str, from_seq: int, claimed_at: int) -> Item | None:
         """Claim the event's id; None when claimed now, else the claim found ({} if the backend did
         not return it). `from_seq` is where a take-over looks for the event if it was committed."""
-        return self._table.put_if_absent(self._item(event, stream, from_seq, claimed_at))
+        return self._table.put_if_absent(
+            {
+                c.PARTITION_KEY: claim_key(event.id),
+                c.SORT_KEY: 0,
+                "stream": stream,
+                "type": event.type,
+                "digest": event.digest(),
+                "from_seq": from_seq,
+                "claimed_at": claimed_at,
+                c.TTL_ATTRIBUTE: expires_at(claimed_at, self._window),
+            }
+        )
 
     def completed(self, event: Item) -> Item:
         """The completed claim of a committed event, whole, from its item: put when the event is
@@ -43,18 +54,6 @@ class Claims:
             "seq": envelope.seq,
             "ts": envelope.ts,
             c.TTL_ATTRIBUTE: event[c.TTL_ATTRIBUTE],
-        }
-
-    def _item(self, event: NewEvent, stream: str, from_seq: int, claimed_at: int) -> Item:
-        return {
-            c.PARTITION_KEY: claim_key(event.id),
-            c.SORT_KEY: 0,
-            "stream": stream,
-            "type": event.type,
-            "digest": event.digest(),
-            "from_seq": from_seq,
-            "claimed_at": claimed_at,
-            c.TTL_ATTRIBUTE: expires_at(claimed_at, self._window),
         }
 
     def get(self, event_id: str) -> Item:

@@ -107,7 +107,8 @@ def expired(item: Item, now_s: float) -> bool:
 @dataclass(frozen=True, slots=True)
 class Head:
     """A stream's head item: the seq of its last event, the last seq of each type, and the items of
-    the last committed batch, in seq order, ending at `seq` (their own items may not be written yet)."""
+    its tail (`batch`: the stream's last events, of one commit or several), in seq order, ending at
+    `seq`; their own items may not be written yet."""
 
     seq: int
     heads: Position
