@@ -256,10 +256,7 @@ class _CutOff:
             self._running.discard(task)
             if task.cancel():  # the request itself was cancelled: so is its work
                 await asyncio.wait({task})
-        if task.cancelled():
-            return False
-        task.result()
-        return True
+        return _ended_by_itself(task)
 
     async def _cut_off_once_stopping(self) -> None:
         await self._stopping.wait()
@@ -278,6 +275,11 @@ async def _cut_off_once_stopping(work: Awaitable[None], stopping: asyncio.Event)
     finally:
         if task.cancel():  # not done yet: cut off
             await asyncio.wait({task})
+    return _ended_by_itself(task)
+
+
+def _ended_by_itself(task: asyncio.Future[None]) -> bool:
+    """Whether `task` ended by itself rather than cut off; an error it raised is raised."""
     if task.cancelled():
         return False
     task.result()
