@@ -21,7 +21,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import statistics
 import tempfile
 import threading
 import time
@@ -44,6 +43,7 @@ from streaming.fanout import FanOut, Recipient
 from streaming.outbox import POSTS_IN_FLIGHT
 from tests.chaos import server_side
 from tests.integration.conftest import connection_ids, outputs, running_local_stack
+from tools.load import percentiles
 
 PUBLISHERS = 16  # publishes in flight at once
 TYPES = frozenset({"signal.created"})
@@ -141,16 +141,15 @@ def received(pipe: Connection, handed: dict[str, float], connections: int) -> di
         if event_id in handed
     )
     frames = sum(1 for _, ids in messages if any(event_id in handed for event_id in ids))
+    percentile = percentiles(latencies)
     return {
         "events": len(handed),
         "deliveries": len(latencies),
         "expected": expected,
         "frames": frames,
         "frames_per_event": round(frames / max(1, len(latencies)), 3),
-        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
-        if latencies
-        else None,
+        "p50_ms": round(percentile["p50"], 1) if latencies else None,
+        "p99_ms": round(percentile["p99"], 1) if latencies else None,
     }
 
 

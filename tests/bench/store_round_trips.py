@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ from stacks.table_layouts import EVENTS, create_table
 from streaming.events import parse_new_event
 from streaming.store import EventStore
 from tests.conftest import signal
+from tools.load import percentiles
 
 
 def request_ms(round_trip_ms: float, per_request: int, requests: int, *, concurrent: bool) -> list[float]:
@@ -50,17 +50,17 @@ def request_ms(round_trip_ms: float, per_request: int, requests: int, *, concurr
             started = time.perf_counter()
             store.append(batch, "bench")
             timings.append((time.perf_counter() - started) * 1000)
-        return sorted(timings)
+        return timings
 
 
 def measure(round_trip_ms: float, requests: int) -> dict[str, Any]:
     figures: dict[str, Any] = {"round_trip_ms": round_trip_ms}
     for per_request in (1, 10):
         for name, concurrent in (("one_after_another", False), ("at_once", True)):
-            timings = request_ms(round_trip_ms, per_request, requests, concurrent=concurrent)
+            timings = percentiles(request_ms(round_trip_ms, per_request, requests, concurrent=concurrent))
             figures.setdefault(str(per_request), {})[name] = {
-                "p50_ms": round(statistics.median(timings), 1),
-                "p99_ms": round(timings[min(len(timings) - 1, int(len(timings) * 0.99))], 1),
+                "p50_ms": round(timings["p50"], 1),
+                "p99_ms": round(timings["p99"], 1),
                 "requests": requests,
             }
     return figures
