@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -24,7 +25,7 @@ from stacks.config import load
 from streaming.replay import replay_after
 from streaming.store import EventStore
 from tests.conftest import example, signal
-from tests.integration.conftest import outputs, running_local_stack
+from tests.integration.conftest import outputs, running_local_stack, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("local-stack")]
 TIMEOUT = 60  # seconds, generous: the machine may be loaded
@@ -87,13 +88,6 @@ def recording(client: PublishClient, gate: threading.Event | None = None) -> lis
     return sizes
 
 
-def until_held_in_flight(sizes: list[int]) -> None:
-    """Until the first request is sent (and held at its gate)."""
-    until = time.monotonic() + TIMEOUT
-    while not sizes and time.monotonic() < until:
-        time.sleep(0.01)
-
-
 def test_a_batching_publisher_sends_what_arrives_during_a_request_in_the_next_one_in_order(local_stack):
     client = local_client(local_stack)
     sizes = recording(client)
@@ -124,7 +118,7 @@ def test_a_batching_publisher_gives_each_event_its_own_answer_when_one_fails_the
     good, bad, also_good = signal(), {**signal(), "type": "order.filled"}, signal()
     with BatchingPublisher(client) as publisher:
         first = publisher.submit(signal())
-        until_held_in_flight(sizes)  # so what is submitted next waits for it
+        asyncio.run(until(lambda: sizes, TIMEOUT))  # held in flight: what is submitted next waits
         futures = [publisher.submit(event) for event in (good, bad, also_good)]
         gate.set()
         assert first.result(TIMEOUT)["duplicate"] is False
@@ -141,7 +135,7 @@ def test_a_batching_publisher_does_not_send_an_event_its_caller_cancelled(local_
     sizes = recording(client, gate)
     with BatchingPublisher(client) as publisher:
         first = publisher.submit(signal())
-        until_held_in_flight(sizes)
+        asyncio.run(until(lambda: sizes, TIMEOUT))
         cancelled, kept = publisher.submit(signal()), publisher.submit(signal())
         assert cancelled.cancel()
         gate.set()
